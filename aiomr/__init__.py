@@ -1,0 +1,69 @@
+"""aiomr: MapReduce for asyncio.
+
+``await aiomr.map_reduce(source, mapper, reducer)`` maps records in worker processes and folds
+the results as they complete, while the event loop keeps serving everything else.
+"""
+
+from . import executors as executors
+from . import sources as sources
+from ._api import map_reduce as map_reduce
+from ._badrecords import BadRecord as BadRecord
+from ._engine import Engine as Engine
+from ._exceptions import AiomrError as AiomrError
+from ._exceptions import BrokenWorkerError as BrokenWorkerError
+from ._exceptions import ClosedResourceError as ClosedResourceError
+from ._exceptions import EmptySourceError as EmptySourceError
+from ._exceptions import MapperOutputError as MapperOutputError
+from ._exceptions import RecordError as RecordError
+from ._exceptions import UnpicklableError as UnpicklableError
+from ._exceptions import WorkerTraceback as WorkerTraceback
+from ._jobclass import Job as Job
+from ._jobclass import Step as Step
+from ._keyed_api import fold_by_key as fold_by_key
+from ._keyed_api import group_by_key as group_by_key
+from ._keyed_api import map_reduce_by_key as map_reduce_by_key
+from ._keyed_api import open_by_key as open_by_key
+from ._keyspec import FoldByKey as FoldByKey
+from ._keyspec import GroupByKey as GroupByKey
+from ._keyspec import ReduceByKey as ReduceByKey
+from ._loop import loop_factory as loop_factory
+from ._loop import run as run
+from ._results import top as top
+from ._results import write_csv as write_csv
+from ._results import write_jsonl as write_jsonl
+from ._retry import RetryPolicy as RetryPolicy
+from ._stats import JobStats as JobStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AiomrError",
+    "BadRecord",
+    "BrokenWorkerError",
+    "ClosedResourceError",
+    "EmptySourceError",
+    "Engine",
+    "FoldByKey",
+    "GroupByKey",
+    "Job",
+    "JobStats",
+    "MapperOutputError",
+    "RecordError",
+    "ReduceByKey",
+    "RetryPolicy",
+    "Step",
+    "UnpicklableError",
+    "WorkerTraceback",
+    "executors",
+    "fold_by_key",
+    "group_by_key",
+    "loop_factory",
+    "map_reduce",
+    "map_reduce_by_key",
+    "open_by_key",
+    "run",
+    "sources",
+    "top",
+    "write_csv",
+    "write_jsonl",
+]

@@ -1,0 +1,8 @@
+"""``python -m aiomr``: the same as the ``aiomr`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

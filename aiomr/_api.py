@@ -1,0 +1,166 @@
+"""``aiomr.map_reduce``: one job, one await, a pool owned by the call."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from typing import Any, Literal, overload
+
+from ._badrecords import OnError
+from ._chunker import AnySource, check_source
+from ._engine import Engine
+from ._job import JobOptions, check_callable
+from ._reducer import MISSING
+from ._retry import RetryPolicy
+from ._stats import JobStats
+from ._types import Mode, R, V
+from .executors import ExecutorSpec
+from .sources._splits import FileSource
+
+__all__ = ["map_reduce"]
+
+
+@overload
+async def map_reduce(
+    source: Iterable[R] | AsyncIterable[R] | FileSource,
+    mapper: Callable[[R], V],
+    reducer: Callable[[V, V], V],
+    *,
+    initial: V = ...,
+    mode: Literal["record"] = ...,
+    ordered: bool = ...,
+    chunk_size: int | None = ...,
+    max_in_flight: int | None = ...,
+    retry: RetryPolicy | None = ...,
+    on_error: OnError = ...,
+    dead_letter: str | os.PathLike[str] | None = ...,
+    executor: ExecutorSpec = ...,
+    max_workers: int | None = ...,
+    stats: JobStats | None = ...,
+) -> V: ...
+
+
+@overload
+async def map_reduce(
+    source: FileSource,
+    mapper: Callable[[Iterator[bytes]], V],
+    reducer: Callable[[V, V], V],
+    *,
+    initial: V = ...,
+    mode: Literal["blocks"],
+    ordered: bool = ...,
+    chunk_size: int | None = ...,
+    max_in_flight: int | None = ...,
+    retry: RetryPolicy | None = ...,
+    on_error: OnError = ...,
+    dead_letter: str | os.PathLike[str] | None = ...,
+    executor: ExecutorSpec = ...,
+    max_workers: int | None = ...,
+    stats: JobStats | None = ...,
+) -> V: ...
+
+
+@overload
+async def map_reduce(
+    source: Iterable[R] | AsyncIterable[R] | FileSource,
+    mapper: Callable[[list[R]], V],
+    reducer: Callable[[V, V], V],
+    *,
+    initial: V = ...,
+    mode: Literal["chunk"],
+    ordered: bool = ...,
+    chunk_size: int | None = ...,
+    max_in_flight: int | None = ...,
+    retry: RetryPolicy | None = ...,
+    on_error: OnError = ...,
+    dead_letter: str | os.PathLike[str] | None = ...,
+    executor: ExecutorSpec = ...,
+    max_workers: int | None = ...,
+    stats: JobStats | None = ...,
+) -> V: ...
+
+
+async def map_reduce(
+    source: AnySource,
+    mapper: Callable[[Any], Any],
+    reducer: Callable[[Any, Any], Any],
+    *,
+    initial: Any = MISSING,
+    mode: Mode = "record",
+    ordered: bool = False,
+    chunk_size: int | None = None,
+    max_in_flight: int | None = None,
+    retry: RetryPolicy | None = None,
+    on_error: OnError = "raise",
+    dead_letter: str | os.PathLike[str] | None = None,
+    executor: ExecutorSpec = "process",
+    max_workers: int | None = None,
+    stats: JobStats | None = None,
+) -> Any:
+    """Map every record of ``source`` and reduce the values to one result.
+
+    Example:
+
+        import asyncio, operator, aiomr
+
+        async def main() -> None:
+            total = await aiomr.map_reduce(range(1, 11), lambda x: x * x, operator.add)
+            print(total)  # 385
+
+        if __name__ == "__main__":
+            aiomr.run(main())
+
+    Records travel to the workers in chunks. In ``mode="record"`` (the default) each worker maps
+    every record of its chunk and folds the values with ``reducer``, so one partial per chunk
+    comes back; in ``mode="chunk"`` the mapper receives the whole chunk (a list) and returns the
+    partial itself. The caller folds the partials with ``reducer`` as they arrive.
+
+    Args:
+        source: any iterable or async iterable (async generators, async database cursors).
+            It is pulled lazily, never read ahead of the in-flight window, and closed when the
+            job ends.
+        mapper: ``record -> value`` (``"record"`` mode) or ``list[record] -> partial``
+            (``"chunk"`` mode). Lambdas and closures work with the process pool.
+        reducer: ``(value, value) -> value``. It must be associative, and commutative unless
+            ``ordered=True``; values and the result share one type.
+        initial: folded in once, first; the result of an empty source. Without it an empty
+            source raises `aiomr.EmptySourceError`.
+        mode: ``"record"`` or ``"chunk"``, as above.
+        ordered: fold partials in input order instead of as they complete, for reducers
+            that are associative but not commutative (string concatenation, list append).
+        chunk_size: records per chunk; ``None`` adapts it from measured task times.
+        max_in_flight: chunks outstanding at most (running, or done and not yet folded);
+            defaults to twice the worker count.
+        retry: when to run a failed chunk again; by default a chunk whose worker process
+            died runs again, up to 3 runs in all (`aiomr.RetryPolicy`).
+        on_error: ``"raise"`` (the default) fails the job on the first record whose parsing
+            or mapping raises; ``"skip"`` leaves such records out, counts them in
+            ``stats.records_skipped`` and keeps a sample in ``stats.bad_sample``;
+            ``"collect"`` also keeps every one in ``stats.bad_records``. Record mode only.
+        dead_letter: a JSON Lines file to append every skipped record to (location, record,
+            error).
+        executor: ``"process"`` (default), ``"thread"``, ``"inline"``, an
+            `aiomr.executors.Executor`, or a `concurrent.futures.Executor`.
+        max_workers: workers for an executor created by name; defaults to the CPU count.
+        stats: a `aiomr.JobStats` to fill live with the job's figures.
+
+    Returns:
+        The reduction of all mapped values (``initial`` folded in first when given).
+
+    Raises:
+        Exception: whatever the mapper or reducer raised, as itself, with the worker's
+            traceback as ``__cause__`` and a note naming the failing chunk.
+        TypeError, ValueError: for bad arguments, before any record is read.
+
+    Cancellation: cancelling the call (or an ``asyncio.timeout`` around it) closes the source,
+    cancels outstanding chunks and stops the worker processes this call started.
+    """
+    # Check every argument before starting worker processes.
+    options = JobOptions(
+        initial, mode, ordered, chunk_size, max_in_flight, retry, on_error, dead_letter
+    )
+    check_callable("mapper", mapper)
+    check_callable("reducer", reducer)
+    check_source(source)
+    async with Engine(executor, max_workers=max_workers) as engine:
+        return await engine._map_reduce(source, mapper, reducer, options, stats)

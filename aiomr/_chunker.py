@@ -1,0 +1,264 @@
+"""Batch records from a source into chunks; the only place that decides how many.
+
+Adaptive sizing
+---------------
+With ``chunk_size=None`` (the default) a `ChunkSizer` keeps map tasks inside a target
+duration band. It starts small (`FIRST_CHUNK_SIZE` records) so the first results arrive
+quickly and slow records never leave workers idle behind one huge chunk; every completed task
+reports how long its records took *inside the worker*, an exponentially weighted average of the
+per-record time is kept, and the next size is ``TARGET_TASK_SECONDS / per_record_seconds``.
+A size grows at most `MAX_GROWTH` times per completed task (one fast outlier cannot
+blow up memory) and never exceeds `MAX_CHUNK_SIZE`; it shrinks at once when tasks turn
+slow. Tiny records thus travel in tens of thousands per task (the per-task cost of a process
+pool, ~100 µs, becomes noise) and second-long records travel one by one.
+
+Pulling
+-------
+A `ChunkReader` pulls records only when the dispatcher asks for a chunk, so the source
+is never read ahead of the in-flight window. Lists, tuples and ranges are sliced on the event
+loop (no user code runs). Other plain iterables may block or run user code, so they are pulled
+in a helper thread. Async iterables must be pulled on the loop; the reader pulls them in slices
+that take about `PULL_SLICE_SECONDS` and yields to the loop between slices, so a fast
+async generator cannot stall other tasks while a large chunk fills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic
+
+from ._types import R
+from .sources._lines import LineSource
+from .sources._splits import FileSource, Split
+
+__all__ = ["AnySource", "Chunk", "ChunkReader", "ChunkSizer", "check_source"]
+
+AnySource = Iterable[Any] | AsyncIterable[Any] | FileSource
+"""What jobs accept as a source: iterables, async iterables and file sources."""
+
+FIRST_CHUNK_SIZE = 64
+"""Records in the first chunks of an adaptive job: small enough that a slow mapper shows its
+speed within one task, large enough that a fast one is not dominated by per-task cost."""
+TARGET_TASK_SECONDS = 0.05
+"""Aim of the adaptive sizing. Per-task overhead is ~0.1 ms, so 50 ms tasks waste ~0.2%;
+longer tasks would make progress, cancellation and load balancing coarser."""
+MAX_GROWTH = 4
+"""A chunk may grow at most this many times from one completed task to the next."""
+MAX_CHUNK_SIZE = 65_536
+"""Upper bound of adaptive chunks: bounds the memory of ``max_in_flight`` chunks and the
+time to build one chunk in the caller."""
+PULL_SLICE_SECONDS = 0.002
+"""Longest stretch the reader pulls from an async iterable without yielding to the loop."""
+_EWMA_WEIGHT = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk(Generic[R]):
+    """A batch of records and where it sits in the source."""
+
+    index: int
+    """Position of the chunk among the job's chunks, from 0."""
+    start: int
+    """Position of the chunk's first record in the source, from 0."""
+    records: list[R]
+    origins: tuple[tuple[int, str, int], ...] = ()
+    """For lines of files: ``(index in records, path, line number)`` where each run starts."""
+    split: Split | None = None
+    """For file sources read by the workers: the byte ranges (``records`` is ``[split]``)."""
+
+    @property
+    def location(self) -> str:
+        """Describe the chunk for error messages."""
+        if self.split is not None:
+            return self.split.describe()
+        if self.origins:
+            _, path, line = self.origins[0]
+            last_index, last_path, last_line = self.origins[-1]
+            end = last_line + len(self.records) - 1 - last_index
+            where = f"{path}:{line}" if path == last_path else f"{path}:{line} to {last_path}"
+            return f"chunk {self.index} ({where}..{end})"
+        end = self.start + len(self.records) - 1
+        return f"chunk {self.index} (records {self.start}..{end} of the source)"
+
+    def locate(self, index: int) -> str:
+        """Name record ``index`` of the chunk: file and line when known, else its position."""
+        for first, path, line in reversed(self.origins):
+            if first <= index:
+                return f"{path}:{line + index - first}"
+        return f"record {self.start + index} of the source"
+
+
+def check_source(source: object) -> None:
+    """Raise `TypeError` unless ``source`` is an iterable or an async iterable."""
+    if not isinstance(source, Iterable | AsyncIterable | FileSource):
+        raise TypeError(
+            f"source must be an Iterable or an AsyncIterable, got {type(source).__qualname__}"
+        )
+
+
+class ChunkSizer:
+    """Choose the size of the next chunk, fixed or adaptive (see the module docstring)."""
+
+    def __init__(self, chunk_size: int | None = None) -> None:
+        if chunk_size is not None:
+            if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+                raise TypeError(f"chunk_size must be an int or None, got {chunk_size!r}")
+            if chunk_size < 1:
+                raise ValueError("chunk_size must be >= 1")
+        self.adaptive = chunk_size is None
+        self.size = FIRST_CHUNK_SIZE if chunk_size is None else chunk_size
+        self._per_record: float | None = None
+
+    def observe(self, records: int, task_seconds: float) -> None:
+        """Take one completed task into account."""
+        if not self.adaptive or records <= 0:
+            return
+        per_record = max(task_seconds, 1e-9) / records
+        if self._per_record is None:
+            self._per_record = per_record
+        else:
+            self._per_record += _EWMA_WEIGHT * (per_record - self._per_record)
+        wanted = int(TARGET_TASK_SECONDS / self._per_record)
+        self.size = max(1, min(wanted, self.size * MAX_GROWTH, MAX_CHUNK_SIZE))
+
+
+class ChunkReader(Generic[R]):
+    """Pull chunks from a source on demand; close the source when done.
+
+    Cancellation: cancelling `next_chunk` leaves the source where it was; call
+    `aclose` to close it.
+    """
+
+    def __init__(self, source: AnySource, sizer: ChunkSizer, workers: int = 1) -> None:
+        self._sizer = sizer
+        self._workers = workers
+        self._files: FileSource | None = None
+        self._splits: list[Split] | None = None
+        self._batches: Any = None
+        self._sequence: Sequence[Any] | None = None
+        self._iterator: Iterator[R] | None = None
+        self._async_iterator: AsyncIterator[R] | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        if isinstance(source, FileSource):
+            self._files = source
+        elif isinstance(source, LineSource):
+            self._batches = source
+        elif isinstance(source, list | tuple | range):
+            self._sequence = source
+        elif isinstance(source, AsyncIterable):
+            self._async_iterator = aiter(source)
+        else:
+            check_source(source)
+            self._iterator = iter(source)
+        self._position = 0
+        self._chunk_index = 0
+        self.total_bytes: int | None = None
+        """For file sources: the bytes the splits cover, known once they are planned."""
+        self._slice = 1024
+        self._exhausted = False
+        self._closed = False
+
+    @property
+    def records_read(self) -> int:
+        """Records pulled so far."""
+        return self._position
+
+    async def next_chunk(self) -> Chunk[R] | None:
+        """Return the next chunk, or ``None`` once the source is exhausted."""
+        if self._exhausted or self._closed:
+            return None
+        if self._files is not None:
+            return await self._next_split(self._files)
+        size = self._sizer.size
+        origins: tuple[tuple[int, str, int], ...] = ()
+        if self._batches is not None:
+            records, found = await self._batches.read_batch(size)
+            origins = tuple(found)
+        elif self._sequence is not None:
+            part = self._sequence[self._position : self._position + size]
+            records = part if isinstance(part, list) else list(part)
+        elif self._iterator is not None:
+            records = await self._pull_in_thread(self._iterator, size)
+        else:
+            assert self._async_iterator is not None
+            records = await self._pull_async(self._async_iterator, size)
+        if len(records) < size:
+            self._exhausted = True
+        if not records:
+            return None
+        chunk = Chunk(self._chunk_index, self._position, records, origins)
+        self._chunk_index += 1
+        self._position += len(records)
+        return chunk
+
+    async def _next_split(self, files: FileSource) -> Chunk[R] | None:
+        if self._splits is None:
+            self._splits = await asyncio.to_thread(files.plan, self._workers)
+            self.total_bytes = sum(s.size for s in self._splits)
+        if self._chunk_index >= len(self._splits):
+            self._exhausted = True
+            return None
+        split = self._splits[self._chunk_index]
+        chunk: Chunk[Any] = Chunk(self._chunk_index, self._chunk_index, [split], split=split)
+        self._chunk_index += 1
+        return chunk
+
+    async def _pull_in_thread(self, iterator: Iterator[R], size: int) -> list[R]:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="aiomr-source")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._thread, lambda: list(itertools.islice(iterator, size))
+        )
+
+    async def _pull_async(self, iterator: AsyncIterator[R], size: int) -> list[R]:
+        records: list[R] = []
+        append = records.append
+        while len(records) < size:
+            want = min(size - len(records), self._slice)
+            started = time.perf_counter()
+            pulled = 0
+            async for record in iterator:
+                append(record)
+                pulled += 1
+                if pulled >= want:
+                    break
+            else:
+                return records
+            elapsed = time.perf_counter() - started
+            # Keep each slice near PULL_SLICE_SECONDS of loop time.
+            if elapsed > 0:
+                wanted = int(pulled * PULL_SLICE_SECONDS / elapsed)
+                self._slice = max(16, min(wanted, self._slice * 4, 1 << 20))
+            if len(records) < size:
+                await asyncio.sleep(0)
+        return records
+
+    async def aclose(self) -> None:
+        """Close the source if it can be closed (async generators, generators). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._batches is not None:
+                await self._batches.aclose()
+            elif self._async_iterator is not None:
+                aclose: Any = getattr(self._async_iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            elif self._iterator is not None:
+                close: Any = getattr(self._iterator, "close", None)
+                if close is not None:
+                    # ValueError, "generator already executing": a pull cancelled mid-way
+                    # still runs on the helper thread; the generator ends with it.
+                    with contextlib.suppress(ValueError):
+                        close()
+        finally:
+            if self._thread is not None:
+                self._thread.shutdown(wait=False)

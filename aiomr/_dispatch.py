@@ -1,0 +1,253 @@
+"""Keep at most ``max_in_flight`` chunks outstanding and hand finished partials to the folder.
+
+The loop below is the whole scheduler:
+
+    while the window has room and the source has records: pull a chunk, submit it
+    wait for the first map task or fold to finish
+    a map task finished  -> turn a failure into the user's exception, else fold its partial
+    a fold finished      -> surface its exception, if any
+
+"Outstanding" counts map tasks running *and* partials not yet folded, so neither a slow
+reducer nor an out-of-order wait (``ordered=True``) lets memory grow: the source is pulled only
+when there is room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from ._badrecords import SAMPLE_SIZE, BadRecord, DeadLetterFile, OnError
+from ._chunker import Chunk, ChunkReader, ChunkSizer
+from ._exceptions import BrokenWorkerError, RecordError, UnpicklableError, WorkerTraceback
+from ._reducer import Folder
+from ._retry import RetryPolicy
+from ._stats import JobStats
+from ._worker import Failure, Outcome, Skipped
+from .executors import Executor, ShippedCode
+
+__all__ = ["dispatch", "outcome_of"]
+
+
+async def dispatch(
+    reader: ChunkReader[Any],
+    executor: Executor,
+    code: ShippedCode,
+    folder: Folder,
+    sizer: ChunkSizer,
+    stats: JobStats,
+    *,
+    max_in_flight: int,
+    retry: RetryPolicy | None = None,
+    on_error: OnError = "raise",
+    dead_letter: DeadLetterFile | None = None,
+) -> None:
+    """Run every chunk of ``reader`` through ``code`` on ``executor`` into ``folder``.
+
+    A chunk whose task failed in a way ``retry`` accepts waits its backoff (still counted in
+    the window) and is submitted again; its partial is folded once, from the run that
+    delivered it.
+
+    Cancellation: cancelling the caller cancels every outstanding task future (tasks not yet
+    started never run); the caller closes the executor, reader and folder.
+    """
+    policy = retry if retry is not None else RetryPolicy()
+    timeout = policy.task_timeout
+    kill_task = getattr(executor, "kill_task", None)
+    token = getattr(code.fn, "token", None)
+    if timeout is not None and (kill_task is None or token is None):
+        raise ValueError(
+            f"task_timeout needs an executor that can stop a running task; "
+            f"{type(executor).__name__} cannot (use the process executor)"
+        )
+    loop = asyncio.get_running_loop()
+    deadlines: dict[asyncio.Future[Any], float] = {}
+    timed_out: set[int] = set()
+    pending: dict[asyncio.Future[Any], Chunk[Any]] = {}
+    waiting: dict[asyncio.Future[Any], Chunk[Any]] = {}
+    attempts: dict[int, int] = {}
+    replaced_before = getattr(executor, "workers_replaced", 0)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) + len(waiting) + folder.backlog < max_in_flight:
+                chunk = await reader.next_chunk()
+                if chunk is None:
+                    exhausted = True
+                    if stats.bytes_total is None:
+                        stats.bytes_total = reader.total_bytes
+                    break
+                if chunk.split is None:
+                    count = len(chunk.records)
+                    stats._record_chunk_size(chunk.index, count)
+                    stats.records += count
+                elif stats.bytes_total is None:
+                    stats.bytes_total = reader.total_bytes
+                future = executor.submit(code.fn, chunk.records, chunk.start)
+                pending[future] = chunk
+                if timeout is not None:
+                    deadlines[future] = loop.time() + timeout
+                stats.chunks += 1
+            if not pending and not waiting and not folder.running:
+                return
+            wait_for = None
+            if deadlines:
+                wait_for = max(0.0, min(deadlines.values()) - loop.time())
+            done, _ = await asyncio.wait(
+                [*pending, *waiting, *folder.running],
+                timeout=wait_for,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if deadlines:
+                now = loop.time()
+                for future, deadline in list(deadlines.items()):
+                    if future.done():
+                        del deadlines[future]
+                    elif deadline <= now and kill_task is not None:
+                        del deadlines[future]
+                        late = pending[future]
+                        timed_out.add(late.index)
+                        kill_task(token, late.start)
+            for future in done:
+                if future in waiting:  # a backoff ended: run the chunk again
+                    again = waiting.pop(future)
+                    resubmitted = executor.submit(code.fn, again.records, again.start)
+                    pending[resubmitted] = again
+                    if timeout is not None:
+                        deadlines[resubmitted] = loop.time() + timeout
+                    continue
+                finished = pending.pop(future, None)
+                if finished is None:
+                    folder.reap(future)
+                    stats.partials_folded = folder.folded
+                    continue
+                try:
+                    outcome = _outcome(future, finished, executor)
+                except Exception as exc:
+                    runs = attempts.get(finished.index, 1)
+                    if not _to_blame(exc, executor, code, finished):
+                        # Its worker was terminated because another one died: not its fault.
+                        stats.chunks_retried += 1
+                        waiting[asyncio.ensure_future(asyncio.sleep(0))] = finished
+                        continue
+                    if finished.index in timed_out:
+                        timed_out.discard(finished.index)
+                        exc.add_note(
+                            f"aiomr: {finished.location} ran longer than "
+                            f"task_timeout={timeout}s; its worker was killed"
+                        )
+                    if not policy.retriable(exc) or runs >= policy.max_attempts:
+                        if runs > 1:
+                            exc.add_note(
+                                f"aiomr: {finished.location} failed {runs} times "
+                                f"(max_attempts={policy.max_attempts}); giving up on it"
+                            )
+                        raise
+                    attempts[finished.index] = runs + 1
+                    stats.chunks_retried += 1
+                    timer = asyncio.ensure_future(asyncio.sleep(policy.delay(runs)))
+                    waiting[timer] = finished
+                    continue
+                stats.chunks_done += 1
+                if finished.split is not None:
+                    stats.records += outcome.records
+                    stats.bytes_done += finished.split.size
+                stats.task_seconds += outcome.seconds
+                stats.task_seconds_max = max(stats.task_seconds_max, outcome.seconds)
+                stats.worker_pids.add(outcome.pid)
+                sizer.observe(outcome.records, outcome.seconds)
+                stats.records_reduced += outcome.records - len(outcome.skipped)
+                if outcome.skipped:
+                    await _skip(finished, outcome.skipped, stats, on_error, dead_letter)
+                folder.add(finished.index, outcome.value, finished.location)
+    finally:
+        stats.workers_replaced += getattr(executor, "workers_replaced", 0) - replaced_before
+        for future in [*pending, *waiting]:
+            future.cancel()
+
+
+async def _skip(
+    chunk: Chunk[Any],
+    skipped: tuple[Skipped, ...],
+    stats: JobStats,
+    on_error: OnError,
+    dead_letter: DeadLetterFile | None,
+) -> None:
+    """Account for a task's bad records: count, sample or collect, and dead-letter them."""
+    bad = [BadRecord(s.where or chunk.locate(s.position), s.record, s.error) for s in skipped]
+    stats.records_skipped += len(bad)
+    if on_error == "collect":
+        stats.bad_records.extend(bad)
+    room = SAMPLE_SIZE - len(stats.bad_sample)
+    if room > 0:
+        stats.bad_sample.extend(bad[:room])
+    if dead_letter is not None:
+        await dead_letter.write(bad)
+
+
+def _is_pickling_error(exc: BaseException) -> bool:
+    if isinstance(exc, pickle.PicklingError):
+        return True
+    return isinstance(exc, TypeError | AttributeError) and "pickle" in str(exc)
+
+
+def _to_blame(exc: Exception, executor: Executor, code: ShippedCode, chunk: Chunk[Any]) -> bool:
+    """Whether a failure counts against the chunk's attempts.
+
+    When a worker dies the stdlib pool fails every task in flight; if the executor can tell
+    which task killed its worker, only that one is to blame. Otherwise all are.
+    """
+    if not isinstance(exc, BrokenWorkerError):
+        return True
+    lost_tasks = getattr(executor, "lost_tasks", None)
+    token = getattr(code.fn, "token", None)
+    if lost_tasks is None or token is None:
+        return True
+    culprits = lost_tasks()
+    return not culprits or (token, chunk.start) in culprits
+
+
+def _outcome(future: asyncio.Future[Any], chunk: Chunk[Any], executor: Executor) -> Outcome:
+    """Return the task's outcome, or raise the mapper's exception as itself."""
+    try:
+        result = future.result()
+    except BrokenProcessPool as exc:
+        describe = getattr(executor, "describe_lost_workers", None)
+        lost = f" ({describe()})" if describe is not None and describe() else ""
+        raise BrokenWorkerError(
+            f"a worker process died while running {chunk.location}{lost}"
+        ) from exc
+    except Exception as exc:
+        # The executor itself failed the task: typically something that cannot be pickled,
+        # a record on its way out (the caller's feeder thread) or a partial on its way back
+        # (the worker, whose traceback then comes as the cause).
+        if _is_pickling_error(exc):
+            back = "_sendback_result" in str(exc.__cause__)
+            way = "its partial result" if back else "one of its records"
+            raise UnpicklableError(
+                f"{chunk.location}: {way} cannot be pickled to cross to "
+                f"{'the caller' if back else 'a worker'}: {exc}"
+            ) from exc
+        exc.add_note(f"aiomr: the executor failed {chunk.location}")
+        raise
+    if isinstance(result, Failure):
+        index = getattr(result.exception, "index", None)
+        if isinstance(result.exception, RecordError) and isinstance(index, int):
+            # Parsed in the worker, located here: only the caller knows file and line.
+            located = RecordError(f"{chunk.locate(index)}: {result.exception}")
+            result = Failure(located, result.traceback, result.pid)
+    outcome: Outcome = outcome_of(result, chunk.location)
+    return outcome
+
+
+def outcome_of(result: Any, location: str) -> Any:
+    """Return a task's value, or raise the exception user code raised in it, as itself."""
+    if isinstance(result, Failure):
+        error = result.exception
+        if error.__traceback__ is None:  # it crossed a process boundary
+            error.__cause__ = WorkerTraceback(result.traceback)
+        error.add_note(f"aiomr: raised by user code in the task for {location} (pid {result.pid})")
+        raise error
+    return result

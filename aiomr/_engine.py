@@ -1,0 +1,329 @@
+"""The Engine: one warm pool of workers for many jobs, several at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Literal, Self, overload
+
+from ._badrecords import OnError
+from ._chunker import AnySource
+from ._exceptions import ClosedResourceError
+from ._job import JobOptions, run_map_reduce
+from ._keyed import DEFAULT_MEMORY_BUDGET, KeyedOptions, collect_keyed, open_keyed
+from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
+from ._reducer import MISSING
+from ._retry import RetryPolicy
+from ._shuffle import ReducePlan
+from ._stats import JobStats
+from ._types import A, K, Mode, R, T, V
+from .executors import Executor, ExecutorSpec, ProcessExecutor, resolve_executor
+from .sources._splits import FileSource
+
+__all__ = ["Engine"]
+
+
+class Engine:
+    """Keep workers warm and run map-reduce jobs on them, several at a time.
+
+    Create one per application (in a web service, in its lifespan) and share it:
+
+        async with aiomr.Engine(max_workers=4) as engine:
+            total = await engine.map_reduce(range(1, 11), square, operator.add)
+
+    Args:
+        executor: ``"process"`` (the default), ``"thread"``, ``"inline"``, an
+            `aiomr.executors.Executor`, or any `concurrent.futures.Executor`.
+            Executors passed as instances are not closed by the engine.
+        max_workers: workers to start when the engine creates the executor; defaults to the
+            number of CPUs.
+
+    Entering the context starts the workers (in a helper thread, so the event loop keeps
+    running). Jobs started concurrently share the workers.
+
+    Cancellation: cancelling a job stops only that job; the engine stays usable.
+    `aclose` waits for running jobs to finish, then stops the workers; cancelling
+    ``aclose`` itself stops them at once (running tasks are terminated).
+    """
+
+    def __init__(
+        self, executor: ExecutorSpec = "process", *, max_workers: int | None = None
+    ) -> None:
+        self._executor, self._owns_executor = resolve_executor(executor, max_workers=max_workers)
+        self._active = 0
+        self._idle: asyncio.Event | None = None
+        self._closed = False
+
+    @property
+    def executor(self) -> Executor:
+        """The executor the engine's jobs run on."""
+        return self._executor
+
+    @property
+    def max_workers(self) -> int:
+        """How many map tasks run at the same time."""
+        return self._executor.max_workers
+
+    @property
+    def closed(self) -> bool:
+        """Whether `aclose` has been called."""
+        return self._closed
+
+    async def start(self) -> None:
+        """Start the workers now rather than on the first job. Idempotent."""
+        self._check_open()
+        if isinstance(self._executor, ProcessExecutor):
+            await self._executor.start()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedResourceError("the Engine is closed")
+
+    @overload
+    async def map_reduce(
+        self,
+        source: Iterable[R] | AsyncIterable[R] | FileSource,
+        mapper: Callable[[R], V],
+        reducer: Callable[[V, V], V],
+        *,
+        initial: V = ...,
+        mode: Literal["record"] = ...,
+        ordered: bool = ...,
+        chunk_size: int | None = ...,
+        max_in_flight: int | None = ...,
+        retry: RetryPolicy | None = ...,
+        on_error: OnError = ...,
+        dead_letter: str | os.PathLike[str] | None = ...,
+        stats: JobStats | None = ...,
+    ) -> V: ...
+
+    @overload
+    async def map_reduce(
+        self,
+        source: FileSource,
+        mapper: Callable[[Iterator[bytes]], V],
+        reducer: Callable[[V, V], V],
+        *,
+        initial: V = ...,
+        mode: Literal["blocks"],
+        ordered: bool = ...,
+        chunk_size: int | None = ...,
+        max_in_flight: int | None = ...,
+        retry: RetryPolicy | None = ...,
+        on_error: OnError = ...,
+        dead_letter: str | os.PathLike[str] | None = ...,
+        stats: JobStats | None = ...,
+    ) -> V: ...
+
+    @overload
+    async def map_reduce(
+        self,
+        source: Iterable[R] | AsyncIterable[R] | FileSource,
+        mapper: Callable[[list[R]], V],
+        reducer: Callable[[V, V], V],
+        *,
+        initial: V = ...,
+        mode: Literal["chunk"],
+        ordered: bool = ...,
+        chunk_size: int | None = ...,
+        max_in_flight: int | None = ...,
+        retry: RetryPolicy | None = ...,
+        on_error: OnError = ...,
+        dead_letter: str | os.PathLike[str] | None = ...,
+        stats: JobStats | None = ...,
+    ) -> V: ...
+
+    async def map_reduce(
+        self,
+        source: AnySource,
+        mapper: Callable[[Any], Any],
+        reducer: Callable[[Any, Any], Any],
+        *,
+        initial: Any = MISSING,
+        mode: Mode = "record",
+        ordered: bool = False,
+        chunk_size: int | None = None,
+        max_in_flight: int | None = None,
+        retry: RetryPolicy | None = None,
+        on_error: OnError = "raise",
+        dead_letter: str | os.PathLike[str] | None = None,
+        stats: JobStats | None = None,
+    ) -> Any:
+        """Run one job on the engine's workers; see `aiomr.map_reduce` for the arguments.
+
+        Cancellation: cancelling the call closes the source, cancels the job's outstanding
+        chunks and leaves the workers to other jobs.
+        """
+        options = JobOptions(
+            initial, mode, ordered, chunk_size, max_in_flight, retry, on_error, dead_letter
+        )
+        return await self._map_reduce(source, mapper, reducer, options, stats)
+
+    async def _map_reduce(
+        self,
+        source: AnySource,
+        mapper: Callable[[Any], Any],
+        reducer: Callable[[Any, Any], Any],
+        options: JobOptions,
+        stats: JobStats | None,
+    ) -> Any:
+        async with self._job():
+            return await run_map_reduce(self._executor, source, mapper, reducer, options, stats)
+
+    @contextlib.asynccontextmanager
+    async def _job(self) -> AsyncIterator[None]:
+        self._check_open()
+        self._active += 1
+        if self._idle is not None:
+            self._idle.clear()
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if self._active == 0 and self._idle is not None:
+                self._idle.set()
+
+    @overload
+    async def run_by_key(
+        self,
+        source: Iterable[R] | AsyncIterable[R] | FileSource,
+        spec: ReduceByKey[R, K, V],
+        *,
+        partitions: int | None = ...,
+        sort: bool = ...,
+        memory_budget: int = ...,
+        temp_dir: str | None = ...,
+        chunk_size: int | None = ...,
+        max_in_flight: int | None = ...,
+        stats: JobStats | None = ...,
+    ) -> dict[K, V]: ...
+
+    @overload
+    async def run_by_key(
+        self,
+        source: Iterable[R] | AsyncIterable[R] | FileSource,
+        spec: GroupByKey[R, K, V, T],
+        *,
+        partitions: int | None = ...,
+        sort: bool = ...,
+        memory_budget: int = ...,
+        temp_dir: str | None = ...,
+        chunk_size: int | None = ...,
+        max_in_flight: int | None = ...,
+        stats: JobStats | None = ...,
+    ) -> dict[K, T]: ...
+
+    @overload
+    async def run_by_key(
+        self,
+        source: Iterable[R] | AsyncIterable[R] | FileSource,
+        spec: FoldByKey[R, K, V, A],
+        *,
+        partitions: int | None = ...,
+        sort: bool = ...,
+        memory_budget: int = ...,
+        temp_dir: str | None = ...,
+        chunk_size: int | None = ...,
+        max_in_flight: int | None = ...,
+        stats: JobStats | None = ...,
+    ) -> dict[K, A]: ...
+
+    async def run_by_key(
+        self,
+        source: AnySource,
+        spec: KeyedSpec,
+        *,
+        partitions: int | None = None,
+        sort: bool = False,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        temp_dir: str | None = None,
+        chunk_size: int | None = None,
+        max_in_flight: int | None = None,
+        stats: JobStats | None = None,
+    ) -> dict[Any, Any]:
+        """Run a key-based job and return ``{key: result}``; see `aiomr.map_reduce_by_key`.
+
+        Cancellation: cancelling the call closes the source, cancels the job's tasks and
+        removes its temporary files; the engine stays usable.
+        """
+        options = KeyedOptions(partitions, sort, memory_budget, temp_dir, chunk_size, max_in_flight)
+        return await self._run_by_key(source, spec, options, stats)
+
+    async def _run_by_key(
+        self, source: AnySource, spec: KeyedSpec, options: KeyedOptions, stats: JobStats | None
+    ) -> dict[Any, Any]:
+        plan_of = _plan_factory(spec, options)
+        async with self._job():
+            result: dict[Any, Any] = await collect_keyed(
+                self._executor, source, plan_of, options, stats
+            )
+            return result
+
+    @contextlib.asynccontextmanager
+    async def open_by_key(
+        self,
+        source: AnySource,
+        spec: KeyedSpec,
+        *,
+        partitions: int | None = None,
+        sort: bool = False,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        temp_dir: str | None = None,
+        chunk_size: int | None = None,
+        max_in_flight: int | None = None,
+        stats: JobStats | None = None,
+    ) -> AsyncIterator[AsyncIterator[tuple[Any, Any]]]:
+        """Run a key-based job, then stream its ``(key, result)`` pairs.
+
+        See `aiomr.open_by_key`.
+        """
+        options = KeyedOptions(partitions, sort, memory_budget, temp_dir, chunk_size, max_in_flight)
+        plan_of = _plan_factory(spec, options)
+        async with (
+            self._job(),
+            open_keyed(self._executor, source, plan_of, options, stats) as pairs,
+        ):
+            yield pairs
+
+    async def aclose(self) -> None:
+        """Wait for running jobs, then stop the workers the engine owns. Idempotent.
+
+        Cancellation: cancelling this call stops the workers at once.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._active:
+                self._idle = asyncio.Event()
+                await self._idle.wait()
+        finally:
+            if self._owns_executor:
+                await self._executor.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _plan_factory(spec: KeyedSpec, options: KeyedOptions) -> Callable[[int, str], ReducePlan]:
+    if not isinstance(spec, ReduceByKey | GroupByKey | FoldByKey):
+        raise TypeError(
+            f"spec must be a ReduceByKey, GroupByKey or FoldByKey, got {type(spec).__qualname__}"
+        )
+
+    def plan_of(partitions: int, directory: str) -> ReducePlan:
+        return ReducePlan(spec, partitions, directory, options.memory_budget, options.sort)
+
+    return plan_of

@@ -1,0 +1,75 @@
+"""A key hash that is the same in every process and every run.
+
+Python's ``hash()`` of ``str`` and ``bytes`` is salted per process (PYTHONHASHSEED), so two
+workers would send the same word to different partitions. `stable_hash` instead hashes a
+canonical encoding of the key with CRC-32 (C speed, and plenty for spreading keys over a few
+dozen partitions; collisions are resolved by equality, never assumed away).
+
+Keys that compare equal hash equal, as for ``hash()``: ``1``, ``1.0``, ``True``,
+``Decimal(1)`` and an ``IntEnum`` member of value 1 share one encoding. Supported key types:
+``str``, ``bytes``, numbers, ``None``, their subclasses (enums), and tuples or frozensets of
+them (nested). Other types fall back to their pickle, which is stable only for types whose
+pickle is deterministic; `stable_hash` raises `TypeError` for unhashable keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import pickle
+import struct
+import zlib
+from typing import Any
+
+__all__ = ["partition_of", "stable_hash"]
+
+_crc32 = zlib.crc32
+
+
+def _encode(key: Any) -> bytes:
+    kind = type(key)
+    if kind is str:
+        text: str = key
+        return b"s" + text.encode("utf-8", "surrogatepass")
+    if kind is bytes:
+        data: bytes = key
+        return b"b" + data
+    if kind is int or kind is bool:
+        return b"i" + str(int(key)).encode()
+    if kind is float:
+        if key.is_integer():
+            return b"i" + str(int(key)).encode()
+        return b"f" + struct.pack("<d", key)
+    if key is None:
+        return b"n"
+    if isinstance(key, str):  # str subclasses, e.g. StrEnum members, equal their value
+        return _encode(str(key))
+    if isinstance(key, int):  # int subclasses, e.g. IntEnum members
+        return b"i" + str(int(key)).encode()
+    if isinstance(key, numbers.Number) and not isinstance(key, complex):
+        # Decimal, Fraction, NumPy scalars: equal to an int or a float, they must hash as one.
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            if key == int(key):  # type: ignore[call-overload]
+                return b"i" + str(int(key)).encode()  # type: ignore[call-overload]
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            if key == float(key):  # type: ignore[arg-type]
+                return _encode(float(key))  # type: ignore[arg-type]
+    if kind is tuple:
+        parts = [_encode(item) for item in key]
+        return b"t" + b"".join(struct.pack("<I", len(p)) + p for p in parts)
+    if kind is frozenset:
+        return b"z" + struct.pack("<Q", sum(_crc32(_encode(item)) for item in key))
+    hash(key)  # unhashable keys fail here, with Python's own message
+    return b"p" + pickle.dumps(key, protocol=4)
+
+
+def stable_hash(key: Any) -> int:
+    """Return a 32-bit hash of ``key`` that is identical across processes and runs."""
+    if type(key) is str:  # the common case, kept short
+        return _crc32(key.encode("utf-8", "surrogatepass"))
+    return _crc32(_encode(key))
+
+
+def partition_of(key: Any, partitions: int) -> int:
+    """Return the partition, in ``range(partitions)``, that ``key`` belongs to."""
+    return stable_hash(key) % partitions

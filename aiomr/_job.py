@@ -1,0 +1,233 @@
+"""Wire the stages of one map-reduce job together.
+
+::
+
+    source ──► ChunkReader ──► dispatch ──────────► Executor.submit(code, records)
+               (_chunker)      (_dispatch)            worker: execute(body, records)
+                  ▲             at most                   body = fold_records | map_chunk
+                  │             max_in_flight                        │
+        ChunkSizer.observe ◄──── outstanding      one partial per chunk (Outcome | Failure)
+        (task seconds)                 │                             │
+                                       ▼                             │
+                   result ◄──── Folder (helper thread) ◄─────────────┘
+                                fold as completed, or in input order
+
+The job's code (mapper, reducer, the task body) is shipped to the executor once, before the
+first chunk; a failure to pickle it is reported before any record is read. Every stage is
+closed in ``finally``: the shipped code is released, the source closed, outstanding tasks
+cancelled, and the helper threads let go, on success, error and cancellation alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from ._badrecords import DeadLetterFile, OnError
+from ._chunker import AnySource, ChunkReader, ChunkSizer
+from ._dispatch import dispatch
+from ._exceptions import EmptySourceError
+from ._reducer import MISSING, Folder
+from ._retry import RetryPolicy
+from ._stats import JobStats
+from ._types import Mode
+from ._worker import (
+    execute,
+    fold_guarded,
+    fold_parsed,
+    fold_records,
+    fold_split_chunks,
+    fold_split_guarded,
+    fold_split_records,
+    map_chunk,
+    map_parsed_chunk,
+    map_split_blocks,
+)
+from .executors import Executor, ShippedCode
+from .sources._lines import LineSource
+from .sources._splits import FileSource
+
+__all__ = ["JobOptions", "check_callable", "run_map_phase", "run_map_reduce"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """The knobs of one job, validated."""
+
+    initial: Any
+    mode: Mode
+    ordered: bool
+    chunk_size: int | None
+    max_in_flight: int | None
+    retry: RetryPolicy | None = None
+    on_error: OnError = "raise"
+    dead_letter: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "skip", "collect"):
+            raise ValueError(
+                f"on_error must be 'raise', 'skip' or 'collect', got {self.on_error!r}"
+            )
+        if self.on_error != "raise" and self.mode != "record":
+            raise ValueError("on_error='skip' and 'collect' need mode='record'")
+        if self.dead_letter is not None and self.on_error == "raise":
+            raise ValueError("dead_letter= needs on_error='skip' or 'collect'")
+        if self.retry is not None and not isinstance(self.retry, RetryPolicy):
+            raise TypeError(f"retry must be an aiomr.RetryPolicy, got {self.retry!r}")
+        if self.mode not in ("record", "chunk", "blocks"):
+            raise ValueError(f"mode must be 'record', 'chunk' or 'blocks', got {self.mode!r}")
+        if not isinstance(self.ordered, bool):
+            raise TypeError(f"ordered must be a bool, got {self.ordered!r}")
+        if self.max_in_flight is not None:
+            if isinstance(self.max_in_flight, bool) or not isinstance(self.max_in_flight, int):
+                raise TypeError(f"max_in_flight must be an int or None, got {self.max_in_flight!r}")
+            if self.max_in_flight < 1:
+                raise ValueError("max_in_flight must be >= 1")
+
+
+def check_callable(name: str, value: object) -> None:
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__qualname__}")
+
+
+def _body_for(
+    source: object, mode: Mode, mapper: Callable[[Any], Any], reducer: Callable[[Any, Any], Any]
+) -> Callable[[Any, int], Any]:
+    """Choose the task body for the kind of source and the mode."""
+    if isinstance(source, FileSource):
+        reader = source.reader
+        if mode == "record":
+            return functools.partial(fold_split_records, reader, mapper, reducer)
+        if mode == "chunk":
+            return functools.partial(fold_split_chunks, reader, mapper, reducer)
+        return functools.partial(map_split_blocks, reader, mapper)
+    if mode == "blocks":
+        raise ValueError("mode='blocks' needs a file source: aiomr.sources.files(...)")
+    parser = source.parser if isinstance(source, LineSource) else None
+    if mode == "record":
+        if parser is not None:
+            return functools.partial(fold_parsed, parser, mapper, reducer)
+        return functools.partial(fold_records, mapper, reducer)
+    if parser is not None:
+        return functools.partial(map_parsed_chunk, parser, mapper)
+    return functools.partial(map_chunk, mapper)
+
+
+def ship_named(executor: Executor, fn: Callable[..., Any], parts: dict[str, object]) -> ShippedCode:
+    """Ship ``fn``; if it cannot travel, say which of the user's ``parts`` is to blame."""
+    try:
+        return executor.ship(fn)
+    except TypeError as exc:
+        for name, part in parts.items():
+            try:
+                cloudpickle.dumps(part)
+            except Exception as err:
+                raise TypeError(
+                    f"{name} {part!r} cannot be pickled for worker processes: {err}"
+                ) from err
+        raise exc from None
+
+
+def default_max_in_flight(executor: Executor) -> int:
+    """Two chunks per worker: one running, one queued, so no worker waits for the caller."""
+    return 2 * executor.max_workers
+
+
+async def run_map_phase(
+    executor: Executor,
+    source: AnySource,
+    body: Callable[[Any, int], Any],
+    folder: Folder,
+    *,
+    chunk_size: int | None,
+    max_in_flight: int | None,
+    stats: JobStats,
+    parts: dict[str, object] | None = None,
+    retry: RetryPolicy | None = None,
+    on_error: OnError = "raise",
+    dead_letter: DeadLetterFile | None = None,
+) -> Any:
+    """Run ``body`` over every chunk of ``source`` and fold the partials; return the result.
+
+    The building block of every job: plain map-reduce folds values, key-based jobs fold the
+    descriptions of the files their map tasks wrote. ``parts`` names the user callables in
+    ``body``, so an error about code that cannot be shipped names the culprit.
+    """
+    sizer = ChunkSizer(chunk_size)
+    reader: ChunkReader[Any] = ChunkReader(source, sizer, executor.max_workers)
+    code = ship_named(executor, functools.partial(execute, body), parts or {})
+    if stats.started_at is None:
+        stats.started_at = time.monotonic()
+    window = max_in_flight or default_max_in_flight(executor)
+    try:
+        await dispatch(
+            reader,
+            executor,
+            code,
+            folder,
+            sizer,
+            stats,
+            max_in_flight=window,
+            retry=retry,
+            on_error=on_error,
+            dead_letter=dead_letter,
+        )
+        result = await folder.drain()
+        stats.partials_folded = folder.folded
+        return result
+    finally:
+        code.release()
+        try:
+            await reader.aclose()
+        finally:
+            await folder.aclose()
+
+
+async def run_map_reduce(
+    executor: Executor,
+    source: AnySource,
+    mapper: Callable[[Any], Any],
+    reducer: Callable[[Any, Any], Any],
+    options: JobOptions,
+    stats: JobStats | None,
+) -> Any:
+    """Run one job on ``executor`` and return its result (see `aiomr.map_reduce`)."""
+    check_callable("mapper", mapper)
+    check_callable("reducer", reducer)
+    if options.on_error == "raise":
+        body = _body_for(source, options.mode, mapper, reducer)
+    elif isinstance(source, FileSource):
+        body = functools.partial(fold_split_guarded, source.reader, mapper, reducer)
+    else:
+        parser = source.parser if isinstance(source, LineSource) else None
+        body = functools.partial(fold_guarded, mapper, reducer, parser)
+    dead_letter = DeadLetterFile(options.dead_letter) if options.dead_letter else None
+    stats = stats if stats is not None else JobStats()
+    folder = Folder(reducer, initial=options.initial, ordered=options.ordered)
+    try:
+        result = await run_map_phase(
+            executor,
+            source,
+            body,
+            folder,
+            chunk_size=options.chunk_size,
+            max_in_flight=options.max_in_flight,
+            stats=stats,
+            parts={"mapper": mapper, "reducer": reducer},
+            retry=options.retry,
+            on_error=options.on_error,
+            dead_letter=dead_letter,
+        )
+    finally:
+        stats.finished_at = time.monotonic()
+        if dead_letter is not None:
+            await dead_letter.aclose()
+    if result is MISSING:
+        raise EmptySourceError("the source yielded no records and no initial value was given")
+    return result

@@ -1,0 +1,320 @@
+"""Key-based jobs, caller side: map phase, shuffle through files, parallel reduce, results.
+
+::
+
+    source ──► map phase (the core: chunk, dispatch, fold) ──► list of MapOutput files
+                 map_keyed in workers: map, combine, partition, write
+                                   │
+                                   ▼
+               reduce phase: one reduce_partition task per partition, in the workers
+                 (KeyedStore: memory budget, sorted runs spilled, external merge)
+                                   │
+                                   ▼
+               result files ──► dict (run_by_key) or a stream of pairs (open_by_key)
+
+The caller handles only file descriptions, never pairs, until it reads results; its memory
+stays flat when results are streamed. Every file lives in one job directory, removed in
+``finally`` on success, error and cancellation alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+from ._chunker import AnySource
+from ._dispatch import outcome_of
+from ._exceptions import BrokenWorkerError
+from ._job import run_map_phase
+from ._reducer import Folder
+from ._shuffle import (
+    RESULT_BATCH,
+    MapOutput,
+    ReduceOutput,
+    ReducePlan,
+    iter_result_file,
+    iter_sorted,
+    map_keyed,
+    reduce_partition,
+)
+from ._stats import JobStats
+from ._worker import Counted, execute, parse_records
+from .executors import Executor
+from .sources._lines import LineSource
+from .sources._splits import FileSource
+
+__all__ = ["DEFAULT_MEMORY_BUDGET", "KeyedOptions", "open_keyed", "run_keyed"]
+
+DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
+"""Bytes of key state one reduce task holds before it spills a sorted run to disk. Two
+workers reducing at once stay near half a gigabyte; larger budgets spill less."""
+_STREAM_BATCHES = 8
+"""Result batches read per helper-thread hop while streaming."""
+_REMOVE_ATTEMPTS = 50
+_REMOVE_PAUSE = 0.02
+"""How often, and how far apart, removing a job directory is tried before it fails loudly."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedOptions:
+    """The knobs of a key-based job, validated."""
+
+    partitions: int | None = None
+    sort: bool = False
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    temp_dir: str | None = None
+    chunk_size: int | None = None
+    max_in_flight: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("partitions", "memory_budget", "chunk_size", "max_in_flight"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if not isinstance(self.sort, bool):
+            raise TypeError(f"sort must be a bool, got {self.sort!r}")
+
+
+def _extend(first: list[MapOutput], second: list[MapOutput]) -> list[MapOutput]:
+    first.extend(second)
+    return first
+
+
+async def _reduce_phase(
+    executor: Executor, plan: ReducePlan, outputs: list[MapOutput], stats: JobStats
+) -> list[ReduceOutput]:
+    sections = [
+        [(output.path, output.offsets[p]) for output in outputs] for p in range(plan.partitions)
+    ]
+    code = executor.ship(functools.partial(execute, _ReduceBody(plan)))
+    futures = {executor.submit(code.fn, sections[p], p): p for p in range(plan.partitions)}
+    try:
+        results: list[ReduceOutput] = []
+        pending = set(futures)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                where = f"partition {futures[future]} of {plan.partitions}"
+                try:
+                    outcome = outcome_of(future.result(), where)
+                except BrokenProcessPool as exc:
+                    raise BrokenWorkerError(
+                        f"a worker process died while reducing {where}: {exc}"
+                    ) from exc
+                results.append(outcome.value)
+                stats.task_seconds += outcome.seconds
+                stats.partitions_done += 1
+        stats.spills += sum(r.spills for r in results)
+        return sorted(results)
+    finally:
+        for future in futures:
+            future.cancel()
+        code.release()
+
+
+async def run_keyed(
+    executor: Executor,
+    source: AnySource,
+    plan_of: Any,
+    options: KeyedOptions,
+    stats: JobStats,
+    directory: str,
+) -> list[ReduceOutput]:
+    """Run the map and reduce phases; return the partitions' result files, in order."""
+    partitions = options.partitions or 2 * executor.max_workers
+    plan: ReducePlan = plan_of(partitions, directory)
+    # The plan goes into the map body, so it is shipped once per job with it.
+    body = _MapBody(plan, source)
+    outputs: list[MapOutput] = await run_map_phase(
+        executor,
+        source,
+        body,
+        Folder(_extend, initial=[]),
+        chunk_size=options.chunk_size,
+        max_in_flight=options.max_in_flight,
+        stats=stats,
+        parts=_spec_parts(plan),
+    )
+    stats.map_output_keys = sum(output.keys for output in outputs)
+    return await _reduce_phase(executor, plan, outputs, stats)
+
+
+def _spec_parts(plan: ReducePlan) -> dict[str, object]:
+    spec = plan.spec
+    names = ("mapper", "reducer", "combiner", "binop", "combine", "initial_factory")
+    return {name: getattr(spec, name) for name in names if getattr(spec, name, None) is not None}
+
+
+class _ReduceBody:
+    """The reduce task body: reduce one partition of every map output file."""
+
+    def __init__(self, plan: ReducePlan) -> None:
+        self.plan = plan
+
+    def __call__(self, sections: list[tuple[str, int]], partition: int) -> ReduceOutput:
+        return reduce_partition(self.plan, sections, partition)
+
+
+class _MapBody:
+    """The map task body of a key-based job; a class so its repr names the job's mapper.
+
+    For file sources read by the workers, the records are read from the split here; for
+    lines streamed by the caller with a format, they are parsed here.
+    """
+
+    def __init__(self, plan: ReducePlan, source: object) -> None:
+        self.plan = plan
+        self.reader = source.reader if isinstance(source, FileSource) else None
+        self.parser = source.parser if isinstance(source, LineSource) else None
+
+    def __call__(self, records: list[Any], start: int) -> Any:
+        if self.reader is not None:
+            outputs, count = map_keyed(self.plan, self.reader.records(records[0]), 0)
+            return Counted(outputs, count)
+        if self.parser is not None:
+            records = parse_records(self.parser, records)
+        return map_keyed(self.plan, records, start)[0]
+
+    def __repr__(self) -> str:
+        return f"<map task of {self.plan.spec.mapper!r}>"
+
+
+def make_directory(temp_dir: str | None) -> str:
+    """Create the job's private directory for map outputs, spills and results."""
+    return tempfile.mkdtemp(prefix="aiomr-job-", dir=temp_dir)
+
+
+def _remove_now(directory: str) -> None:
+    """Remove ``directory`` for good, even while workers of a failed job still write to it.
+
+    A map or reduce task that was already running when its job failed or was cancelled
+    keeps running, and may create a file in the job directory at any moment. Renaming the
+    directory first means no task started from now on can find it (their paths name the old
+    directory; a late write fails in the worker, where nobody waits for it); the removal is
+    repeated until no write that was already under way can have added anything back.
+    """
+    doomed = f"{directory}-removing"
+    try:
+        os.rename(directory, doomed)
+    except FileNotFoundError:
+        return
+    for _ in range(_REMOVE_ATTEMPTS):
+        shutil.rmtree(doomed, ignore_errors=True)
+        if not os.path.lexists(doomed):
+            return
+        time.sleep(_REMOVE_PAUSE)
+    shutil.rmtree(doomed)  # raise what stops it: a leftover directory must not be silent
+
+
+async def remove_directory(directory: str) -> None:
+    """Remove the job's directory off the event loop, even while being cancelled."""
+    await asyncio.shield(asyncio.to_thread(_remove_now, directory))
+
+
+def _result_batches(results: list[ReduceOutput], sort: bool) -> Iterator[list[tuple[Any, Any]]]:
+    """Yield the job's pairs in batches: as stored, or merged in key order."""
+    if not sort:
+        for result in results:
+            yield from iter_result_file(result.path)
+        return
+    merged = iter_sorted([r.path for r in results])
+    while batch := list(itertools.islice(merged, RESULT_BATCH)):
+        yield batch
+
+
+def _read_mapping(results: list[ReduceOutput], sort: bool) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    for batch in _result_batches(results, sort):
+        mapping.update(batch)
+    return mapping
+
+
+def _read_pairs(results: list[ReduceOutput], sort: bool) -> list[tuple[Any, Any]]:
+    pairs: list[tuple[Any, Any]] = []
+    for batch in _result_batches(results, sort):
+        pairs.extend(batch)
+    return pairs
+
+
+async def collect_keyed(
+    executor: Executor,
+    source: AnySource,
+    plan_of: Any,
+    options: KeyedOptions,
+    stats: JobStats | None,
+    *,
+    as_pairs: bool = False,
+) -> Any:
+    """Run a key-based job and read every result into a dict (or a list of pairs)."""
+    stats = stats if stats is not None else JobStats()
+    stats.started_at = time.monotonic()
+    directory = await asyncio.to_thread(make_directory, options.temp_dir)
+    try:
+        results = await run_keyed(executor, source, plan_of, options, stats, directory)
+        reader = _read_pairs if as_pairs else _read_mapping
+        return await asyncio.to_thread(reader, results, options.sort)
+    finally:
+        stats.finished_at = time.monotonic()
+        await remove_directory(directory)
+
+
+class _Batches:
+    """Pull result batches from a blocking iterator on a helper thread, a few per hop."""
+
+    def __init__(self, pairs: Iterator[tuple[Any, Any]]) -> None:
+        self._pairs = pairs
+
+    def take(self) -> list[tuple[Any, Any]]:
+        out: list[tuple[Any, Any]] = []
+        for pair in self._pairs:
+            out.append(pair)
+            if len(out) >= 1024 * _STREAM_BATCHES:
+                break
+        return out
+
+
+@contextlib.asynccontextmanager
+async def open_keyed(
+    executor: Executor,
+    source: AnySource,
+    plan_of: Any,
+    options: KeyedOptions,
+    stats: JobStats | None,
+) -> AsyncIterator[AsyncIterator[tuple[Any, Any]]]:
+    """Run a key-based job, then stream its ``(key, value)`` pairs from the result files."""
+    stats = stats if stats is not None else JobStats()
+    stats.started_at = time.monotonic()
+    directory = await asyncio.to_thread(make_directory, options.temp_dir)
+    try:
+        results = await run_keyed(executor, source, plan_of, options, stats, directory)
+
+        async def stream() -> AsyncGenerator[tuple[Any, Any], None]:
+            batches = _Batches(
+                itertools.chain.from_iterable(_result_batches(results, options.sort))
+            )
+            while batch := await asyncio.to_thread(batches.take):
+                for pair in batch:
+                    yield pair
+
+        pairs = stream()
+        try:
+            yield pairs
+        finally:
+            await pairs.aclose()
+    finally:
+        stats.finished_at = time.monotonic()
+        await remove_directory(directory)

@@ -1,0 +1,591 @@
+"""Accumulate state by key under a memory budget, spilling sorted runs to disk beyond it.
+
+This is the reduce side of the shuffle, and it runs inside worker processes: plain,
+synchronous code. `KeyedStore` merges ``(key, accumulator)`` pairs into a dict. When the
+estimated size of the dict passes ``memory_budget`` bytes, the whole dict is written to a
+temporary file as one *sorted run* and cleared. At the end, `KeyedStore.groups` merges
+the runs and the in-memory remainder like an external merge sort, and hands out each key once
+with a lazy iterator over its partial accumulators (one per run it appears in).
+
+Why sorted runs
+    Sorting a run by a sort key lets the final merge stream: a heap holds one record per run,
+    so all partials of a key arrive next to each other and nothing needs a second dict. With
+    ``order="hash"`` the sort key is `aiomr._hashing.stable_hash` (cheap, any hashable
+    key); with ``order="key"`` it is the key itself, which yields the groups in ascending key
+    order. More than `MAX_FAN_IN` runs are first merged, oldest first, into bigger runs,
+    which bounds the heap and the batches held in memory (one per run).
+
+One file for all runs
+    Runs are appended to one file and read back by byte range through one unbuffered handle,
+    so a tiny budget that spills thousands of runs creates no more files (creating a file
+    costs more than writing a small run) and holds at most three file descriptors whatever
+    the count. Each merge pass writes a new file and deletes the old one.
+
+Why batch pickling
+    One ``pickle.dump`` per record would cross into C once per record; a list of up to
+    `BATCH_RECORDS` records costs one call. Batches are also capped in estimated bytes, so
+    reading one batch from each of the runs of a merge stays near the budget. An accumulator
+    larger than that cap is written *out of line*, right after its batch, and read only when the
+    consumer asks for it: the heap then holds just its key, so a hot key that holds a third of
+    all records never sits in memory more than one run's portion at a time.
+
+Collisions
+    Equality decides identity, not the sort key. Records with equal sort keys arrive together;
+    the first key of such a block is the current group, and records whose key differs (a hash
+    collision) are set aside in a small dict and handed out as their own groups after the
+    current one. Only colliding keys are materialised, and collisions of a 32-bit hash are
+    rare. Keys equal under ``==`` in different runs (``1`` and ``1.0``) hash alike and merge.
+
+The memory estimate
+    `estimate_size` is ``sys.getsizeof`` plus, for containers, the estimates of at most
+    `SAMPLE_SIZE` evenly spaced elements scaled up to the container's length, two levels
+    deep. It costs O(1) per call whatever the container size, ignores sharing (a cached small
+    int is counted every time it appears) and misses what hides behind other objects' slots;
+    it is a budget, not an audit. A spill also briefly holds a sorted list of the dict's items.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import inspect
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import weakref
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
+from operator import itemgetter
+from typing import IO, Any, Generic, Literal, TypeVar
+
+from ._hashing import stable_hash
+from ._sizes import ATOMIC as _ATOMIC
+from ._sizes import EMPTY_LIST_SIZE as _EMPTY_LIST_SIZE
+from ._sizes import ENTRY_SIZE as _ENTRY_SIZE
+from ._sizes import estimate_size
+
+__all__ = ["KeyedStore", "estimate_size"]
+
+K = TypeVar("K", bound=Hashable)
+A = TypeVar("A")
+
+BATCH_RECORDS = 1000
+"""Records per pickled batch: enough that per-call overhead vanishes, few enough that a batch
+of tiny records stays small."""
+MAX_FAN_IN = 64
+"""Runs merged at once. More would hold more batches in memory at once; fewer, more passes."""
+MIN_BATCH_BYTES = 4096
+"""Floor of the per-batch byte cap (``memory_budget // MAX_FAN_IN``), so tiny budgets still
+write batches of several records."""
+_MISSING: Any = object()
+_Span = tuple[int, int]  # a run's [start, end) byte offsets in the spill file
+_SEALED = "cannot add to a KeyedStore that is closed or being read"
+
+
+def _unorderable(keys: list[Any]) -> TypeError:
+    """Build the error for keys that ``order="key"`` cannot sort, naming two culprits.
+
+    Tries every pair, so callers pass few keys: the heads of a merge, or one failed comparison.
+    """
+    for i, left in enumerate(keys):
+        for right in keys[i + 1 :]:
+            try:
+                left < right  # noqa: B015 - only whether the comparison raises matters
+                right < left  # noqa: B015
+            except TypeError:
+                return TypeError(
+                    "sorting by key (sort=True) needs keys that compare, "
+                    f"but {left!r} and {right!r} cannot be compared"
+                )
+    return TypeError("sorting by key (sort=True) needs keys that compare, and some do not")
+
+
+class _Probe:
+    """Sort wrapper that reports which two keys failed to compare."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __lt__(self, other: _Probe) -> bool:
+        try:
+            return bool(self.key < other.key)
+        except TypeError:
+            raise _unorderable([self.key, other.key]) from None
+
+
+def _sort(records: list[tuple[Any, ...]]) -> None:
+    """Sort records by their sort key (item 0), never comparing keys or accumulators."""
+    try:
+        records.sort(key=itemgetter(0))
+    except TypeError as exc:
+        # Sorting is deterministic, so sorting probes repeats the comparisons up to the one that
+        # failed and names its keys; the fast path above pays nothing for this.
+        try:
+            sorted(_Probe(record[0]) for record in records)
+        except TypeError as named:
+            raise named from exc
+        raise _unorderable([]) from exc  # a comparison that failed once and then passed
+
+
+def _write_run(file: IO[bytes], records: Iterable[tuple[Any, ...]], batch_bytes: int) -> _Span:
+    """Append sorted ``(sortkey, key, acc)`` records as pickled batches; return their span.
+
+    A record whose accumulator is estimated above ``batch_bytes`` goes into its batch as
+    ``(sortkey, key)``, ends the batch, and has its accumulator pickled on its own right after.
+    On failure the file is cut back to where the run began.
+    """
+    dump, protocol = pickle.dump, pickle.HIGHEST_PROTOCOL
+    start = file.seek(0, os.SEEK_END)
+    try:
+        batch: list[tuple[Any, ...]] = []
+        held = 0
+        for record in records:
+            size = estimate_size(record[2])
+            if size > batch_bytes:
+                batch.append(record[:2])
+                dump(batch, file, protocol)
+                dump(record[2], file, protocol)
+                batch, held = [], 0
+                continue
+            batch.append(record)
+            held += size + estimate_size(record[1])
+            if held >= batch_bytes or len(batch) >= BATCH_RECORDS:
+                dump(batch, file, protocol)
+                batch, held = [], 0
+        if batch:
+            dump(batch, file, protocol)
+        return start, file.tell()
+    except BaseException:
+        file.seek(start)
+        file.truncate()
+        raise
+
+
+def _discard(files: list[IO[bytes]], directory: str) -> None:
+    for file in files:
+        file.close()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+class _Slice:
+    """Read bytes ``[start, end)`` of a file that other slices share, for ``pickle.load``.
+
+    Every read seeks first, so any number of runs read one unbuffered handle in turn (all of
+    this is single-threaded); the unpickler reads a whole frame (up to 64 KiB) per call.
+    """
+
+    __slots__ = ("_end", "_file", "_pos")
+
+    def __init__(self, file: IO[bytes], span: _Span) -> None:
+        self._file, (self._pos, self._end) = file, span
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._end - self._pos
+        size = left if size < 0 or size > left else size
+        self._file.seek(self._pos)
+        data = self._file.read(size)
+        while len(data) < size and (more := self._file.read(size - len(data))):
+            data += more  # a short read, rare on regular files
+        self._pos += len(data)
+        return data
+
+    def readline(self) -> bytes:  # required by pickle; unused by the binary protocols
+        line = b""
+        while not line.endswith(b"\n") and (char := self.read(1)):
+            line += char
+        return line
+
+
+class _Run:
+    """Cursor over one sorted run: the head record, and its accumulator on demand."""
+
+    __slots__ = ("_batch", "_file", "_owed", "_pos", "head", "index")
+
+    def __init__(self, index: int, batch: list[Any], file: _Slice | None) -> None:
+        self.index = index  # breaks sort-key ties: older runs first keeps values in add order
+        self.head: tuple[Any, ...] | None = None
+        self._batch, self._pos, self._file, self._owed = batch, -1, file, False
+        self.advance()
+
+    def acc(self) -> Any:
+        """Return the head's accumulator; call at most once per head."""
+        head = self.head
+        assert head is not None
+        if len(head) == 3:
+            return head[2]
+        self._owed = False
+        assert self._file is not None
+        return pickle.load(self._file)
+
+    def advance(self) -> None:
+        """Move to the next record, skipping an out-of-line accumulator nobody asked for."""
+        if self._owed:
+            pickle.load(self._file)  # type: ignore[arg-type]  # owed implies a file
+        batch, pos = self._batch, self._pos
+        if pos >= 0:
+            batch[pos] = None  # drop the consumed record now, not with the whole batch
+        pos += 1
+        while pos >= len(batch):
+            try:
+                if self._file is None:
+                    raise EOFError
+                batch, pos = pickle.load(self._file), 0
+            except EOFError:
+                self.head, self._batch, self._owed = None, [], False
+                return
+        self._batch, self._pos = batch, pos
+        self.head = head = batch[pos]
+        self._owed = len(head) == 2
+
+
+class _Merge:
+    """K-way merge of runs by sort key; ties come out oldest run first."""
+
+    __slots__ = ("heap",)
+
+    def __init__(self, runs: list[_Run]) -> None:
+        self.heap = [(run.head[0], run.index, run) for run in runs if run.head is not None]
+        try:
+            heapq.heapify(self.heap)
+        except TypeError as exc:
+            raise _unorderable([entry[0] for entry in self.heap]) from exc
+
+    def top(self) -> _Run | None:
+        return self.heap[0][2] if self.heap else None
+
+    def advance(self) -> None:
+        heap = self.heap
+        run = heap[0][2]
+        run.advance()
+        if run.head is None:
+            heapq.heappop(heap)
+            return
+        try:
+            heapq.heapreplace(heap, (run.head[0], run.index, run))
+        except TypeError as exc:
+            raise _unorderable([run.head[0], *(entry[0] for entry in heap)]) from exc
+
+    def records(self) -> Iterator[tuple[Any, Any, Any]]:
+        while (run := self.top()) is not None:
+            head = run.head
+            assert head is not None
+            yield head[0], head[1], run.acc()
+            self.advance()
+
+
+class _Values(Iterator[Any]):
+    """Lazy accumulators of one group; sets aside records of colliding keys it passes."""
+
+    __slots__ = ("_aside", "_key", "_merge", "_sortkey", "stale")
+
+    def __init__(self, merge: _Merge, sortkey: Any, key: Any, aside: dict[Any, list[Any]]):
+        self._merge, self._sortkey, self._key, self._aside = merge, sortkey, key, aside
+        self.stale = False  # set once the group's records are behind the merge
+
+    def _next_run(self) -> _Run | None:
+        merge, sortkey, key = self._merge, self._sortkey, self._key
+        heap = merge.heap  # read directly: this loop runs once per record
+        while not self.stale and heap:
+            head_sortkey, _, run = heap[0]
+            if not (head_sortkey is sortkey or head_sortkey == sortkey):
+                break
+            head = run.head
+            assert head is not None
+            if head[1] is key or head[1] == key:
+                return run
+            self._aside.setdefault(head[1], []).append(run.acc())
+            merge.advance()
+        self.stale = True
+        return None
+
+    def __next__(self) -> Any:
+        run = self._next_run()
+        if run is None:
+            raise StopIteration
+        acc = run.acc()
+        self._merge.advance()
+        return acc
+
+    def skip_rest(self) -> None:
+        """Pass the group's remaining records without loading them, then go stale."""
+        while self._next_run() is not None:
+            self._merge.advance()
+
+
+class KeyedStore(Generic[K, A]):
+    """Merge accumulators by key within ``memory_budget`` bytes, spilling to disk beyond it.
+
+        with KeyedStore(operator.add, memory_budget=1 << 20) as store:
+            store.add_items([("a", 1), ("b", 2), ("a", 3)])
+            assert dict(store.items()) == {"a": 4, "b": 2}
+
+    Args:
+        combine: ``(existing, new) -> merged`` for two accumulators of one key; ``None``
+            groups instead: every accumulator is a list of values, and the store extends the
+            lists in place (it takes ownership of the lists passed to `add`).
+        memory_budget: bytes of estimated key state held before a spill to disk.
+        directory: where the private temporary directory goes; the system default if None.
+        order: ``"hash"`` (groups in no promised order, the same for the same input) or
+            ``"key"`` (ascending keys, which must be mutually orderable).
+
+    A store is read once, by `groups` or `items`; reading it to the end, `close` or leaving
+    the ``with`` block removes its temporary files. A key's accumulators are combined, and its
+    values listed, in the order they were added.
+    """
+
+    def __init__(
+        self,
+        combine: Callable[[A, A], A] | None,
+        *,
+        memory_budget: int,
+        directory: str | None = None,
+        order: Literal["hash", "key"] = "hash",
+        _hash: Callable[[Any], Any] = stable_hash,  # tests inject colliding ones
+    ) -> None:
+        if combine is not None and not callable(combine):
+            raise TypeError(f"combine must be callable or None, got {type(combine).__qualname__}")
+        if isinstance(memory_budget, bool) or not isinstance(memory_budget, int):
+            raise TypeError(f"memory_budget must be an int, got {memory_budget!r}")
+        if memory_budget < 1:
+            raise ValueError("memory_budget must be >= 1")
+        if order not in ("hash", "key"):
+            raise ValueError(f"order must be 'hash' or 'key', got {order!r}")
+        self._combine = combine
+        self._budget = memory_budget
+        self._batch_bytes = max(MIN_BATCH_BYTES, memory_budget // MAX_FAN_IN)
+        self._directory = directory
+        self._order = order
+        self._hash = _hash
+        self._data: dict[Any, Any] = {}
+        self._size = 0
+        self._file: IO[bytes] | None = None  # runs go into one file, per merge pass
+        self._runs: list[_Span] = []
+        self._serial = 0
+        self._tempdir: str | None = None
+        self._writers: list[IO[bytes]] = []  # every file open for writing, shared with cleanup
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._sealed = False
+        self._active: weakref.ref[Generator[Any, None, None]] | None = None
+        self.spills = 0
+        """Times the in-memory state was written out as a run."""
+        self.spilled_bytes = 0
+        """Bytes those runs took on disk."""
+
+    def __enter__(self) -> KeyedStore[K, A]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def add(self, key: K, acc: A) -> None:
+        """Merge ``acc`` into the state of ``key``; spill if the budget is exceeded."""
+        if self._sealed:
+            raise ValueError(_SEALED)
+        data = self._data
+        old = data.get(key, _MISSING)
+        if old is _MISSING:
+            data[key] = acc
+            self._size += estimate_size(key) + estimate_size(acc) + _ENTRY_SIZE
+        elif self._combine is None:
+            old.extend(acc)
+            self._size += estimate_size(acc) - _EMPTY_LIST_SIZE
+        else:
+            before = estimate_size(old)  # before combine: it may update ``old`` in place
+            new = data[key] = self._combine(old, acc)
+            self._size += estimate_size(new) - before
+        if self._size > self._budget:
+            self._spill()
+
+    def add_items(self, items: Iterable[tuple[K, A]]) -> None:
+        """Add every ``(key, acc)`` pair of ``items``.
+
+        `add` inlined for a combining store: this loop runs once per key per map output,
+        so a method call and two `estimate_size` calls per pair were most of the reduce
+        side's time. Atomic keys and accumulators (words and counts) are sized with
+        ``sys.getsizeof`` directly; everything else goes through `estimate_size`.
+        """
+        if self._combine is None:
+            add = self.add
+            for key, acc in items:
+                add(key, acc)
+            return
+        if self._sealed:
+            raise ValueError(_SEALED)
+        combine, budget, getsizeof, atomic = self._combine, self._budget, sys.getsizeof, _ATOMIC
+        data = self._data
+        get = data.get
+        for key, acc in items:
+            old = get(key, _MISSING)
+            if old is _MISSING:
+                data[key] = acc
+                size = getsizeof(key) if type(key) in atomic else estimate_size(key)
+                size += getsizeof(acc) if type(acc) in atomic else estimate_size(acc)
+                self._size += size + _ENTRY_SIZE
+            else:
+                before = getsizeof(old) if type(old) in atomic else estimate_size(old)
+                new = data[key] = combine(old, acc)
+                after = getsizeof(new) if type(new) in atomic else estimate_size(new)
+                self._size += after - before
+            if self._size > budget:
+                self._spill()
+                data = self._data  # the spill starts a new dict
+                get = data.get
+
+    def groups(self) -> Iterator[tuple[K, Iterator[A]]]:
+        """Yield each key once with a lazy iterator over its partial accumulators.
+
+        An iterator is valid until the next group is requested (as with
+        `itertools.groupby`); whatever of it was not consumed is skipped.
+        """
+        self._start()
+        if self._runs:
+            return self._track(self._merged_groups())
+        return self._track(self._single_groups(self._memory_items()))
+
+    def items(self) -> Iterator[tuple[K, A]]:
+        """Yield each key once with its accumulators folded by ``combine`` (or concatenated)."""
+        self._start()
+        if self._runs:
+            return self._track(self._fold(self._merged_groups()))
+        return self._track(self._memory_items())
+
+    def close(self) -> None:
+        """Stop any reading in progress and remove every temporary file; idempotent."""
+        reader = self._active() if self._active is not None else None
+        self._active = None
+        # A reader closing its own store (from combine) is running: its finally cleans up.
+        if reader is not None and inspect.getgeneratorstate(reader) != inspect.GEN_RUNNING:
+            reader.close()
+        self._release()
+
+    def _start(self) -> None:
+        if self._sealed:
+            raise ValueError("a KeyedStore is read once, and this one is closed or being read")
+        self._sealed = True
+
+    def _track(self, reader: Generator[Any, None, None]) -> Generator[Any, None, None]:
+        self._active = weakref.ref(reader)
+        return reader
+
+    def _release(self) -> None:
+        self._sealed = True
+        self._data, self._runs, self._size = {}, [], 0
+        if self._finalizer is not None:
+            self._finalizer()  # runs once: closes the files, removes them and the directory
+
+    def _records(self) -> list[tuple[Any, Any, Any]]:
+        """Return the in-memory state as records sorted by sort key."""
+        if self._order == "key":
+            records = [(key, key, acc) for key, acc in self._data.items()]
+        else:
+            sortkey = self._hash
+            records = [(sortkey(key), key, acc) for key, acc in self._data.items()]
+        _sort(records)
+        return records
+
+    def _new_file(self) -> IO[bytes]:
+        if self._tempdir is None:
+            self._tempdir = tempfile.mkdtemp(prefix="aiomr-spill-", dir=self._directory)
+            # Also cleans up if the store is dropped unclosed, or at interpreter exit.
+            self._finalizer = weakref.finalize(self, _discard, self._writers, self._tempdir)
+        self._serial += 1
+        path = os.path.join(self._tempdir, f"runs-{self._serial}.pickle")
+        file = open(path, "w+b")  # noqa: SIM115 - closed by _discard, whatever happens
+        self._writers.append(file)
+        return file
+
+    def _spill(self) -> None:
+        # One file for all runs: creating a file per run costs more than writing a small run.
+        records = self._records()
+        if self._file is None:
+            self._file = self._new_file()
+        start, end = span = _write_run(self._file, records, self._batch_bytes)
+        self._runs.append(span)
+        self.spills += 1
+        self.spilled_bytes += end - start
+        self._data, self._size = {}, 0
+
+    def _reader(self) -> IO[bytes]:
+        assert self._file is not None
+        self._file.flush()
+        return open(self._file.name, "rb", buffering=0)
+
+    def _merge_pass(self) -> None:
+        """Merge consecutive groups of MAX_FAN_IN runs into one run each, in a new file."""
+        out = self._new_file()
+        runs = []
+        with self._reader() as raw:
+            for i in range(0, len(self._runs), MAX_FAN_IN):
+                group = self._runs[i : i + MAX_FAN_IN]
+                merge = _Merge([_Run(j, [], _Slice(raw, span)) for j, span in enumerate(group)])
+                runs.append(_write_run(out, merge.records(), self._batch_bytes))
+        assert self._file is not None
+        self._file.close()
+        self._writers.remove(self._file)
+        os.remove(self._file.name)
+        self._file, self._runs = out, runs
+
+    def _memory_items(self) -> Generator[tuple[Any, Any], None, None]:
+        # Without runs nothing needs merging: hash order may be any order, so dict order it is.
+        try:
+            if self._order == "key":
+                for _, key, acc in self._records():
+                    yield key, acc
+            else:
+                yield from self._data.items()
+        finally:
+            self._release()
+
+    @staticmethod
+    def _single_groups(
+        pairs: Generator[tuple[Any, Any], None, None],
+    ) -> Generator[tuple[Any, Iterator[Any]], None, None]:
+        with contextlib.closing(pairs):
+            for key, acc in pairs:
+                yield key, iter((acc,))
+
+    def _merged_groups(self) -> Generator[tuple[Any, Iterator[Any]], None, None]:
+        values: _Values | None = None
+        try:
+            # Merge passes until one merge can take every run: each pass rewrites every record
+            # once (log_FAN_IN(runs) passes), and runs stay in age order, so ties still resolve
+            # oldest first. The heap then holds one batch per run, near the budget in all.
+            while len(self._runs) > MAX_FAN_IN:
+                self._merge_pass()
+            with self._reader() as raw:
+                runs = [_Run(i, [], _Slice(raw, span)) for i, span in enumerate(self._runs)]
+                if self._data:
+                    runs.append(_Run(len(runs), self._records(), None))
+                    self._data = {}
+                merge = _Merge(runs)
+                while (run := merge.top()) is not None:
+                    assert run.head is not None
+                    sortkey, key = run.head[0], run.head[1]
+                    aside: dict[Any, list[Any]] = {}
+                    values = _Values(merge, sortkey, key, aside)
+                    yield key, values
+                    values.skip_rest()
+                    for other, accs in aside.items():
+                        yield other, iter(accs)
+        finally:
+            if values is not None:
+                values.stale = True  # its runs are gone: a later next() ends it, not crashes it
+            self._release()
+
+    def _fold(
+        self, groups: Generator[tuple[Any, Iterator[Any]], None, None]
+    ) -> Generator[tuple[Any, Any], None, None]:
+        combine = self._combine
+        with contextlib.closing(groups):
+            for key, accs in groups:
+                acc = next(accs)
+                if combine is None:
+                    for more in accs:
+                        acc.extend(more)  # the first list is the store's own: extend in place
+                else:
+                    for more in accs:
+                        acc = combine(acc, more)
+                yield key, acc

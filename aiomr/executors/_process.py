@@ -1,0 +1,354 @@
+"""Run tasks in worker processes through ``loop.run_in_executor`` on a process pool.
+
+Shipping code once per job
+--------------------------
+The stdlib pool pickles the callable with every task, by reference: lambdas, closures and
+functions defined in ``__main__`` fail, and a large closure is copied once per task. Here
+`ProcessExecutor.ship` pickles a job's code once with cloudpickle (by value where
+needed) into a file in a private directory (``/dev/shm`` when present, so it never touches a
+disk), and every task carries a `_ShippedCall` instead: a token and a path, a few dozen
+bytes. Each worker unpickles the code on its first task of the job and caches it
+(`aiomr._worker.load_shipped`).
+
+Start method
+------------
+Workers start with ``forkserver`` where it exists: forking the caller itself is unsafe once it
+runs threads (the event loop's default executor, drivers' threads), and ``spawn`` re-imports
+the caller's ``__main__`` for every worker. Workers are started in a helper thread by
+`ProcessExecutor.start`, so the event loop never waits for a process to boot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import multiprocessing
+import multiprocessing.context
+import os
+import pickle
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import cloudpickle
+
+from .._exceptions import BrokenWorkerError
+from .._worker import initialize_worker, load_shipped
+from ._base import Executor, ShippedCode, default_max_workers
+
+__all__ = ["ProcessExecutor"]
+
+_JOIN_SECONDS = 5.0
+"""How long a terminated worker may take to exit before it is killed."""
+
+
+class _ShippedCall:
+    """Stand-in for a job's code inside tasks: loads the real callable once per worker."""
+
+    __slots__ = ("path", "token")
+
+    def __init__(self, token: str, path: str) -> None:
+        self.token = token
+        self.path = path
+
+    def __call__(self, *args: Any) -> Any:
+        fn = load_shipped(self.token, self.path)
+        if len(args) > 1 and isinstance(args[1], int):
+            # Leave a note of what this worker runs: if it dies, the caller reads it to tell
+            # the chunk that killed it from the ones that died alongside (`lost_tasks`).
+            marker = os.path.join(os.path.dirname(self.path), f"running-{os.getpid()}")
+            with open(marker, "w") as f:
+                f.write(f"{self.token} {args[1]}")
+        return fn(*args)
+
+    def __reduce__(self) -> tuple[type[_ShippedCall], tuple[str, str]]:
+        return (_ShippedCall, (self.token, self.path))
+
+
+class _FileShippedCode(ShippedCode):
+    def __init__(self, token: str, path: str) -> None:
+        super().__init__(_ShippedCall(token, path))
+        self._path = path
+
+    def release(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)
+
+
+def _code_directory() -> str:
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return tempfile.mkdtemp(prefix="aiomr-code-", dir=base)
+
+
+def ship_by_file(fn: Callable[..., Any], directory: str) -> ShippedCode:
+    """Pickle ``fn`` once into ``directory`` and return a token-carrying stand-in."""
+    try:
+        data = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise TypeError(f"{_describe(fn)} cannot be pickled for worker processes: {exc}") from exc
+    token = uuid.uuid4().hex
+    path = os.path.join(directory, f"{token}.pkl")
+    with open(path, "wb") as f:
+        f.write(data)
+    return _FileShippedCode(token, path)
+
+
+def _describe(fn: Callable[..., Any]) -> str:
+    inner = getattr(fn, "func", None)
+    args = getattr(fn, "args", ())
+    if inner is not None and args:
+        parts = ", ".join(repr(a) for a in args if callable(a))
+        return f"the job's code ({parts})" if parts else "the job's code"
+    return repr(fn)
+
+
+_FORKSERVER_PRELOAD = ("aiomr._worker", "cloudpickle")
+"""Modules every worker needs: imported once by the forkserver, inherited by each worker."""
+
+
+def _preload_in_forkserver(context: multiprocessing.context.BaseContext) -> None:
+    """Have the forkserver import aiomr's worker side once, before it forks any worker.
+
+    Otherwise every worker imports aiomr, and everything the caller's ``__main__`` imports,
+    on its own (~65 ms per worker on a small machine): before Python 3.13 the forkserver
+    never preloads ``__main__`` (CPython gh-126631), so each worker re-runs the main module.
+    Modules the server has imported are inherited by every worker it forks. This has no
+    effect once the forkserver runs, and it keeps any preload list the application set.
+    """
+    from multiprocessing import forkserver
+
+    # No public getter for the current list; the default is ["__main__"].
+    found = getattr(forkserver._forkserver, "_preload_modules", None)
+    current = ["__main__"] if found is None else list(found)
+    missing = [name for name in _FORKSERVER_PRELOAD if name not in current]
+    if missing:
+        context.set_forkserver_preload([*current, *missing])
+
+
+_WARM_ROUNDS = 100
+"""Rounds of pings `ProcessExecutor.start` sends at most, waiting for every worker to answer."""
+
+
+def _ping(hold: float) -> int:
+    # Holding the worker a moment keeps one fast worker from answering every ping while
+    # another is still booting.
+    time.sleep(hold)
+    return os.getpid()
+
+
+class ProcessExecutor(Executor):
+    """Run tasks in a pool of worker processes (the default executor).
+
+    Args:
+        max_workers: worker processes; defaults to the number of CPUs.
+        mp_context: a `multiprocessing` start method name or context; defaults to
+            ``"forkserver"`` where available, else ``"spawn"``.
+        worker_niceness: added to the workers' scheduling niceness (default 5) so the
+            caller's event loop and the pool's helper threads win the CPU when both want it:
+            with workers at the caller's priority, a helper thread descheduled while holding
+            the GIL stalls the loop for several milliseconds (docs/benchmarks.md).
+        pool: an existing `concurrent.futures.ProcessPoolExecutor` to use instead of
+            starting one; it is not shut down by `aclose`.
+
+    Cancellation: `aclose` with tasks still running terminates the workers (SIGTERM,
+    then SIGKILL after a grace period) and waits for them, so no process outlives it.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        *,
+        mp_context: str | multiprocessing.context.BaseContext | None = None,
+        worker_niceness: int = 5,
+        pool: concurrent.futures.ProcessPoolExecutor | None = None,
+    ) -> None:
+        if max_workers is not None and max_workers < 1:
+            raise ValueError("max_workers must be >= 1")
+        if pool is not None:
+            self._max_workers = int(getattr(pool, "_max_workers", max_workers or 1))
+        else:
+            self._max_workers = max_workers or default_max_workers()
+        if mp_context is None:
+            methods = multiprocessing.get_all_start_methods()
+            mp_context = "forkserver" if "forkserver" in methods else "spawn"
+        self._context = (
+            multiprocessing.get_context(mp_context) if isinstance(mp_context, str) else mp_context
+        )
+        if pool is None and self._context.get_start_method() == "forkserver":
+            _preload_in_forkserver(self._context)
+        self._niceness = worker_niceness
+        self._pool = pool
+        self._owns_pool = pool is None
+        self._directory: str | None = None
+        self._running: set[concurrent.futures.Future[Any]] = set()
+        self._last_lost: set[tuple[str, int]] = set()
+        self.workers_replaced = 0
+        """Worker processes started again after the pool broke (a worker died)."""
+
+    @property
+    def max_workers(self) -> int:
+        return self._max_workers
+
+    def _ensure_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is not None and self._owns_pool and getattr(self._pool, "_broken", False):
+            # A worker died and the stdlib pool refuses all further work: replace it, so
+            # one lost worker does not break every later job of an Engine.
+            # Remember who died, for failures the caller has not looked at yet.
+            self._last_lost = self.lost_tasks()
+            broken, self._pool = self._pool, None
+            processes = list((getattr(broken, "_processes", None) or {}).values())
+            self.workers_replaced += len(processes) or self._max_workers
+            broken.shutdown(wait=False, cancel_futures=True)
+            threading.Thread(target=_reap, args=(broken, processes), daemon=True).start()
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self._max_workers,
+                mp_context=self._context,
+                initializer=initialize_worker,
+                initargs=(self._niceness,),
+            )
+        return self._pool
+
+    def _warm(self) -> None:
+        pool = self._ensure_pool()
+        answered: set[int] = set()
+        try:
+            # Until every worker has answered, one may still be importing modules and
+            # running its initializer: the first job would wait for it.
+            for _ in range(_WARM_ROUNDS):
+                futures = [pool.submit(_ping, 0.005) for _ in range(self._max_workers)]
+                answered.update(future.result() for future in futures)
+                if len(answered) >= self._max_workers:
+                    break
+        except BrokenProcessPool as exc:
+            raise BrokenWorkerError(
+                "worker processes could not start; when the program is a script, its "
+                "top-level code must sit under `if __name__ == '__main__':` because workers "
+                f"import the main module ({exc})"
+            ) from exc
+
+    async def start(self) -> None:
+        """Start the worker processes now, in a helper thread, instead of on first use."""
+        self._check_open()
+        await asyncio.to_thread(self._warm)
+
+    def lost_tasks(self) -> set[tuple[str, int]]:
+        """The ``(code token, start)`` of the tasks whose worker died by itself.
+
+        Workers the pool terminated after the first death (SIGTERM) are bystanders and are
+        left out; so the chunk that killed its worker can be told from those that merely
+        shared its pool.
+        """
+        processes = getattr(self._pool, "_processes", None) or {}
+        found: set[tuple[str, int]] = set(self._last_lost)
+        for process in list(processes.values()):
+            code = process.exitcode
+            if code is None or code == 0 or code == -signal.SIGTERM or self._directory is None:
+                continue
+            marker = os.path.join(self._directory, f"running-{process.pid}")
+            try:
+                with open(marker) as f:
+                    token, start = f.read().split()
+                found.add((token, int(start)))
+            except (OSError, ValueError):
+                continue
+        return found
+
+    def kill_task(self, token: str, start: int) -> bool:
+        """SIGKILL the worker running the task ``(token, start)``; False if none is found.
+
+        For `task_timeout`: a hung task cannot be cancelled inside its worker, so the worker
+        goes; the pool is then replaced and the tasks in flight run again.
+        """
+        if self._directory is None:
+            return False
+        processes = getattr(self._pool, "_processes", None) or {}
+        for process in list(processes.values()):
+            marker = os.path.join(self._directory, f"running-{process.pid}")
+            try:
+                with open(marker) as f:
+                    found = f.read().split()
+            except OSError:
+                continue
+            if found == [token, str(start)] and process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGKILL)
+                return True
+        return False
+
+    def describe_lost_workers(self) -> str:
+        """Say how the workers of a broken pool ended: exit codes and signals."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        ends = []
+        for process in list(processes.values()):
+            code = process.exitcode
+            if code is None or code == 0:
+                continue
+            if code < 0:
+                try:
+                    name = signal.Signals(-code).name
+                except ValueError:
+                    name = f"signal {-code}"
+                ends.append(f"worker {process.pid} killed by {name}")
+            else:
+                ends.append(f"worker {process.pid} exited with status {code}")
+        return "; ".join(ends)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live worker processes."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        return [p.pid for p in processes.values() if p.pid is not None and p.is_alive()]
+
+    def ship(self, fn: Callable[..., Any]) -> ShippedCode:
+        self._check_open()
+        if self._directory is None:
+            self._directory = _code_directory()
+        return ship_by_file(fn, self._directory)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[Any]:
+        self._check_open()
+        task = self._ensure_pool().submit(fn, *args)
+        # Track the pool's own future: it stays pending while a worker runs the task, even
+        # after the asyncio future wrapping it is cancelled, so aclose() knows to terminate.
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return asyncio.wrap_future(task)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        pool, self._pool = self._pool, None
+        try:
+            if pool is not None and self._owns_pool:
+                # The pool's private process table is the only handle on its workers
+                # before Python 3.14's terminate_workers().
+                processes = list(getattr(pool, "_processes", {}).values())
+                busy = any(not task.done() for task in list(self._running))
+                pool.shutdown(wait=False, cancel_futures=True)
+                if busy:
+                    for process in processes:
+                        if process.is_alive():
+                            process.terminate()
+                await asyncio.shield(asyncio.to_thread(_reap, pool, processes))
+        finally:
+            if self._directory is not None:
+                shutil.rmtree(self._directory, ignore_errors=True)
+                self._directory = None
+
+
+def _reap(
+    pool: concurrent.futures.ProcessPoolExecutor, processes: list[multiprocessing.Process]
+) -> None:
+    for process in processes:
+        process.join(_JOIN_SECONDS)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    pool.shutdown(wait=True)

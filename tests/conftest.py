@@ -1,0 +1,59 @@
+"""Shared fixtures: event loops, warm executors, and process bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Mapping
+
+import psutil
+import pytest
+
+import aiomr
+from aiomr.executors import ProcessExecutor
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is installed wherever CPython on Unix runs
+    uvloop = None
+
+# Modules whose async tests run under both asyncio's default loop and uvloop; the others run
+# under asyncio's loop only (they test parts where the loop makes no difference).
+BOTH_LOOPS = {"test_api.py", "test_engine.py", "test_loop.py"}
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    if uvloop is not None and item.path.name in BOTH_LOOPS:
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
+@pytest.fixture(scope="session")
+def process_executor() -> Iterator[ProcessExecutor]:
+    """A warm two-worker process pool shared by tests that do not check process lifetimes."""
+    executor = ProcessExecutor(2)
+    asyncio.run(executor.start())
+    yield executor
+    asyncio.run(executor.aclose())
+
+
+@pytest.fixture
+async def engine(process_executor: ProcessExecutor) -> aiomr.Engine:
+    """An engine on the shared warm pool (the engine does not own it)."""
+    return aiomr.Engine(process_executor)
+
+
+def alive(pids: set[int] | list[int]) -> list[int]:
+    """Return the pids that still name a running (not zombie) process."""
+    running = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                running.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return running

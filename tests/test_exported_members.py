@@ -1,0 +1,81 @@
+"""Pin the public API: a change here is a change for every user."""
+
+from __future__ import annotations
+
+import aiomr
+import aiomr.executors
+
+
+def test_top_level_members() -> None:
+    assert aiomr.__all__ == [
+        "AiomrError",
+        "BadRecord",
+        "BrokenWorkerError",
+        "ClosedResourceError",
+        "EmptySourceError",
+        "Engine",
+        "FoldByKey",
+        "GroupByKey",
+        "Job",
+        "JobStats",
+        "MapperOutputError",
+        "RecordError",
+        "ReduceByKey",
+        "RetryPolicy",
+        "Step",
+        "UnpicklableError",
+        "WorkerTraceback",
+        "executors",
+        "fold_by_key",
+        "group_by_key",
+        "loop_factory",
+        "map_reduce",
+        "map_reduce_by_key",
+        "open_by_key",
+        "run",
+        "sources",
+        "top",
+        "write_csv",
+        "write_jsonl",
+    ]
+    assert aiomr.__all__ == sorted(aiomr.__all__, key=str)
+    for name in aiomr.__all__:
+        assert hasattr(aiomr, name), name
+
+
+def test_executors_members() -> None:
+    assert aiomr.executors.__all__ == [
+        "Executor",
+        "ExecutorSpec",
+        "FuturesExecutor",
+        "InlineExecutor",
+        "ProcessExecutor",
+        "ShippedCode",
+        "ThreadExecutor",
+        "resolve_executor",
+    ]
+
+
+def test_sources_members() -> None:
+    assert aiomr.sources.__all__ == [
+        "FileSource",
+        "LineSource",
+        "Parser",
+        "Split",
+        "files",
+        "lines",
+    ]
+
+
+def test_exception_tree() -> None:
+    assert issubclass(aiomr.RecordError, aiomr.AiomrError)
+    assert issubclass(aiomr.RecordError, ValueError)
+    assert issubclass(aiomr.ClosedResourceError, aiomr.AiomrError)
+    assert issubclass(aiomr.EmptySourceError, aiomr.AiomrError)
+    assert issubclass(aiomr.EmptySourceError, ValueError)
+    assert issubclass(aiomr.MapperOutputError, aiomr.AiomrError)
+    assert issubclass(aiomr.MapperOutputError, TypeError)
+    assert issubclass(aiomr.BrokenWorkerError, aiomr.AiomrError)
+    assert issubclass(aiomr.UnpicklableError, aiomr.BrokenWorkerError)
+    assert issubclass(aiomr.UnpicklableError, TypeError)
+    assert issubclass(aiomr.WorkerTraceback, aiomr.AiomrError)

@@ -1,0 +1,151 @@
+"""Invariant 7: the answer does not depend on chunk size, worker count, executor or order."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import operator
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import aiomr
+from aiomr.executors import Executor, InlineExecutor, ProcessExecutor, ThreadExecutor
+
+
+def mapper(x: int) -> int:
+    return x * 3 - 1
+
+
+@pytest.fixture(scope="module")
+def executors() -> Iterator[dict[str, Executor]]:
+    made: dict[str, Executor] = {
+        "process-1": ProcessExecutor(1),
+        "process-2": ProcessExecutor(2),
+        "process-3": ProcessExecutor(3),
+        "thread-1": ThreadExecutor(1),
+        "thread-4": ThreadExecutor(4),
+        "inline": InlineExecutor(),
+    }
+    yield made
+    for executor in made.values():
+        asyncio.run(executor.aclose())
+
+
+EXECUTORS = st.sampled_from(
+    ["process-1", "process-2", "process-3", "thread-1", "thread-4", "inline"]
+)
+CHUNK_SIZES = st.one_of(st.none(), st.integers(1, 50))
+IN_FLIGHT = st.one_of(st.none(), st.integers(1, 8))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.lists(st.integers(-1000, 1000), max_size=300),
+    initial=st.one_of(st.none(), st.integers(-50, 50)),
+    executor=EXECUTORS,
+    chunk_size=CHUNK_SIZES,
+    max_in_flight=IN_FLIGHT,
+)
+def test_commutative_reduction_equals_functools_reduce(
+    executors: dict[str, Executor],
+    data: list[int],
+    initial: int | None,
+    executor: str,
+    chunk_size: int | None,
+    max_in_flight: int | None,
+) -> None:
+    async def job() -> int:
+        if initial is None:
+            return await aiomr.map_reduce(
+                data,
+                mapper,
+                operator.add,
+                executor=executors[executor],
+                chunk_size=chunk_size,
+                max_in_flight=max_in_flight,
+            )
+        return await aiomr.map_reduce(
+            data,
+            mapper,
+            operator.add,
+            initial=initial,
+            executor=executors[executor],
+            chunk_size=chunk_size,
+            max_in_flight=max_in_flight,
+        )
+
+    if initial is None and not data:
+        with pytest.raises(aiomr.EmptySourceError):
+            asyncio.run(job())
+        return
+    expected = (
+        functools.reduce(operator.add, map(mapper, data))
+        if initial is None
+        else functools.reduce(operator.add, map(mapper, data), initial)
+    )
+    assert asyncio.run(job()) == expected
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.lists(st.text(max_size=3), min_size=1, max_size=200),
+    executor=EXECUTORS,
+    chunk_size=CHUNK_SIZES,
+    max_in_flight=IN_FLIGHT,
+)
+def test_ordered_associative_reduction_keeps_input_order(
+    executors: dict[str, Executor],
+    data: list[str],
+    executor: str,
+    chunk_size: int | None,
+    max_in_flight: int | None,
+) -> None:
+    async def job() -> str:
+        return await aiomr.map_reduce(
+            data,
+            str.upper,
+            operator.add,
+            initial="<",
+            ordered=True,
+            executor=executors[executor],
+            chunk_size=chunk_size,
+            max_in_flight=max_in_flight,
+        )
+
+    assert asyncio.run(job()) == functools.reduce(operator.add, map(str.upper, data), "<")
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.lists(st.lists(st.integers(0, 9), max_size=5), min_size=1, max_size=100),
+    executor=EXECUTORS,
+    chunk_size=CHUNK_SIZES,
+)
+def test_chunk_mode_equals_a_single_chunk(
+    executors: dict[str, Executor], data: list[list[int]], executor: str, chunk_size: int | None
+) -> None:
+    def count(chunk: list[list[int]]) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for row in chunk:
+            for x in row:
+                counts[x] = counts.get(x, 0) + 1
+        return counts
+
+    def merge(a: dict[int, int], b: dict[int, int]) -> dict[int, int]:
+        return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
+
+    async def job() -> dict[int, int]:
+        return await aiomr.map_reduce(
+            data, count, merge, mode="chunk", executor=executors[executor], chunk_size=chunk_size
+        )
+
+    assert asyncio.run(job()) == count(data)

@@ -28,7 +28,10 @@ from ._stats import JobStats
 from ._worker import Failure, Outcome, Skipped
 from .executors import Executor, ShippedCode
 
-__all__ = ["dispatch", "outcome_of"]
+__all__ = ["blames", "dispatch", "lost_worker_error", "outcome_of"]
+
+_DEADLINE_POLL = 0.05
+"""Seconds between looks at a task that was due to time out but had not run long enough."""
 
 
 async def dispatch(
@@ -106,10 +109,12 @@ async def dispatch(
                     if future.done():
                         del deadlines[future]
                     elif deadline <= now and kill_task is not None:
-                        del deadlines[future]
                         late = pending[future]
-                        timed_out.add(late.index)
-                        kill_task(token, late.start)
+                        if kill_task(token, late.start, ran_for=timeout or 0.0):
+                            del deadlines[future]
+                            timed_out.add(late.index)
+                        else:  # still queued, or started late: look again soon
+                            deadlines[future] = now + max(_DEADLINE_POLL, (timeout or 0.0) / 10)
             for future in done:
                 if future in waiting:  # a backoff ended: run the chunk again
                     again = waiting.pop(future)
@@ -127,7 +132,7 @@ async def dispatch(
                     outcome = _outcome(future, finished, executor)
                 except Exception as exc:
                     runs = attempts.get(finished.index, 1)
-                    if not _to_blame(exc, executor, code, finished):
+                    if not blames(exc, executor, code, finished.start):
                         # Its worker was terminated because another one died: not its fault.
                         stats.chunks_retried += 1
                         waiting[asyncio.ensure_future(asyncio.sleep(0))] = finished
@@ -193,8 +198,8 @@ def _is_pickling_error(exc: BaseException) -> bool:
     return isinstance(exc, TypeError | AttributeError) and "pickle" in str(exc)
 
 
-def _to_blame(exc: Exception, executor: Executor, code: ShippedCode, chunk: Chunk[Any]) -> bool:
-    """Whether a failure counts against the chunk's attempts.
+def blames(exc: Exception, executor: Executor, code: ShippedCode, start: int) -> bool:
+    """Whether a failure counts against the attempts of the task submitted with ``start``.
 
     When a worker dies the stdlib pool fails every task in flight; if the executor can tell
     which task killed its worker, only that one is to blame. Otherwise all are.
@@ -206,7 +211,16 @@ def _to_blame(exc: Exception, executor: Executor, code: ShippedCode, chunk: Chun
     if lost_tasks is None or token is None:
         return True
     culprits = lost_tasks()
-    return not culprits or (token, chunk.start) in culprits
+    return not culprits or (token, start) in culprits
+
+
+def lost_worker_error(executor: Executor, what: str, exc: BaseException) -> BrokenWorkerError:
+    """The error for a task whose worker died while running ``what``."""
+    describe = getattr(executor, "describe_lost_workers", None)
+    lost = f" ({describe()})" if describe is not None and describe() else ""
+    error = BrokenWorkerError(f"a worker process died while {what}{lost}")
+    error.__cause__ = exc
+    return error
 
 
 def _outcome(future: asyncio.Future[Any], chunk: Chunk[Any], executor: Executor) -> Outcome:
@@ -214,11 +228,7 @@ def _outcome(future: asyncio.Future[Any], chunk: Chunk[Any], executor: Executor)
     try:
         result = future.result()
     except BrokenProcessPool as exc:
-        describe = getattr(executor, "describe_lost_workers", None)
-        lost = f" ({describe()})" if describe is not None and describe() else ""
-        raise BrokenWorkerError(
-            f"a worker process died while running {chunk.location}{lost}"
-        ) from exc
+        raise lost_worker_error(executor, f"running {chunk.location}", exc) from exc
     except Exception as exc:
         # The executor itself failed the task: typically something that cannot be pickled,
         # a record on its way out (the caller's feeder thread) or a partial on its way back

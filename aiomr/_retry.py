@@ -32,8 +32,10 @@ class RetryPolicy:
         backoff: seconds before the second run; doubled for each further run, at most
             `max_backoff`.
         max_backoff: the longest wait between two runs.
-        task_timeout: seconds one run of a chunk may take; a run that takes longer has its
-            worker process killed (process executors only), and counts as a failed run.
+        task_timeout: seconds one run of a map task may take, counted from when a worker
+            starts it (time spent queued behind other tasks does not count); a run that
+            takes longer has its worker process killed (process executors only), and counts
+            as a failed run. Reduce tasks of key-based jobs have no time limit.
     """
 
     max_attempts: int = 3

@@ -261,11 +261,14 @@ class ProcessExecutor(Executor):
                 continue
         return found
 
-    def kill_task(self, token: str, start: int) -> bool:
-        """SIGKILL the worker running the task ``(token, start)``; False if none is found.
+    def kill_task(self, token: str, start: int, *, ran_for: float = 0.0) -> bool:
+        """SIGKILL the worker running the task ``(token, start)`` if it has run for at least
+        ``ran_for`` seconds; False if no worker runs it (yet) or it started later.
 
         For `task_timeout`: a hung task cannot be cancelled inside its worker, so the worker
-        goes; the pool is then replaced and the tasks in flight run again.
+        goes; the pool is then replaced and the tasks in flight run again. A task waiting in
+        the pool's queue has not started, so its time does not count: the worker writes its
+        marker when the task starts, and the marker's age is how long it has run.
         """
         if self._directory is None:
             return False
@@ -275,11 +278,15 @@ class ProcessExecutor(Executor):
             try:
                 with open(marker) as f:
                     found = f.read().split()
+                    started = os.fstat(f.fileno()).st_mtime
             except OSError:
                 continue
-            if found == [token, str(start)] and process.pid is not None and process.is_alive():
-                os.kill(process.pid, signal.SIGKILL)
-                return True
+            if found != [token, str(start)] or process.pid is None or not process.is_alive():
+                continue
+            if time.time() - started < ran_for:
+                return False
+            os.kill(process.pid, signal.SIGKILL)
+            return True
         return False
 
     def describe_lost_workers(self) -> str:

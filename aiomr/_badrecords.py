@@ -9,10 +9,19 @@ from typing import Any, Literal, TypeAlias
 
 import aiofiles
 
-__all__ = ["SAMPLE_SIZE", "BadRecord", "DeadLetterFile", "OnError"]
+__all__ = ["SAMPLE_SIZE", "BadRecord", "DeadLetterFile", "OnError", "check_on_error"]
 
 OnError: TypeAlias = Literal["raise", "skip", "collect"]
 """What a record whose parsing or mapping fails does to the job."""
+
+
+def check_on_error(on_error: object, dead_letter: object) -> None:
+    """Raise `ValueError` for an unknown ``on_error``, or a dead letter it would never fill."""
+    if on_error not in ("raise", "skip", "collect"):
+        raise ValueError(f"on_error must be 'raise', 'skip' or 'collect', got {on_error!r}")
+    if dead_letter is not None and on_error == "raise":
+        raise ValueError("dead_letter= needs on_error='skip' or 'collect'")
+
 
 SAMPLE_SIZE = 20
 """Bad records `JobStats.bad_sample` keeps with ``on_error="skip"``: enough to see what goes

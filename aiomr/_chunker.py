@@ -37,7 +37,7 @@ from ._types import R
 from .sources._lines import LineSource
 from .sources._splits import FileSource, Split
 
-__all__ = ["AnySource", "Chunk", "ChunkReader", "ChunkSizer", "check_source"]
+__all__ = ["DEFAULT_NOUN", "AnySource", "Chunk", "ChunkReader", "ChunkSizer", "check_source"]
 
 AnySource = Iterable[Any] | AsyncIterable[Any] | FileSource
 """What jobs accept as a source: iterables, async iterables and file sources."""
@@ -56,6 +56,9 @@ time to build one chunk in the caller."""
 PULL_SLICE_SECONDS = 0.002
 """Longest stretch the reader pulls from an async iterable without yielding to the loop."""
 _EWMA_WEIGHT = 0.3
+DEFAULT_NOUN = ("record", "the source")
+"""How messages name a source's records and the source: ``record 12 of the source``. A source
+may carry its own as a ``record_noun`` attribute, e.g. ``("row", "the query")``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,8 @@ class Chunk(Generic[R]):
     """For lines of files: ``(index in records, path, line number)`` where each run starts."""
     split: Split | None = None
     """For file sources read by the workers: the byte ranges (``records`` is ``[split]``)."""
+    noun: tuple[str, str] = DEFAULT_NOUN
+    """What messages call one record and the source (see `DEFAULT_NOUN`)."""
 
     @property
     def location(self) -> str:
@@ -84,14 +89,14 @@ class Chunk(Generic[R]):
             where = f"{path}:{line}" if path == last_path else f"{path}:{line} to {last_path}"
             return f"chunk {self.index} ({where}..{end})"
         end = self.start + len(self.records) - 1
-        return f"chunk {self.index} (records {self.start}..{end} of the source)"
+        return f"chunk {self.index} ({self.noun[0]}s {self.start}..{end} of {self.noun[1]})"
 
     def locate(self, index: int) -> str:
         """Name record ``index`` of the chunk: file and line when known, else its position."""
         for first, path, line in reversed(self.origins):
             if first <= index:
                 return f"{path}:{line + index - first}"
-        return f"record {self.start + index} of the source"
+        return f"{self.noun[0]} {self.start + index} of {self.noun[1]}"
 
 
 def check_source(source: object) -> None:
@@ -148,6 +153,7 @@ class ChunkReader(Generic[R]):
         if isinstance(source, FileSource):
             self._files = source
         elif isinstance(source, LineSource):
+            source.claim()
             self._batches = source
         elif isinstance(source, list | tuple | range):
             self._sequence = source
@@ -156,6 +162,8 @@ class ChunkReader(Generic[R]):
         else:
             check_source(source)
             self._iterator = iter(source)
+        noun = getattr(source, "record_noun", None)
+        self._noun = noun if isinstance(noun, tuple) and len(noun) == 2 else DEFAULT_NOUN
         self._position = 0
         self._chunk_index = 0
         self.total_bytes: int | None = None
@@ -192,7 +200,7 @@ class ChunkReader(Generic[R]):
             self._exhausted = True
         if not records:
             return None
-        chunk = Chunk(self._chunk_index, self._position, records, origins)
+        chunk = Chunk(self._chunk_index, self._position, records, origins, noun=self._noun)
         self._chunk_index += 1
         self._position += len(records)
         return chunk

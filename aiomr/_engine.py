@@ -198,6 +198,9 @@ class Engine:
         temp_dir: str | None = ...,
         chunk_size: int | None = ...,
         max_in_flight: int | None = ...,
+        retry: RetryPolicy | None = ...,
+        on_error: OnError = ...,
+        dead_letter: str | os.PathLike[str] | None = ...,
         stats: JobStats | None = ...,
     ) -> dict[K, V]: ...
 
@@ -213,6 +216,9 @@ class Engine:
         temp_dir: str | None = ...,
         chunk_size: int | None = ...,
         max_in_flight: int | None = ...,
+        retry: RetryPolicy | None = ...,
+        on_error: OnError = ...,
+        dead_letter: str | os.PathLike[str] | None = ...,
         stats: JobStats | None = ...,
     ) -> dict[K, T]: ...
 
@@ -228,6 +234,9 @@ class Engine:
         temp_dir: str | None = ...,
         chunk_size: int | None = ...,
         max_in_flight: int | None = ...,
+        retry: RetryPolicy | None = ...,
+        on_error: OnError = ...,
+        dead_letter: str | os.PathLike[str] | None = ...,
         stats: JobStats | None = ...,
     ) -> dict[K, A]: ...
 
@@ -242,6 +251,9 @@ class Engine:
         temp_dir: str | None = None,
         chunk_size: int | None = None,
         max_in_flight: int | None = None,
+        retry: RetryPolicy | None = None,
+        on_error: OnError = "raise",
+        dead_letter: str | os.PathLike[str] | None = None,
         stats: JobStats | None = None,
     ) -> dict[Any, Any]:
         """Run a key-based job and return ``{key: result}``; see `aiomr.map_reduce_by_key`.
@@ -249,7 +261,17 @@ class Engine:
         Cancellation: cancelling the call closes the source, cancels the job's tasks and
         removes its temporary files; the engine stays usable.
         """
-        options = KeyedOptions(partitions, sort, memory_budget, temp_dir, chunk_size, max_in_flight)
+        options = KeyedOptions(
+            partitions,
+            sort,
+            memory_budget,
+            temp_dir,
+            chunk_size,
+            max_in_flight,
+            retry,
+            on_error,
+            dead_letter,
+        )
         return await self._run_by_key(source, spec, options, stats)
 
     async def _run_by_key(
@@ -274,13 +296,26 @@ class Engine:
         temp_dir: str | None = None,
         chunk_size: int | None = None,
         max_in_flight: int | None = None,
+        retry: RetryPolicy | None = None,
+        on_error: OnError = "raise",
+        dead_letter: str | os.PathLike[str] | None = None,
         stats: JobStats | None = None,
     ) -> AsyncIterator[AsyncIterator[tuple[Any, Any]]]:
         """Run a key-based job, then stream its ``(key, result)`` pairs.
 
         See `aiomr.open_by_key`.
         """
-        options = KeyedOptions(partitions, sort, memory_budget, temp_dir, chunk_size, max_in_flight)
+        options = KeyedOptions(
+            partitions,
+            sort,
+            memory_budget,
+            temp_dir,
+            chunk_size,
+            max_in_flight,
+            retry,
+            on_error,
+            dead_letter,
+        )
         plan_of = _plan_factory(spec, options)
         async with (
             self._job(),

@@ -29,7 +29,7 @@ from typing import Any
 
 import cloudpickle
 
-from ._badrecords import DeadLetterFile, OnError
+from ._badrecords import DeadLetterFile, OnError, check_on_error
 from ._chunker import AnySource, ChunkReader, ChunkSizer
 from ._dispatch import dispatch
 from ._exceptions import EmptySourceError
@@ -70,14 +70,9 @@ class JobOptions:
     dead_letter: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
-        if self.on_error not in ("raise", "skip", "collect"):
-            raise ValueError(
-                f"on_error must be 'raise', 'skip' or 'collect', got {self.on_error!r}"
-            )
+        check_on_error(self.on_error, self.dead_letter)
         if self.on_error != "raise" and self.mode != "record":
             raise ValueError("on_error='skip' and 'collect' need mode='record'")
-        if self.dead_letter is not None and self.on_error == "raise":
-            raise ValueError("dead_letter= needs on_error='skip' or 'collect'")
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
             raise TypeError(f"retry must be an aiomr.RetryPolicy, got {self.retry!r}")
         if self.mode not in ("record", "chunk", "blocks"):

@@ -8,14 +8,17 @@ stream, from its result files, into the next step's mapper.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ._badrecords import OnError
 from ._chunker import AnySource
 from ._engine import Engine
 from ._keyed import DEFAULT_MEMORY_BUDGET, KeyedOptions, collect_keyed, open_keyed
 from ._keyspec import GroupByKey
+from ._retry import RetryPolicy
 from ._shuffle import ReducePlan
 from ._stats import JobStats
 from .executors import ExecutorSpec
@@ -144,6 +147,9 @@ class Job:
         temp_dir: str | None = None,
         chunk_size: int | None = None,
         max_in_flight: int | None = None,
+        retry: RetryPolicy | None = None,
+        on_error: OnError = "raise",
+        dead_letter: str | os.PathLike[str] | None = None,
         executor: ExecutorSpec = "process",
         max_workers: int | None = None,
         stats: JobStats | None = None,
@@ -160,6 +166,10 @@ class Job:
             temp_dir: where the steps' temporary files go.
             chunk_size: records per map task.
             max_in_flight: map tasks outstanding at most.
+            retry: how failed tasks are run again, as for `aiomr.map_reduce`.
+            on_error: what a record the mapper fails on does to the job, as for
+                `aiomr.map_reduce_by_key`; it applies to every step.
+            dead_letter: a JSON Lines file to receive every skipped record.
             executor: where tasks run when the call starts its own workers.
             max_workers: how many workers the call starts.
             stats: a `aiomr.JobStats` describing the last step.
@@ -170,7 +180,17 @@ class Job:
         steps = self.steps()
         if not steps:
             raise ValueError(f"{type(self).__name__}.steps() returned no steps")
-        options = KeyedOptions(partitions, sort, memory_budget, temp_dir, chunk_size, max_in_flight)
+        options = KeyedOptions(
+            partitions,
+            sort,
+            memory_budget,
+            temp_dir,
+            chunk_size,
+            max_in_flight,
+            retry,
+            on_error,
+            dead_letter,
+        )
         async with contextlib.AsyncExitStack() as stack:
             if engine is None:
                 engine = await stack.enter_async_context(Engine(executor, max_workers=max_workers))

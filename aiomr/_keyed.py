@@ -32,13 +32,15 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
+from ._badrecords import DeadLetterFile, OnError, check_on_error
 from ._chunker import AnySource
-from ._dispatch import outcome_of
-from ._exceptions import BrokenWorkerError
+from ._dispatch import blames, lost_worker_error, outcome_of
 from ._job import run_map_phase
 from ._reducer import Folder
+from ._retry import RetryPolicy
 from ._shuffle import (
     RESULT_BATCH,
+    Guard,
     MapOutput,
     ReduceOutput,
     ReducePlan,
@@ -75,8 +77,14 @@ class KeyedOptions:
     temp_dir: str | None = None
     chunk_size: int | None = None
     max_in_flight: int | None = None
+    retry: RetryPolicy | None = None
+    on_error: OnError = "raise"
+    dead_letter: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
+        check_on_error(self.on_error, self.dead_letter)
+        if self.retry is not None and not isinstance(self.retry, RetryPolicy):
+            raise TypeError(f"retry must be an aiomr.RetryPolicy, got {self.retry!r}")
         for name in ("partitions", "memory_budget", "chunk_size", "max_in_flight"):
             value = getattr(self, name)
             if value is None:
@@ -95,33 +103,72 @@ def _extend(first: list[MapOutput], second: list[MapOutput]) -> list[MapOutput]:
 
 
 async def _reduce_phase(
-    executor: Executor, plan: ReducePlan, outputs: list[MapOutput], stats: JobStats
+    executor: Executor,
+    plan: ReducePlan,
+    outputs: list[MapOutput],
+    stats: JobStats,
+    policy: RetryPolicy,
 ) -> list[ReduceOutput]:
+    """Reduce every partition in the workers; run a partition again as ``policy`` says.
+
+    A reduce task only reads map files and writes a result file of its own, so running it
+    again after its worker died (or after an exception ``policy`` retries) is safe; the
+    result file of a lost attempt stays in the job directory until the job ends.
+    """
     sections = [
         [(output.path, output.offsets[p]) for output in outputs] for p in range(plan.partitions)
     ]
     code = executor.ship(functools.partial(execute, _ReduceBody(plan)))
-    futures = {executor.submit(code.fn, sections[p], p): p for p in range(plan.partitions)}
+    running: dict[asyncio.Future[Any], int] = {}
+    waiting: dict[asyncio.Future[Any], int] = {}
+    attempts: dict[int, int] = {}
+    replaced_before = getattr(executor, "workers_replaced", 0)
+
+    def submit(partition: int) -> None:
+        running[executor.submit(code.fn, sections[partition], partition)] = partition
+
     try:
+        for partition in range(plan.partitions):
+            submit(partition)
         results: list[ReduceOutput] = []
-        pending = set(futures)
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        while running or waiting:
+            done, _ = await asyncio.wait([*running, *waiting], return_when=asyncio.FIRST_COMPLETED)
             for future in done:
-                where = f"partition {futures[future]} of {plan.partitions}"
+                if future in waiting:  # a backoff ended
+                    submit(waiting.pop(future))
+                    continue
+                partition = running.pop(future)
+                where = f"partition {partition} of {plan.partitions}"
                 try:
-                    outcome = outcome_of(future.result(), where)
-                except BrokenProcessPool as exc:
-                    raise BrokenWorkerError(
-                        f"a worker process died while reducing {where}: {exc}"
-                    ) from exc
+                    try:
+                        outcome = outcome_of(future.result(), where)
+                    except BrokenProcessPool as exc:
+                        raise lost_worker_error(executor, f"reducing {where}", exc) from exc
+                except Exception as exc:
+                    if not blames(exc, executor, code, partition):
+                        stats.partitions_retried += 1
+                        submit(partition)
+                        continue
+                    runs = attempts.get(partition, 1)
+                    if not policy.retriable(exc) or runs >= policy.max_attempts:
+                        if runs > 1:
+                            exc.add_note(
+                                f"aiomr: {where} failed {runs} times "
+                                f"(max_attempts={policy.max_attempts}); giving up on it"
+                            )
+                        raise
+                    attempts[partition] = runs + 1
+                    stats.partitions_retried += 1
+                    waiting[asyncio.ensure_future(asyncio.sleep(policy.delay(runs)))] = partition
+                    continue
                 results.append(outcome.value)
                 stats.task_seconds += outcome.seconds
                 stats.partitions_done += 1
         stats.spills += sum(r.spills for r in results)
         return sorted(results)
     finally:
-        for future in futures:
+        stats.workers_replaced += getattr(executor, "workers_replaced", 0) - replaced_before
+        for future in [*running, *waiting]:
             future.cancel()
         code.release()
 
@@ -138,19 +185,27 @@ async def run_keyed(
     partitions = options.partitions or 2 * executor.max_workers
     plan: ReducePlan = plan_of(partitions, directory)
     # The plan goes into the map body, so it is shipped once per job with it.
-    body = _MapBody(plan, source)
-    outputs: list[MapOutput] = await run_map_phase(
-        executor,
-        source,
-        body,
-        Folder(_extend, initial=[]),
-        chunk_size=options.chunk_size,
-        max_in_flight=options.max_in_flight,
-        stats=stats,
-        parts=_spec_parts(plan),
-    )
+    body = _MapBody(plan, source, guarded=options.on_error != "raise")
+    dead_letter = DeadLetterFile(options.dead_letter) if options.dead_letter else None
+    try:
+        outputs: list[MapOutput] = await run_map_phase(
+            executor,
+            source,
+            body,
+            Folder(_extend, initial=[]),
+            chunk_size=options.chunk_size,
+            max_in_flight=options.max_in_flight,
+            stats=stats,
+            parts=_spec_parts(plan),
+            retry=options.retry,
+            on_error=options.on_error,
+            dead_letter=dead_letter,
+        )
+    finally:
+        if dead_letter is not None:
+            await dead_letter.aclose()
     stats.map_output_keys = sum(output.keys for output in outputs)
-    return await _reduce_phase(executor, plan, outputs, stats)
+    return await _reduce_phase(executor, plan, outputs, stats, options.retry or RetryPolicy())
 
 
 def _spec_parts(plan: ReducePlan) -> dict[str, object]:
@@ -176,18 +231,37 @@ class _MapBody:
     lines streamed by the caller with a format, they are parsed here.
     """
 
-    def __init__(self, plan: ReducePlan, source: object) -> None:
+    def __init__(self, plan: ReducePlan, source: object, *, guarded: bool = False) -> None:
         self.plan = plan
         self.reader = source.reader if isinstance(source, FileSource) else None
         self.parser = source.parser if isinstance(source, LineSource) else None
+        self.guarded = guarded
 
     def __call__(self, records: list[Any], start: int) -> Any:
+        if self.guarded:
+            return self._skipping(records, start)
         if self.reader is not None:
             outputs, count = map_keyed(self.plan, self.reader.records(records[0]), 0)
             return Counted(outputs, count)
         if self.parser is not None:
             records = parse_records(self.parser, records)
         return map_keyed(self.plan, records, start)[0]
+
+    def _skipping(self, records: list[Any], start: int) -> Counted:
+        """``on_error="skip"``/``"collect"``: map record by record, leaving bad ones out."""
+        if self.reader is None:
+            guard = Guard(self.parser)
+            outputs, count = map_keyed(self.plan, records, start, guard)
+            return Counted(outputs, count, tuple(guard.skipped))
+        lines = list(self.reader.located_lines(records[0]))
+
+        def where(index: int, raw: Any) -> str:
+            path, offset, _ = lines[index]
+            return f"{path}: line at byte offset {offset}"
+
+        guard = Guard(self.reader.decode_and_parse, where)
+        outputs, count = map_keyed(self.plan, (line for _, _, line in lines), 0, guard)
+        return Counted(outputs, count, tuple(guard.skipped))
 
     def __repr__(self) -> str:
         return f"<map task of {self.plan.spec.mapper!r}>"

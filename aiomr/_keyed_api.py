@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
+from ._badrecords import OnError
 from ._chunker import AnySource, ChunkSizer, check_source
 from ._engine import Engine
 from ._keyed import DEFAULT_MEMORY_BUDGET, KeyedOptions
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
 from ._reducer import MISSING
+from ._retry import RetryPolicy
 from ._stats import JobStats
 from ._types import A, K, R, T, V
 from .executors import ExecutorSpec
@@ -30,6 +33,9 @@ async def map_reduce_by_key(
     temp_dir: str | None = None,
     chunk_size: int | None = None,
     max_in_flight: int | None = None,
+    retry: RetryPolicy | None = None,
+    on_error: OnError = "raise",
+    dead_letter: str | os.PathLike[str] | None = None,
     executor: ExecutorSpec = "process",
     max_workers: int | None = None,
     stats: JobStats | None = None,
@@ -67,6 +73,13 @@ async def map_reduce_by_key(
         temp_dir: where the job's temporary files go (default: the system's).
         chunk_size: records per map task, as for `aiomr.map_reduce`.
         max_in_flight: map tasks outstanding at most, as for `aiomr.map_reduce`.
+        retry: how failed map and reduce tasks are run again (`aiomr.RetryPolicy`); by
+            default a task whose worker died is run again, up to 3 times in all.
+        on_error: ``"raise"`` (the default) fails the job on the first record the mapper
+            (or the source's parser) fails on; ``"skip"`` and ``"collect"`` leave such a
+            record out, count it in ``stats.records_skipped`` and keep a sample in
+            ``stats.bad_sample`` (``"collect"`` keeps them all in ``stats.bad_records``).
+        dead_letter: a JSON Lines file to receive every skipped record.
         executor: where tasks run, as for `aiomr.map_reduce`.
         max_workers: workers of an executor created by name.
         stats: a `aiomr.JobStats` to fill live.
@@ -82,7 +95,17 @@ async def map_reduce_by_key(
     temporary files and stops the worker processes it started.
     """
     spec: ReduceByKey[R, K, V] = ReduceByKey(mapper, reducer)
-    options = KeyedOptions(partitions, sort, memory_budget, temp_dir, chunk_size, max_in_flight)
+    options = KeyedOptions(
+        partitions,
+        sort,
+        memory_budget,
+        temp_dir,
+        chunk_size,
+        max_in_flight,
+        retry,
+        on_error,
+        dead_letter,
+    )
     result: dict[Any, Any] = await _run(source, spec, options, executor, max_workers, stats)
     return result
 
@@ -99,6 +122,9 @@ async def group_by_key(
     temp_dir: str | None = None,
     chunk_size: int | None = None,
     max_in_flight: int | None = None,
+    retry: RetryPolicy | None = None,
+    on_error: OnError = "raise",
+    dead_letter: str | os.PathLike[str] | None = None,
     executor: ExecutorSpec = "process",
     max_workers: int | None = None,
     stats: JobStats | None = None,
@@ -125,7 +151,17 @@ async def group_by_key(
     `aiomr.map_reduce_by_key`.
     """
     spec: GroupByKey[R, K, V, T] = GroupByKey(mapper, reducer, combiner)
-    options = KeyedOptions(partitions, sort, memory_budget, temp_dir, chunk_size, max_in_flight)
+    options = KeyedOptions(
+        partitions,
+        sort,
+        memory_budget,
+        temp_dir,
+        chunk_size,
+        max_in_flight,
+        retry,
+        on_error,
+        dead_letter,
+    )
     result: dict[Any, Any] = await _run(source, spec, options, executor, max_workers, stats)
     return result
 
@@ -144,6 +180,9 @@ async def fold_by_key(
     temp_dir: str | None = None,
     chunk_size: int | None = None,
     max_in_flight: int | None = None,
+    retry: RetryPolicy | None = None,
+    on_error: OnError = "raise",
+    dead_letter: str | os.PathLike[str] | None = None,
     executor: ExecutorSpec = "process",
     max_workers: int | None = None,
     stats: JobStats | None = None,
@@ -173,7 +212,17 @@ async def fold_by_key(
     `aiomr.map_reduce_by_key`.
     """
     spec: FoldByKey[R, K, V, A] = FoldByKey(mapper, binop, combine, initial, initial_factory)
-    options = KeyedOptions(partitions, sort, memory_budget, temp_dir, chunk_size, max_in_flight)
+    options = KeyedOptions(
+        partitions,
+        sort,
+        memory_budget,
+        temp_dir,
+        chunk_size,
+        max_in_flight,
+        retry,
+        on_error,
+        dead_letter,
+    )
     result: dict[Any, Any] = await _run(source, spec, options, executor, max_workers, stats)
     return result
 
@@ -204,6 +253,9 @@ async def open_by_key(
     temp_dir: str | None = None,
     chunk_size: int | None = None,
     max_in_flight: int | None = None,
+    retry: RetryPolicy | None = None,
+    on_error: OnError = "raise",
+    dead_letter: str | os.PathLike[str] | None = None,
     executor: ExecutorSpec = "process",
     max_workers: int | None = None,
     stats: JobStats | None = None,
@@ -241,6 +293,9 @@ async def open_by_key(
             temp_dir=temp_dir,
             chunk_size=chunk_size,
             max_in_flight=max_in_flight,
+            retry=retry,
+            on_error=on_error,
+            dead_letter=dead_letter,
             stats=stats,
         ) as pairs,
     ):

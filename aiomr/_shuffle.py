@@ -34,8 +34,10 @@ from ._exceptions import MapperOutputError
 from ._hashing import stable_hash
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
 from ._spill import KeyedStore
+from ._worker import Skipped, short_repr
 
 __all__ = [
+    "Guard",
     "MapOutput",
     "ReducePlan",
     "ReduceOutput",
@@ -207,15 +209,64 @@ def _absorb(
     return position - start + 1
 
 
+def _replay(pairs: list[Any]) -> Callable[[Any], list[Any]]:
+    return lambda _record: pairs
+
+
+class Guard:
+    """Map records one by one, leaving out those the parser or the mapper fails on.
+
+    For ``on_error="skip"`` and ``"collect"``. A record contributes all of its pairs or none:
+    its pairs are gathered before any is combined, so a mapper failing halfway through a
+    record's pairs leaves no trace of it. Errors in the pairs themselves (not a pair, a key
+    that cannot be hashed) are the job's code at fault, not the record's, and still raise.
+    """
+
+    def __init__(
+        self,
+        parser: Callable[[Any], Any] | None = None,
+        where: Callable[[int, Any], str] | None = None,
+    ) -> None:
+        self.parser = parser
+        self.where = where
+        self.skipped: list[Skipped] = []
+
+    def absorb(
+        self,
+        spec: KeyedSpec,
+        combined: dict[Any, Any],
+        records: Iterable[Any],
+        start: int,
+    ) -> int:
+        """Like `_absorb`, one record at a time; return how many records were read."""
+        mapper, parser = spec.mapper, self.parser
+        count = 0
+        for index, raw in enumerate(records):
+            count += 1
+            try:
+                record = raw if parser is None else parser(raw)
+                pairs = list(mapper(record))
+            except Exception as exc:
+                where = self.where(index, raw) if self.where is not None else ""
+                error = f"{type(exc).__qualname__}: {exc}"
+                self.skipped.append(Skipped(index, short_repr(raw), error, where))
+                continue
+            _absorb(spec, combined, _replay(pairs), (record,), start + index)
+        return count
+
+
 def _combine_chunk(
-    plan: ReducePlan, records: Iterable[Any], start: int
+    plan: ReducePlan, records: Iterable[Any], start: int, guard: Guard | None = None
 ) -> tuple[dict[Any, Any], int]:
     """Map a chunk and combine its pairs by key (the map-side combiner); count its records."""
     spec = plan.spec
     combined: dict[Any, Any] = {}
     if plan.mapper_init is not None:
         plan.mapper_init()
-    count = _absorb(spec, combined, spec.mapper, records, start)
+    if guard is None:
+        count = _absorb(spec, combined, spec.mapper, records, start)
+    else:
+        count = guard.absorb(spec, combined, records, start)
     if plan.mapper_final is not None:
         final = plan.mapper_final
         _absorb(spec, combined, lambda _: final(), ("<mapper_final>",), start + count)
@@ -246,12 +297,15 @@ def _dump_checked(obj: Any, file: Any) -> None:
         raise
 
 
-def map_keyed(plan: ReducePlan, records: Iterable[Any], start: int) -> tuple[list[MapOutput], int]:
+def map_keyed(
+    plan: ReducePlan, records: Iterable[Any], start: int, guard: Guard | None = None
+) -> tuple[list[MapOutput], int]:
     """Map task body: combine a chunk, partition it, write one file (runs in a worker).
 
-    Returns the file's description and the number of records read.
+    Returns the file's description and the number of records read (skipped ones included:
+    ``guard`` holds those).
     """
-    combined, read = _combine_chunk(plan, records, start)
+    combined, read = _combine_chunk(plan, records, start, guard)
     buckets: list[list[tuple[Any, Any]]] = [[] for _ in range(plan.partitions)]
     count = plan.partitions
     item = None

@@ -53,7 +53,7 @@ class JobStats:
     spills: int = 0
     """Key-based jobs: sorted runs the reduce tasks spilled to disk."""
     records_reduced: int = 0
-    """Records whose mapped value was folded into the result (record mode). When a job ends,
+    """Records whose mapped values made it into the result. When a job ends,
     ``records == records_reduced + records_skipped``."""
     records_skipped: int = 0
     """Records skipped as bad under ``on_error="skip"`` or ``"collect"``."""
@@ -63,6 +63,9 @@ class JobStats:
     """Every bad record, with ``on_error="collect"``."""
     chunks_retried: int = 0
     """Chunks submitted again after a lost worker or a retriable exception."""
+    partitions_retried: int = 0
+    """Key-based jobs: reduce tasks submitted again after a lost worker or a retriable
+    exception."""
     workers_replaced: int = 0
     """Worker processes restarted while the job ran (on a shared engine, for any job)."""
     worker_pids: set[int] = field(default_factory=set)

@@ -57,3 +57,28 @@ def alive(pids: set[int] | list[int]) -> list[int]:
         except psutil.NoSuchProcess:
             pass
     return running
+
+
+def _descendants() -> dict[int, str]:
+    found = {}
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                found[process.pid] = " ".join(process.cmdline())
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+@pytest.fixture
+def nothing_left_running() -> Iterator[None]:
+    """Fail the test if it leaves a process of its own running (multiprocessing's forkserver
+    and resource tracker aside: one of each serves the whole test session)."""
+    before = _descendants()
+    yield
+    left = {
+        pid: command
+        for pid, command in _descendants().items()
+        if pid not in before and "forkserver" not in command and "resource_tracker" not in command
+    }
+    assert left == {}, f"processes left running: {left}"

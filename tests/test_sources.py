@@ -1035,3 +1035,10 @@ async def test_the_caller_reads_only_split_boundaries(
     assert peak < size / 20  # planning reads a few kilobytes per boundary, nothing more
     if read_before is not None and read_after is not None:
         assert read_after - read_before < size / 20
+
+
+async def test_a_line_source_serves_one_job(engine: aiomr.Engine, tmp_path: pathlib.Path) -> None:
+    source = aiomr.sources.lines(write(tmp_path / "a.txt", b"one\ntwo\nthree\n"))
+    assert await engine.map_reduce(source, len, operator.add) == 11
+    with pytest.raises(ValueError, match="already read by an earlier job"):
+        await engine.map_reduce(source, len, operator.add)

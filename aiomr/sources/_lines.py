@@ -72,13 +72,28 @@ class LineSource(Generic[T]):
         self._pending_origin: tuple[str, int] = ("", 0)
         self._done = False
         self._closed = False
+        self._claimed = False
 
     @property
     def paths(self) -> list[str] | None:
         """The files, once the source has expanded its paths (on first read)."""
         return self._paths
 
+    def claim(self) -> None:
+        """Mark the source as read by a job; raise `ValueError` if one already did.
+
+        A source of lines is an iterator, read once like a file object: a second job over it
+        would silently see nothing, so it is refused instead.
+        """
+        if self._claimed:
+            raise ValueError(
+                "this aiomr.sources.lines(...) source was already read by an earlier job; "
+                "a source of lines is read once: call aiomr.sources.lines(...) again"
+            )
+        self._claimed = True
+
     def __aiter__(self) -> AsyncIterator[T]:
+        self.claim()
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[T]:

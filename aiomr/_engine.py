@@ -45,16 +45,19 @@ class Engine:
     running). Jobs started concurrently share the workers.
 
     Cancellation: cancelling a job stops only that job; the engine stays usable.
-    `aclose` waits for running jobs to finish, then stops the workers; cancelling
-    ``aclose`` itself stops them at once (running tasks are terminated).
+    ``aclose()`` drains: it waits for running jobs to finish, then stops the workers.
+    ``aclose(cancel=True)`` cancels the running jobs first (each raises
+    `aiomr.ClosedResourceError`); cancelling ``aclose`` itself stops the workers at once.
     """
 
     def __init__(
         self, executor: ExecutorSpec = "process", *, max_workers: int | None = None
     ) -> None:
         self._executor, self._owns_executor = resolve_executor(executor, max_workers=max_workers)
-        self._active = 0
+        self._jobs: set[asyncio.Task[Any]] = set()
+        self._cancelled: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
+        self._shut = asyncio.Event()
         self._closed = False
 
     @property
@@ -175,15 +178,24 @@ class Engine:
 
     @contextlib.asynccontextmanager
     async def _job(self) -> AsyncIterator[None]:
+        """Count a job as running on the engine, for `aclose` to drain or cancel."""
         self._check_open()
-        self._active += 1
-        if self._idle is not None:
-            self._idle.clear()
+        task = asyncio.current_task()
+        assert task is not None, "jobs run in a task"
+        self._jobs.add(task)
         try:
             yield
+        except asyncio.CancelledError:
+            if task in self._cancelled and task.uncancel() == 0:
+                # Cancelled by aclose(cancel=True) and by nobody else: say so.
+                raise ClosedResourceError(
+                    "the engine was closed with aclose(cancel=True) while this job ran"
+                ) from None
+            raise
         finally:
-            self._active -= 1
-            if self._active == 0 and self._idle is not None:
+            self._jobs.discard(task)
+            self._cancelled.discard(task)
+            if not self._jobs and self._idle is not None:
                 self._idle.set()
 
     @overload
@@ -323,21 +335,54 @@ class Engine:
         ):
             yield pairs
 
-    async def aclose(self) -> None:
-        """Wait for running jobs, then stop the workers the engine owns. Idempotent.
+    async def aclose(self, *, cancel: bool = False) -> None:
+        """Stop taking jobs, finish or cancel the running ones, stop the workers. Idempotent.
+
+        Args:
+            cancel: ``False`` (the default) drains: running jobs go on to their end and
+                their callers get their results. ``True`` cancels them: each stops as if
+                its caller had cancelled it (source closed, tasks cancelled, temporary
+                files removed) and raises `aiomr.ClosedResourceError` to its caller.
+
+        New jobs are refused (`aiomr.ClosedResourceError`) from the moment this is called.
+        Workers of an executor the engine did not create are left running. A call with
+        ``cancel=True`` while an earlier call drains cancels the jobs still running, then
+        waits for the earlier call to finish; so a graceful shutdown with a deadline is::
+
+            try:
+                async with asyncio.timeout(grace):
+                    await asyncio.shield(engine.aclose())  # drain ...
+            except TimeoutError:
+                await engine.aclose(cancel=True)  # ... then cancel what is left
 
         Cancellation: cancelling this call stops the workers at once.
         """
+        if asyncio.current_task() in self._jobs:
+            raise RuntimeError("aclose() was called from inside one of the engine's jobs")
         if self._closed:
+            if cancel:
+                self._cancel_jobs()
+            await self._shut.wait()
             return
         self._closed = True
         try:
-            if self._active:
+            if self._jobs:
                 self._idle = asyncio.Event()
+                if cancel:
+                    self._cancel_jobs()
                 await self._idle.wait()
         finally:
-            if self._owns_executor:
-                await self._executor.aclose()
+            try:
+                if self._owns_executor:
+                    await self._executor.aclose()
+            finally:
+                self._shut.set()
+
+    def _cancel_jobs(self) -> None:
+        for task in self._jobs:
+            if task not in self._cancelled:
+                self._cancelled.add(task)
+                task.cancel()
 
     async def __aenter__(self) -> Self:
         await self.start()

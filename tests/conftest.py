@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 
 import psutil
@@ -60,25 +62,36 @@ def alive(pids: set[int] | list[int]) -> list[int]:
 
 
 def _descendants() -> dict[int, str]:
+    """This process's descendants but the session's own helpers, which are direct children:
+    multiprocessing's forkserver (the workers it forks look just like it, one level down)
+    and resource tracker."""
     found = {}
+    me = os.getpid()
     for process in psutil.Process().children(recursive=True):
         try:
-            if process.status() != psutil.STATUS_ZOMBIE:
-                found[process.pid] = " ".join(process.cmdline())
+            if process.status() == psutil.STATUS_ZOMBIE:
+                continue
+            command = " ".join(process.cmdline())
+            helper = "forkserver" in command or "resource_tracker" in command
+            if process.ppid() == me and helper:
+                continue
+            found[process.pid] = command
         except psutil.NoSuchProcess:
             pass
     return found
 
 
 @pytest.fixture
-def nothing_left_running() -> Iterator[None]:
-    """Fail the test if it leaves a process of its own running (multiprocessing's forkserver
-    and resource tracker aside: one of each serves the whole test session)."""
+def nothing_left_running(process_executor: ProcessExecutor) -> Iterator[None]:
+    """Fail the test if it leaves a process of its own running (the session's shared pool
+    is started first, so its workers do not count)."""
     before = _descendants()
     yield
-    left = {
-        pid: command
-        for pid, command in _descendants().items()
-        if pid not in before and "forkserver" not in command and "resource_tracker" not in command
-    }
+    # Workers of a pool that broke are reaped by a helper thread: give them a moment.
+    deadline = time.monotonic() + 10
+    while True:
+        left = {pid: command for pid, command in _descendants().items() if pid not in before}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert left == {}, f"processes left running: {left}"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import pathlib
 import threading
+import time
 
 import pytest
 
 import aiomr
+from tests.conftest import alive
 
 
 def square(x: int) -> int:
@@ -52,6 +55,60 @@ async def test_aclose_waits_for_running_jobs() -> None:
     await closing
     with pytest.raises(aiomr.ClosedResourceError):
         await engine.map_reduce(range(3), square, operator.add)
+
+
+def slow_square(x: int) -> int:
+    time.sleep(0.01)
+    return x * x
+
+
+async def test_aclose_with_cancel_stops_running_jobs(tmp_path: pathlib.Path) -> None:
+    engine = aiomr.Engine(max_workers=2)
+    await engine.start()
+    executor = engine.executor
+    assert isinstance(executor, aiomr.executors.ProcessExecutor)
+    workers = executor.worker_pids()
+    plain = asyncio.create_task(engine.map_reduce(range(100_000), slow_square, operator.add))
+    spec = aiomr.ReduceByKey(lambda x: [(x % 7, x)], operator.add)
+    keyed = asyncio.create_task(
+        engine.run_by_key(range(100_000), spec, chunk_size=100, temp_dir=str(tmp_path))
+    )
+    while not any(tmp_path.iterdir()):  # both jobs are under way
+        await asyncio.sleep(0.01)
+    await engine.aclose(cancel=True)
+    for job in (plain, keyed):
+        with pytest.raises(aiomr.ClosedResourceError, match=r"aclose\(cancel=True\)"):
+            await job
+    assert list(tmp_path.iterdir()) == []
+    assert alive(workers) == []
+
+
+async def test_drain_then_cancel_what_is_left() -> None:
+    engine = aiomr.Engine("thread", max_workers=2)
+    quick = asyncio.create_task(engine.map_reduce(range(10), square, operator.add))
+    endless = asyncio.create_task(
+        engine.map_reduce(range(10**7), slow_square, operator.add, chunk_size=10)
+    )
+    await asyncio.sleep(0.05)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await asyncio.shield(engine.aclose())
+    assert await quick == 285  # drained
+    assert not endless.done()
+    await engine.aclose(cancel=True)
+    with pytest.raises(aiomr.ClosedResourceError):
+        await endless
+    assert engine.executor.closed
+
+
+async def test_a_job_cancelled_by_its_caller_during_aclose_stays_cancelled() -> None:
+    engine = aiomr.Engine("thread", max_workers=2)
+    job = asyncio.create_task(engine.map_reduce(range(10**6), square, operator.add, chunk_size=10))
+    await asyncio.sleep(0.05)
+    job.cancel()
+    await engine.aclose(cancel=True)
+    with pytest.raises(asyncio.CancelledError):
+        await job
 
 
 async def test_reducer_runs_off_the_event_loop_thread(engine: aiomr.Engine) -> None:

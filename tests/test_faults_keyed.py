@@ -15,6 +15,8 @@ import pytest
 import aiomr
 from tests.test_faults import accounted, write_tsv_with_bad_rows
 
+pytestmark = pytest.mark.usefixtures("nothing_left_running")
+
 WORDS = [f"w{n % 37}" for n in range(2000)]
 COUNTS = {word: WORDS.count(word) for word in set(WORDS)}
 

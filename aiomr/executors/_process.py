@@ -82,9 +82,35 @@ class _FileShippedCode(ShippedCode):
             os.unlink(self._path)
 
 
+_CODE_PREFIX = "aiomr-code-"
+
+
 def _code_directory() -> str:
+    """Create the directory a pool's shipped code lives in (in memory where possible).
+
+    Its name carries the caller's process id: a caller killed outright (SIGKILL, the OOM
+    killer) cannot remove it, so each new one removes those of callers no longer alive.
+    """
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return tempfile.mkdtemp(prefix="aiomr-code-", dir=base)
+    _remove_orphans(base or tempfile.gettempdir())
+    return tempfile.mkdtemp(prefix=f"{_CODE_PREFIX}{os.getpid()}-", dir=base)
+
+
+def _remove_orphans(base: str) -> None:
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        owner = name.removeprefix(_CODE_PREFIX).split("-", 1)[0]
+        if not name.startswith(_CODE_PREFIX) or not owner.isdigit():
+            continue
+        try:
+            os.kill(int(owner), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        except OSError:  # alive, but another user's
+            continue
 
 
 def ship_by_file(fn: Callable[..., Any], directory: str) -> ShippedCode:
@@ -212,7 +238,7 @@ class ProcessExecutor(Executor):
                 self._max_workers,
                 mp_context=self._context,
                 initializer=initialize_worker,
-                initargs=(self._niceness,),
+                initargs=(self._niceness, os.getpid()),
             )
         return self._pool
 
@@ -320,7 +346,12 @@ class ProcessExecutor(Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[Any]:
         self._check_open()
-        task = self._ensure_pool().submit(fn, *args)
+        try:
+            task = self._ensure_pool().submit(fn, *args)
+        except BrokenProcessPool:
+            # A worker died after _ensure_pool looked: the pool is marked broken now, so
+            # this call replaces it.
+            task = self._ensure_pool().submit(fn, *args)
         # Track the pool's own future: it stays pending while a worker runs the task, even
         # after the asyncio future wrapping it is cancelled, so aclose() knows to terminate.
         self._running.add(task)

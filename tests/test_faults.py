@@ -313,3 +313,14 @@ async def test_records_and_results_that_cannot_be_pickled_name_the_chunk(
         match=r"^chunk 0 \(records 0\.\.1 of the source\): its partial result cannot be pickled",
     ):
         await engine.map_reduce([1, 2], to_locked, lambda a, b: a, chunk_size=2)
+
+
+async def test_an_overall_timeout_ends_a_job_whose_task_hangs() -> None:
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await aiomr.map_reduce(
+                range(40), always_hang_at, operator.add, chunk_size=4, max_workers=2
+            )
+    # The hung worker was terminated with the pool the call owned, not waited for.
+    assert time.monotonic() - started < 30

@@ -1042,3 +1042,16 @@ async def test_a_line_source_serves_one_job(engine: aiomr.Engine, tmp_path: path
     assert await engine.map_reduce(source, len, operator.add) == 11
     with pytest.raises(ValueError, match="already read by an earlier job"):
         await engine.map_reduce(source, len, operator.add)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 8])
+@pytest.mark.parametrize("total", [0, 5_000, 3 << 20, 100 << 20, 995_000_000, 5 << 30])
+def test_automatic_splits_share_the_input_evenly_between_workers(total: int, workers: int) -> None:
+    from aiomr.sources._splits import MAX_AUTO_SPLIT, MIN_AUTO_SPLIT, auto_split_size
+
+    size = auto_split_size(total, workers)
+    assert MIN_AUTO_SPLIT <= size <= max(MIN_AUTO_SPLIT, MAX_AUTO_SPLIT)
+    count = -(-total // size)
+    if size > MIN_AUTO_SPLIT:  # not held up by the floor: whole rounds for every worker
+        assert count % workers == 0
+        assert count >= 4 * workers

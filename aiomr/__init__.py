@@ -7,6 +7,7 @@ the results as they complete, while the event loop keeps serving everything else
 from . import executors as executors
 from . import sources as sources
 from ._api import map_reduce as map_reduce
+from ._api import open_stream as open_stream
 from ._badrecords import BadRecord as BadRecord
 from ._engine import Engine as Engine
 from ._exceptions import AiomrError as AiomrError
@@ -33,6 +34,7 @@ from ._results import write_csv as write_csv
 from ._results import write_jsonl as write_jsonl
 from ._retry import RetryPolicy as RetryPolicy
 from ._stats import JobStats as JobStats
+from ._stream import Snapshot as Snapshot
 
 __version__ = "0.1.0"
 
@@ -51,6 +53,7 @@ __all__ = [
     "RecordError",
     "ReduceByKey",
     "RetryPolicy",
+    "Snapshot",
     "Step",
     "UnpicklableError",
     "WorkerTraceback",
@@ -61,6 +64,7 @@ __all__ = [
     "map_reduce",
     "map_reduce_by_key",
     "open_by_key",
+    "open_stream",
     "run",
     "sources",
     "top",

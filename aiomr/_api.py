@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Literal, overload
 
 from ._badrecords import OnError
@@ -13,11 +14,12 @@ from ._job import JobOptions, check_callable
 from ._reducer import MISSING
 from ._retry import RetryPolicy
 from ._stats import JobStats
+from ._stream import Snapshot, StreamOptions
 from ._types import Mode, R, V
 from .executors import ExecutorSpec
 from .sources._splits import FileSource
 
-__all__ = ["map_reduce"]
+__all__ = ["map_reduce", "open_stream"]
 
 
 @overload
@@ -164,3 +166,97 @@ async def map_reduce(
     check_source(source)
     async with Engine(executor, max_workers=max_workers) as engine:
         return await engine._map_reduce(source, mapper, reducer, options, stats)
+
+
+@contextlib.asynccontextmanager
+async def open_stream(
+    source: Iterable[R] | AsyncIterable[R] | FileSource,
+    mapper: Callable[[R], V],
+    reducer: Callable[[V, V], V],
+    *,
+    every_seconds: float | None = 1.0,
+    every_partials: int | None = None,
+    view: Callable[[V], Any] | None = None,
+    initial: V = MISSING,
+    ordered: bool = False,
+    chunk_size: int | None = None,
+    max_in_flight: int | None = None,
+    retry: RetryPolicy | None = None,
+    on_error: OnError = "raise",
+    dead_letter: str | os.PathLike[str] | None = None,
+    executor: ExecutorSpec = "process",
+    max_workers: int | None = None,
+    stats: JobStats | None = None,
+) -> AsyncIterator[AsyncIterator[Snapshot[Any]]]:
+    """Run a map-reduce job and watch its running result as partials are folded in.
+
+    A live top 20 of a word count, refreshed every half second:
+
+        import collections, aiomr
+
+        def count(line: str) -> collections.Counter[str]:
+            return collections.Counter(line.split())
+
+        def merge(a: collections.Counter[str], b: collections.Counter[str]):
+            a.update(b)
+            return a
+
+        async def main() -> None:
+            lines = aiomr.sources.lines("logs/*.log")
+            top20 = lambda counts: counts.most_common(20)
+            async with aiomr.open_stream(
+                lines, count, merge, every_seconds=0.5, view=top20
+            ) as snapshots:
+                async for snapshot in snapshots:
+                    print(snapshot.partials, snapshot.value[:3], snapshot.final)
+
+    Entering starts the job in a task of its own; iterating yields `aiomr.Snapshot` values:
+    ``view(running value)`` every ``every_seconds`` seconds and/or every ``every_partials``
+    partials folded (whichever comes first), then one with ``final=True`` holding the
+    job's result (``view(result)`` when a view is given), which equals what
+    `aiomr.map_reduce` returns for the same arguments.
+
+    Snapshots are taken when the loop asks for the next one, on the thread that folds the
+    partials, between two folds: the job never waits for the watcher, and a slow watcher
+    simply sees fewer snapshots. ``view`` runs on that thread too; keep it quick (a top
+    20, a copy). Without one each snapshot is a shallow copy (`copy.copy`) of the running
+    value, safe for reducers that update a dict or a counter in place.
+
+    Args:
+        every_seconds: seconds between snapshots; ``None`` to pace by partials only.
+        every_partials: partials folded between snapshots; ``None`` to pace by time only.
+        view: what of the running value to show: ``running value -> snapshot value``.
+
+    The other arguments are those of `aiomr.map_reduce` (record mode).
+
+    Cancellation: leaving the ``async with`` before the final snapshot cancels the job (its
+    source is closed, its workers stopped). An error of the job is raised by the iteration,
+    as itself; if the loop was left before it came, leaving the ``async with`` raises it.
+    """
+    options = JobOptions(
+        initial, "record", ordered, chunk_size, max_in_flight, retry, on_error, dead_letter
+    )
+    StreamOptions(every_seconds, every_partials, view)
+    check_callable("mapper", mapper)
+    check_callable("reducer", reducer)
+    check_source(source)
+    async with (
+        Engine(executor, max_workers=max_workers) as engine,
+        engine.open_stream(
+            source,
+            mapper,
+            reducer,
+            every_seconds=every_seconds,
+            every_partials=every_partials,
+            view=view,
+            initial=options.initial,
+            ordered=ordered,
+            chunk_size=chunk_size,
+            max_in_flight=max_in_flight,
+            retry=retry,
+            on_error=on_error,
+            dead_letter=dead_letter,
+            stats=stats,
+        ) as snapshots,
+    ):
+        yield snapshots

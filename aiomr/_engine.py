@@ -10,15 +10,16 @@ from types import TracebackType
 from typing import Any, Literal, Self, overload
 
 from ._badrecords import OnError
-from ._chunker import AnySource
+from ._chunker import AnySource, check_source
 from ._exceptions import ClosedResourceError
-from ._job import JobOptions, run_map_reduce
+from ._job import JobOptions, check_callable, run_map_reduce
 from ._keyed import DEFAULT_MEMORY_BUDGET, KeyedOptions, collect_keyed, open_keyed
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
-from ._reducer import MISSING
+from ._reducer import MISSING, Folder
 from ._retry import RetryPolicy
 from ._shuffle import ReducePlan
 from ._stats import JobStats
+from ._stream import Snapshot, StreamOptions, running
 from ._types import A, K, Mode, R, T, V
 from .executors import Executor, ExecutorSpec, ProcessExecutor, resolve_executor
 from .sources._splits import FileSource
@@ -197,6 +198,46 @@ class Engine:
             self._cancelled.discard(task)
             if not self._jobs and self._idle is not None:
                 self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def open_stream(
+        self,
+        source: Iterable[R] | AsyncIterable[R] | FileSource,
+        mapper: Callable[[R], V],
+        reducer: Callable[[V, V], V],
+        *,
+        every_seconds: float | None = 1.0,
+        every_partials: int | None = None,
+        view: Callable[[V], Any] | None = None,
+        initial: V = MISSING,
+        ordered: bool = False,
+        chunk_size: int | None = None,
+        max_in_flight: int | None = None,
+        retry: RetryPolicy | None = None,
+        on_error: OnError = "raise",
+        dead_letter: str | os.PathLike[str] | None = None,
+        stats: JobStats | None = None,
+    ) -> AsyncIterator[AsyncIterator[Snapshot[Any]]]:
+        """Run a job and watch its running result; see `aiomr.open_stream`."""
+        options = JobOptions(
+            initial, "record", ordered, chunk_size, max_in_flight, retry, on_error, dead_letter
+        )
+        pace = StreamOptions(every_seconds, every_partials, view)
+        check_callable("mapper", mapper)
+        check_callable("reducer", reducer)
+        check_source(source)
+        self._check_open()
+        job_stats = stats if stats is not None else JobStats()
+        folder = Folder(reducer, initial=options.initial, ordered=options.ordered)
+
+        async def job() -> Any:
+            async with self._job():
+                return await run_map_reduce(
+                    self._executor, source, mapper, reducer, options, job_stats, folder
+                )
+
+        async with running(asyncio.create_task(job()), folder, job_stats, pace) as snapshots:
+            yield snapshots
 
     @overload
     async def run_by_key(

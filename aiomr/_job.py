@@ -191,8 +191,12 @@ async def run_map_reduce(
     reducer: Callable[[Any, Any], Any],
     options: JobOptions,
     stats: JobStats | None,
+    folder: Folder | None = None,
 ) -> Any:
-    """Run one job on ``executor`` and return its result (see `aiomr.map_reduce`)."""
+    """Run one job on ``executor`` and return its result (see `aiomr.map_reduce`).
+
+    ``folder``: where partials are folded, when the caller wants to watch the running value.
+    """
     check_callable("mapper", mapper)
     check_callable("reducer", reducer)
     if options.on_error == "raise":
@@ -204,7 +208,8 @@ async def run_map_reduce(
         body = functools.partial(fold_guarded, mapper, reducer, parser)
     dead_letter = DeadLetterFile(options.dead_letter) if options.dead_letter else None
     stats = stats if stats is not None else JobStats()
-    folder = Folder(reducer, initial=options.initial, ordered=options.ordered)
+    if folder is None:
+        folder = Folder(reducer, initial=options.initial, ordered=options.ordered)
     try:
         result = await run_map_phase(
             executor,

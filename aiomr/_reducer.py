@@ -54,6 +54,11 @@ class Folder:
         self.running: set[asyncio.Future[None]] = set()
         """Folds scheduled on the helper thread and not finished."""
         self.folded = 0
+        self._closed = False
+        self.added = 0
+        """Partials handed to `add` so far."""
+        self.changed: asyncio.Event | None = None
+        """Set by `add` when given: lets a watcher of the running value wake up."""
 
     @property
     def backlog(self) -> int:
@@ -67,6 +72,9 @@ class Folder:
 
     def add(self, index: int, partial: Any, location: str) -> None:
         """Accept the partial of chunk ``index``; fold it now or when its turn comes."""
+        self.added += 1
+        if self.changed is not None:
+            self.changed.set()
         if partial is EMPTY:
             self.folded += 1
             if not self._ordered:
@@ -100,6 +108,24 @@ class Folder:
                 raise
         self.folded += 1
 
+    async def snapshot(self, view: Callable[[Any], Any]) -> Any:
+        """Return ``view(value)``, computed on the helper thread after every fold scheduled so
+        far, so it sees a consistent value; `MISSING` while nothing was folded."""
+        if self._closed:
+            return MISSING
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._thread, self._view, view)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            return MISSING  # the job ended meanwhile and closed the folder
+
+    def _view(self, view: Callable[[Any], Any]) -> Any:
+        value = self._value
+        return MISSING if value is MISSING else view(value)
+
     async def drain(self) -> Any:
         """Wait for every scheduled fold and return the result."""
         while self.running:
@@ -116,6 +142,7 @@ class Folder:
 
     async def aclose(self) -> None:
         """Release the helper thread. Idempotent."""
+        self._closed = True
         for future in self.running:
             future.cancel()
         self._thread.shutdown(wait=False, cancel_futures=True)

@@ -4,6 +4,8 @@
 the results as they complete, while the event loop keeps serving everything else.
 """
 
+import logging as _logging
+
 from . import executors as executors
 from . import sources as sources
 from ._api import map_reduce as map_reduce
@@ -29,6 +31,10 @@ from ._keyspec import GroupByKey as GroupByKey
 from ._keyspec import ReduceByKey as ReduceByKey
 from ._loop import loop_factory as loop_factory
 from ._loop import run as run
+from ._progress import Progress as Progress
+from ._progress import progress as progress
+from ._progress import report_progress as report_progress
+from ._progress import show_progress as show_progress
 from ._results import top as top
 from ._results import write_csv as write_csv
 from ._results import write_jsonl as write_jsonl
@@ -50,6 +56,7 @@ __all__ = [
     "Job",
     "JobStats",
     "MapperOutputError",
+    "Progress",
     "RecordError",
     "ReduceByKey",
     "RetryPolicy",
@@ -65,9 +72,15 @@ __all__ = [
     "map_reduce_by_key",
     "open_by_key",
     "open_stream",
+    "progress",
+    "report_progress",
     "run",
+    "show_progress",
     "sources",
     "top",
     "write_csv",
     "write_jsonl",
 ]
+
+# The library logs, never prints; where the application configures no logging, say nothing.
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())

@@ -15,6 +15,7 @@ when there is room.
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -29,6 +30,8 @@ from ._worker import Failure, Outcome, Skipped
 from .executors import Executor, ShippedCode
 
 __all__ = ["blames", "dispatch", "lost_worker_error", "outcome_of"]
+
+log = logging.getLogger(__name__)
 
 _DEADLINE_POLL = 0.05
 """Seconds between looks at a task that was due to time out but had not run long enough."""
@@ -134,6 +137,7 @@ async def dispatch(
                     runs = attempts.get(finished.index, 1)
                     if not blames(exc, executor, code, finished.start):
                         # Its worker was terminated because another one died: not its fault.
+                        log.info("running %s again: its worker was stopped", finished.location)
                         stats.chunks_retried += 1
                         waiting[asyncio.ensure_future(asyncio.sleep(0))] = finished
                         continue
@@ -152,6 +156,15 @@ async def dispatch(
                         raise
                     attempts[finished.index] = runs + 1
                     stats.chunks_retried += 1
+                    log.warning(
+                        "%s failed (%s: %s); running it again in %.2f s (run %d of at most %d)",
+                        finished.location,
+                        type(exc).__name__,
+                        exc,
+                        policy.delay(runs),
+                        runs + 1,
+                        policy.max_attempts,
+                    )
                     timer = asyncio.ensure_future(asyncio.sleep(policy.delay(runs)))
                     waiting[timer] = finished
                     continue

@@ -21,6 +21,7 @@ cancelled, and the helper threads let go, on success, error and cancellation ali
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -84,6 +85,9 @@ class JobOptions:
                 raise TypeError(f"max_in_flight must be an int or None, got {self.max_in_flight!r}")
             if self.max_in_flight < 1:
                 raise ValueError("max_in_flight must be >= 1")
+
+
+log = logging.getLogger(__name__)
 
 
 def check_callable(name: str, value: object) -> None:
@@ -175,6 +179,14 @@ async def run_map_phase(
         )
         result = await folder.drain()
         stats.partials_folded = folder.folded
+        if stats.records_skipped:
+            log.warning(
+                "skipped %d bad records of %d (on_error=%r); the first: %s",
+                stats.records_skipped,
+                stats.records,
+                on_error,
+                stats.bad_sample[0] if stats.bad_sample else "?",
+            )
         return result
     finally:
         code.release()

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import logging
 import os
 import shutil
 import tempfile
@@ -60,6 +61,8 @@ __all__ = ["DEFAULT_MEMORY_BUDGET", "KeyedOptions", "open_keyed", "run_keyed"]
 DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 """Bytes of key state one reduce task holds before it spills a sorted run to disk. Two
 workers reducing at once stay near half a gigabyte; larger budgets spill less."""
+log = logging.getLogger(__name__)
+
 _STREAM_BATCHES = 8
 """Result batches read per helper-thread hop while streaming."""
 _REMOVE_ATTEMPTS = 50
@@ -159,6 +162,7 @@ async def _reduce_phase(
                         raise
                     attempts[partition] = runs + 1
                     stats.partitions_retried += 1
+                    log.warning("%s failed (%r); running it again", where, exc)
                     waiting[asyncio.ensure_future(asyncio.sleep(policy.delay(runs)))] = partition
                     continue
                 results.append(outcome.value)

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import importlib.util
 import json
+import logging
 import operator
 import os
 import signal
@@ -303,8 +304,12 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
+    # The library logs what it survives (a lost worker, skipped records): one line each.
+    logging.basicConfig(level=logging.WARNING, format="aiomr: %(message)s", stream=sys.stderr)
     try:
-        return run_loop(_main(args), use_uvloop=False if args.no_uvloop else None)
+        # SIGTERM is handled by _main itself, which knows the job it runs.
+        uvloop = False if args.no_uvloop else None
+        return run_loop(_main(args), use_uvloop=uvloop, handle_sigterm=False)
     except UsageError as exc:
         print(f"aiomr: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import multiprocessing
 import multiprocessing.context
 import os
@@ -81,6 +82,8 @@ class _FileShippedCode(ShippedCode):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path)
 
+
+log = logging.getLogger(__name__)
 
 _CODE_PREFIX = "aiomr-code-"
 
@@ -231,6 +234,11 @@ class ProcessExecutor(Executor):
             broken, self._pool = self._pool, None
             processes = list((getattr(broken, "_processes", None) or {}).values())
             self.workers_replaced += len(processes) or self._max_workers
+            log.warning(
+                "a worker process died (%s); starting a new pool of %d workers",
+                self.describe_lost_workers() or "cause unknown",
+                self._max_workers,
+            )
             broken.shutdown(wait=False, cancel_futures=True)
             threading.Thread(target=_reap, args=(broken, processes), daemon=True).start()
         if self._pool is None:

@@ -218,6 +218,7 @@ class ProcessExecutor(Executor):
         self._directory: str | None = None
         self._running: set[concurrent.futures.Future[Any]] = set()
         self._last_lost: set[tuple[str, int]] = set()
+        self._last_description = ""
         self.workers_replaced = 0
         """Worker processes started again after the pool broke (a worker died)."""
 
@@ -231,12 +232,14 @@ class ProcessExecutor(Executor):
             # one lost worker does not break every later job of an Engine.
             # Remember who died, for failures the caller has not looked at yet.
             self._last_lost = self.lost_tasks()
+            self._last_description = ""
+            self._last_description = self.describe_lost_workers()
             broken, self._pool = self._pool, None
             processes = list((getattr(broken, "_processes", None) or {}).values())
             self.workers_replaced += len(processes) or self._max_workers
             log.warning(
                 "a worker process died (%s); starting a new pool of %d workers",
-                self.describe_lost_workers() or "cause unknown",
+                self._last_description or "how it ended is unknown",
                 self._max_workers,
             )
             broken.shutdown(wait=False, cancel_futures=True)
@@ -324,9 +327,15 @@ class ProcessExecutor(Executor):
         return False
 
     def describe_lost_workers(self) -> str:
-        """Say how the workers of a broken pool ended: exit codes and signals."""
+        """Say how the workers of a broken pool ended: exit codes and signals.
+
+        Workers the pool itself terminated (SIGTERM) after the first death are left out
+        when another cause is known. Once the broken pool has been replaced, the
+        description taken just before is given.
+        """
         processes = getattr(self._pool, "_processes", None) or {}
-        ends = []
+        causes: list[str] = []
+        bystanders: list[str] = []
         for process in list(processes.values()):
             code = process.exitcode
             if code is None or code == 0:
@@ -336,10 +345,11 @@ class ProcessExecutor(Executor):
                     name = signal.Signals(-code).name
                 except ValueError:
                     name = f"signal {-code}"
-                ends.append(f"worker {process.pid} killed by {name}")
+                end = f"worker {process.pid} killed by {name}"
+                (bystanders if code == -signal.SIGTERM else causes).append(end)
             else:
-                ends.append(f"worker {process.pid} exited with status {code}")
-        return "; ".join(ends)
+                causes.append(f"worker {process.pid} exited with status {code}")
+        return "; ".join(causes or bystanders) or self._last_description
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live worker processes."""

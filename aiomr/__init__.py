@@ -10,6 +10,7 @@ from . import executors as executors
 from . import sources as sources
 from ._api import map_reduce as map_reduce
 from ._api import open_stream as open_stream
+from ._api import open_windows as open_windows
 from ._badrecords import BadRecord as BadRecord
 from ._engine import Engine as Engine
 from ._exceptions import AiomrError as AiomrError
@@ -41,6 +42,7 @@ from ._results import write_jsonl as write_jsonl
 from ._retry import RetryPolicy as RetryPolicy
 from ._stats import JobStats as JobStats
 from ._stream import Snapshot as Snapshot
+from ._windows import Window as Window
 
 __version__ = "0.1.0"
 
@@ -63,6 +65,7 @@ __all__ = [
     "Snapshot",
     "Step",
     "UnpicklableError",
+    "Window",
     "WorkerTraceback",
     "executors",
     "fold_by_key",
@@ -72,6 +75,7 @@ __all__ = [
     "map_reduce_by_key",
     "open_by_key",
     "open_stream",
+    "open_windows",
     "progress",
     "report_progress",
     "run",

@@ -16,10 +16,11 @@ from ._retry import RetryPolicy
 from ._stats import JobStats
 from ._stream import Snapshot, StreamOptions
 from ._types import Mode, R, V
+from ._windows import Window, WindowSpec
 from .executors import ExecutorSpec
 from .sources._splits import FileSource
 
-__all__ = ["map_reduce", "open_stream"]
+__all__ = ["map_reduce", "open_stream", "open_windows"]
 
 
 @overload
@@ -260,3 +261,92 @@ async def open_stream(
         ) as snapshots,
     ):
         yield snapshots
+
+
+@contextlib.asynccontextmanager
+async def open_windows(
+    source: Iterable[R] | AsyncIterable[R],
+    mapper: Callable[[R], V],
+    reducer: Callable[[V, V], V],
+    *,
+    size: float,
+    slide: float | None = None,
+    by: Literal["count", "time"] = "count",
+    initial: V = MISSING,
+    chunk_size: int | None = None,
+    max_in_flight: int | None = None,
+    retry: RetryPolicy | None = None,
+    on_error: OnError = "raise",
+    dead_letter: str | os.PathLike[str] | None = None,
+    executor: ExecutorSpec = "process",
+    max_workers: int | None = None,
+) -> AsyncIterator[AsyncIterator[Window[Any]]]:
+    """Map and reduce an endless source window by window: one result per window.
+
+    Hashtag counts per minute of a stream of posts, over the last five minutes:
+
+        import collections, aiomr
+
+        def tags(post: str) -> collections.Counter[str]:
+            return collections.Counter(w for w in post.split() if w.startswith("#"))
+
+        def merge(a: collections.Counter[str], b: collections.Counter[str]):
+            a.update(b)
+            return a
+
+        async def main(posts) -> None:
+            async with aiomr.open_windows(
+                posts, tags, merge, by="time", size=300, slide=60
+            ) as windows:
+                async for window in windows:
+                    print(window.end, window.records, window.value.most_common(5))
+
+    Windows are ``size`` records (``by="count"``) or seconds of arrival time (``by="time"``)
+    long and start every ``slide`` (default: ``size``, tumbling windows that do not
+    overlap); ``size`` must be a whole multiple of ``slide``. Each slide-long pane is
+    mapped and reduced once, on the workers, as a job of its own; each window folds the
+    results of its panes with ``reducer`` (on a helper thread), so a record is mapped once
+    however many windows it falls in. A window is yielded when it closes: a time window
+    when its time is up, whether records came or not; the last, partial window when a
+    finite source ends. Windows without records are yielded only when ``initial`` is given
+    (with it as their value).
+
+    ``reducer`` folds pane results into a copy (`copy.copy`) of the first pane's: it may
+    update its first argument in place, never its second.
+
+    Args:
+        size: records or seconds per window.
+        slide: records or seconds between the starts of two windows.
+        by: ``"count"`` or ``"time"``.
+        initial: the value of a window without records; without it such windows are left
+            out.
+
+    The other arguments are those of `aiomr.map_reduce` (record mode), and apply to every
+    pane's job. The source is read by a task of its own, at most 10,000 records ahead.
+
+    Cancellation: leaving the ``async with`` (or cancelling the loop over the windows)
+    stops reading the source and cancels the pane being reduced.
+    """
+    spec = WindowSpec(size, slide if slide is not None else size, by)
+    JobOptions(MISSING, "record", False, chunk_size, max_in_flight, retry, on_error, dead_letter)
+    check_callable("mapper", mapper)
+    check_callable("reducer", reducer)
+    check_source(source)
+    async with (
+        Engine(executor, max_workers=max_workers) as engine,
+        engine.open_windows(
+            source,
+            mapper,
+            reducer,
+            size=spec.size,
+            slide=spec.slide,
+            by=by,
+            initial=initial,
+            chunk_size=chunk_size,
+            max_in_flight=max_in_flight,
+            retry=retry,
+            on_error=on_error,
+            dead_letter=dead_letter,
+        ) as results,
+    ):
+        yield results

@@ -21,6 +21,7 @@ from ._shuffle import ReducePlan
 from ._stats import JobStats
 from ._stream import Snapshot, StreamOptions, running
 from ._types import A, K, Mode, R, T, V
+from ._windows import Window, WindowSpec, windows
 from .executors import Executor, ExecutorSpec, ProcessExecutor, resolve_executor
 from .sources._splits import FileSource
 
@@ -238,6 +239,42 @@ class Engine:
 
         async with running(asyncio.create_task(job()), folder, job_stats, pace) as snapshots:
             yield snapshots
+
+    @contextlib.asynccontextmanager
+    async def open_windows(
+        self,
+        source: Iterable[R] | AsyncIterable[R],
+        mapper: Callable[[R], V],
+        reducer: Callable[[V, V], V],
+        *,
+        size: float,
+        slide: float | None = None,
+        by: Literal["count", "time"] = "count",
+        initial: V = MISSING,
+        chunk_size: int | None = None,
+        max_in_flight: int | None = None,
+        retry: RetryPolicy | None = None,
+        on_error: OnError = "raise",
+        dead_letter: str | os.PathLike[str] | None = None,
+    ) -> AsyncIterator[AsyncIterator[Window[Any]]]:
+        """A result per window of an endless source; see `aiomr.open_windows`."""
+        spec = WindowSpec(size, slide if slide is not None else size, by)
+        options = JobOptions(
+            MISSING, "record", False, chunk_size, max_in_flight, retry, on_error, dead_letter
+        )
+        check_callable("mapper", mapper)
+        check_callable("reducer", reducer)
+        check_source(source)
+        self._check_open()
+
+        async def reduce_pane(records: AsyncIterable[Any]) -> Any:
+            return await self._map_reduce(records, mapper, reducer, options, None)
+
+        results = windows(reduce_pane, source, reducer, spec, initial)
+        try:
+            yield results
+        finally:
+            await results.aclose()
 
     @overload
     async def run_by_key(

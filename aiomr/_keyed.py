@@ -298,6 +298,21 @@ def _remove_now(directory: str) -> None:
     shutil.rmtree(doomed)  # raise what stops it: a leftover directory must not be silent
 
 
+async def new_directory(temp_dir: str | None) -> str:
+    """Create the job's directory off the event loop; remove it again if cancelled meanwhile.
+
+    The helper thread makes the directory whether or not the caller is still waiting, so a
+    cancellation that lands between its making and the caller's ``try`` must not leak it.
+    """
+    making = asyncio.ensure_future(asyncio.to_thread(make_directory, temp_dir))
+    try:
+        return await asyncio.shield(making)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await remove_directory(await making)
+        raise
+
+
 async def remove_directory(directory: str) -> None:
     """Remove the job's directory off the event loop, even while being cancelled."""
     await asyncio.shield(asyncio.to_thread(_remove_now, directory))
@@ -340,7 +355,7 @@ async def collect_keyed(
     """Run a key-based job and read every result into a dict (or a list of pairs)."""
     stats = stats if stats is not None else JobStats()
     stats.started_at = time.monotonic()
-    directory = await asyncio.to_thread(make_directory, options.temp_dir)
+    directory = await new_directory(options.temp_dir)
     try:
         results = await run_keyed(executor, source, plan_of, options, stats, directory)
         reader = _read_pairs if as_pairs else _read_mapping
@@ -376,7 +391,7 @@ async def open_keyed(
     """Run a key-based job, then stream its ``(key, value)`` pairs from the result files."""
     stats = stats if stats is not None else JobStats()
     stats.started_at = time.monotonic()
-    directory = await asyncio.to_thread(make_directory, options.temp_dir)
+    directory = await new_directory(options.temp_dir)
     try:
         results = await run_keyed(executor, source, plan_of, options, stats, directory)
 

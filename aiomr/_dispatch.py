@@ -135,7 +135,7 @@ async def dispatch(
                     outcome = _outcome(future, finished, executor)
                 except Exception as exc:
                     runs = attempts.get(finished.index, 1)
-                    if not blames(exc, executor, code, finished.start):
+                    if not blames(exc, executor, code, finished.start, future):
                         # Its worker was terminated because another one died: not its fault.
                         log.info("running %s again: its worker was stopped", finished.location)
                         stats.chunks_retried += 1
@@ -211,11 +211,18 @@ def _is_pickling_error(exc: BaseException) -> bool:
     return isinstance(exc, TypeError | AttributeError) and "pickle" in str(exc)
 
 
-def blames(exc: Exception, executor: Executor, code: ShippedCode, start: int) -> bool:
+def blames(
+    exc: Exception,
+    executor: Executor,
+    code: ShippedCode,
+    start: int,
+    future: asyncio.Future[Any],
+) -> bool:
     """Whether a failure counts against the attempts of the task submitted with ``start``.
 
     When a worker dies the stdlib pool fails every task in flight; if the executor can tell
-    which task killed its worker, only that one is to blame. Otherwise all are.
+    which task killed its worker (in the pool that ran ``future``), only that one is to
+    blame, and none if the dead worker was running nothing. Where it cannot tell, all are.
     """
     if not isinstance(exc, BrokenWorkerError):
         return True
@@ -223,15 +230,18 @@ def blames(exc: Exception, executor: Executor, code: ShippedCode, start: int) ->
     token = getattr(code.fn, "token", None)
     if lost_tasks is None or token is None:
         return True
-    culprits = lost_tasks()
-    return not culprits or (token, start) in culprits
+    culprits = lost_tasks(future)
+    return culprits is None or (token, start) in culprits
 
 
-def lost_worker_error(executor: Executor, what: str, exc: BaseException) -> BrokenWorkerError:
-    """The error for a task whose worker died while running ``what``."""
+def lost_worker_error(
+    executor: Executor, what: str, exc: BaseException, future: asyncio.Future[Any]
+) -> BrokenWorkerError:
+    """The error for a task (``future``) whose worker died while running ``what``."""
     describe = getattr(executor, "describe_lost_workers", None)
-    lost = f" ({describe()})" if describe is not None and describe() else ""
-    error = BrokenWorkerError(f"a worker process died while {what}{lost}")
+    lost = describe(future) if describe is not None else ""
+    how = f" ({lost})" if lost else ""
+    error = BrokenWorkerError(f"a worker process died while {what}{how}")
     error.__cause__ = exc
     return error
 
@@ -241,7 +251,7 @@ def _outcome(future: asyncio.Future[Any], chunk: Chunk[Any], executor: Executor)
     try:
         result = future.result()
     except BrokenProcessPool as exc:
-        raise lost_worker_error(executor, f"running {chunk.location}", exc) from exc
+        raise lost_worker_error(executor, f"running {chunk.location}", exc, future) from exc
     except Exception as exc:
         # The executor itself failed the task: typically something that cannot be pickled,
         # a record on its way out (the caller's feeder thread) or a partial on its way back

@@ -146,9 +146,9 @@ async def _reduce_phase(
                     try:
                         outcome = outcome_of(future.result(), where)
                     except BrokenProcessPool as exc:
-                        raise lost_worker_error(executor, f"reducing {where}", exc) from exc
+                        raise lost_worker_error(executor, f"reducing {where}", exc, future) from exc
                 except Exception as exc:
-                    if not blames(exc, executor, code, partition):
+                    if not blames(exc, executor, code, partition, future):
                         stats.partitions_retried += 1
                         submit(partition)
                         continue

@@ -324,3 +324,51 @@ async def test_an_overall_timeout_ends_a_job_whose_task_hangs() -> None:
             )
     # The hung worker was terminated with the pool the call owned, not waited for.
     assert time.monotonic() - started < 30
+
+
+def die_then_linger_at(directory: str, x: int) -> int:
+    """Record 50 kills its worker on its first run and lingers on its second."""
+    if x == 50:
+        died, lingering = pathlib.Path(directory, "died"), pathlib.Path(directory, "lingering")
+        if not died.exists():
+            died.touch()
+            os._exit(5)
+        if not lingering.exists():
+            lingering.write_text(str(os.getpid()))
+            time.sleep(3)
+    return x
+
+
+async def test_a_chunk_blamed_once_is_not_blamed_for_a_later_death(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Record 50 kills its worker (blamed: its second run is its last allowed one), then,
+    # while that second run lingers, another worker is killed from outside. The chunk only
+    # shared the pool that time, so it runs a third time for free and the job succeeds.
+    stats = aiomr.JobStats()
+    mapper = functools.partial(die_then_linger_at, str(tmp_path))
+    policy = aiomr.RetryPolicy(max_attempts=2, backoff=0)
+    async with aiomr.Engine(max_workers=2) as engine:
+        job = asyncio.create_task(
+            engine.map_reduce(
+                range(100), mapper, operator.add, chunk_size=10, retry=policy, stats=stats
+            )
+        )
+        lingering = tmp_path / "lingering"
+        while not lingering.exists() or not lingering.read_text():
+            await asyncio.sleep(0.01)
+        executor = engine.executor
+        assert isinstance(executor, aiomr.executors.ProcessExecutor)
+        busy = int(lingering.read_text())
+        # Another job keeps the other worker busy (a new pool starts workers as work
+        # comes); that worker is the one killed.
+        side = asyncio.create_task(
+            engine.map_reduce(range(400), slow_square, operator.add, chunk_size=20)
+        )
+        while not (others := [p for p in executor.worker_pids() if p != busy]):
+            await asyncio.sleep(0.01)
+        os.kill(others[0], signal.SIGKILL)
+        assert await job == sum(range(100))
+        assert await side == sum(x * x for x in range(400))
+    assert stats.workers_replaced >= 2
+    accounted(stats, 100)

@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -84,6 +85,9 @@ class _FileShippedCode(ShippedCode):
 
 
 log = logging.getLogger(__name__)
+
+_GENERATIONS_KEPT = 64
+"""Broken pools whose deaths are remembered, for failed tasks not yet looked at."""
 
 _CODE_PREFIX = "aiomr-code-"
 
@@ -217,8 +221,13 @@ class ProcessExecutor(Executor):
         self._owns_pool = pool is None
         self._directory: str | None = None
         self._running: set[concurrent.futures.Future[Any]] = set()
-        self._last_lost: set[tuple[str, int]] = set()
-        self._last_description = ""
+        # Each pool replaced after a worker died is one generation. A failed task is judged
+        # against the deaths in the pool it ran on, never against later or earlier ones.
+        self._generation = 0
+        self._generation_of: weakref.WeakKeyDictionary[asyncio.Future[Any], int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._ended: dict[int, tuple[frozenset[tuple[str, int]] | None, str]] = {}
         self.workers_replaced = 0
         """Worker processes started again after the pool broke (a worker died)."""
 
@@ -230,16 +239,20 @@ class ProcessExecutor(Executor):
         if self._pool is not None and self._owns_pool and getattr(self._pool, "_broken", False):
             # A worker died and the stdlib pool refuses all further work: replace it, so
             # one lost worker does not break every later job of an Engine.
-            # Remember who died, for failures the caller has not looked at yet.
-            self._last_lost = self.lost_tasks()
-            self._last_description = ""
-            self._last_description = self.describe_lost_workers()
+            # Remember who died, for failures of its tasks the caller has not looked at yet.
             broken, self._pool = self._pool, None
+            description = self._describe(broken)
+            culprits = self._culprits(broken)
+            frozen = frozenset(culprits) if culprits is not None else None
+            self._ended[self._generation] = (frozen, description)
+            for old in [g for g in self._ended if g < self._generation - _GENERATIONS_KEPT]:
+                del self._ended[old]
+            self._generation += 1
             processes = list((getattr(broken, "_processes", None) or {}).values())
             self.workers_replaced += len(processes) or self._max_workers
             log.warning(
                 "a worker process died (%s); starting a new pool of %d workers",
-                self._last_description or "how it ended is unknown",
+                description or "how it ended is unknown",
                 self._max_workers,
             )
             broken.shutdown(wait=False, cancel_futures=True)
@@ -276,19 +289,31 @@ class ProcessExecutor(Executor):
         self._check_open()
         await asyncio.to_thread(self._warm)
 
-    def lost_tasks(self) -> set[tuple[str, int]]:
-        """The ``(code token, start)`` of the tasks whose worker died by itself.
+    def lost_tasks(self, future: asyncio.Future[Any] | None = None) -> set[tuple[str, int]] | None:
+        """The ``(code token, start)`` of the tasks whose worker died by itself, in the pool
+        that ran ``future`` (by default the current pool); ``None`` when that cannot be told.
 
         Workers the pool terminated after the first death (SIGTERM) are bystanders and are
         left out; so the chunk that killed its worker can be told from those that merely
-        shared its pool.
+        shared its pool. Deaths in other pools never count: a chunk blamed once is not
+        blamed again for a later death it had no part in.
         """
-        processes = getattr(self._pool, "_processes", None) or {}
-        found: set[tuple[str, int]] = set(self._last_lost)
+        ended = self._ended.get(self._generation_of.get(future, -1)) if future else None
+        if ended is not None:
+            return None if ended[0] is None else set(ended[0])
+        return self._culprits(self._pool)
+
+    def _culprits(self, pool: Any) -> set[tuple[str, int]] | None:
+        """The tasks running in the workers of ``pool`` that died by themselves; an empty set
+        when those workers ran none (killed while idle or starting); ``None`` when no such
+        death can be seen (yet), and so nobody can be cleared."""
+        processes = getattr(pool, "_processes", None) or {}
+        found: set[tuple[str, int]] | None = None
         for process in list(processes.values()):
             code = process.exitcode
             if code is None or code == 0 or code == -signal.SIGTERM or self._directory is None:
                 continue
+            found = found if found is not None else set()
             marker = os.path.join(self._directory, f"running-{process.pid}")
             try:
                 with open(marker) as f:
@@ -326,14 +351,18 @@ class ProcessExecutor(Executor):
             return True
         return False
 
-    def describe_lost_workers(self) -> str:
-        """Say how the workers of a broken pool ended: exit codes and signals.
+    def describe_lost_workers(self, future: asyncio.Future[Any] | None = None) -> str:
+        """Say how the workers of the pool that ran ``future`` (by default the current one)
+        ended: exit codes and signals.
 
         Workers the pool itself terminated (SIGTERM) after the first death are left out
-        when another cause is known. Once the broken pool has been replaced, the
-        description taken just before is given.
+        when another cause is known.
         """
-        processes = getattr(self._pool, "_processes", None) or {}
+        ended = self._ended.get(self._generation_of.get(future, -1)) if future else None
+        return ended[1] if ended is not None else self._describe(self._pool)
+
+    def _describe(self, pool: Any) -> str:
+        processes = getattr(pool, "_processes", None) or {}
         causes: list[str] = []
         bystanders: list[str] = []
         for process in list(processes.values()):
@@ -349,7 +378,7 @@ class ProcessExecutor(Executor):
                 (bystanders if code == -signal.SIGTERM else causes).append(end)
             else:
                 causes.append(f"worker {process.pid} exited with status {code}")
-        return "; ".join(causes or bystanders) or self._last_description
+        return "; ".join(causes or bystanders)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live worker processes."""
@@ -374,7 +403,9 @@ class ProcessExecutor(Executor):
         # after the asyncio future wrapping it is cancelled, so aclose() knows to terminate.
         self._running.add(task)
         task.add_done_callback(self._running.discard)
-        return asyncio.wrap_future(task)
+        future = asyncio.wrap_future(task)
+        self._generation_of[future] = self._generation
+        return future
 
     async def aclose(self) -> None:
         if self._closed:

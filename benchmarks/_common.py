@@ -302,6 +302,35 @@ def write_section(name: str, body: str, page: Path = DOCS_PAGE) -> None:
     page.write_text(text, encoding="utf-8")
 
 
+def write_extra_section(name: str, body: str, page: Path = DOCS_PAGE) -> None:
+    """Replace the section ``name`` of the docs page, or append it; keep everything else.
+
+    For benchmarks that are not among `SECTIONS` (they run on their own, not from
+    ``run_all.py``). The page is read right before it is written, so sections written
+    meanwhile survive.
+    """
+    begin, end = _markers(name)
+    text = page.read_text(encoding="utf-8") if page.exists() else ""
+    if begin in text and end in text:
+        write_section(name, body, page)
+        return
+    if not text:
+        text = page_skeleton()
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(f"{text.rstrip()}\n\n{begin}\n{body.strip()}\n{end}\n", encoding="utf-8")
+
+
+# Machine load --------------------------------------------------------------------------------
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (``/proc/stat``)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 # Command line --------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ the results as they complete, while the event loop keeps serving everything else
 import logging as _logging
 
 from . import executors as executors
+from . import sinks as sinks
 from . import sources as sources
 from ._api import map_reduce as map_reduce
 from ._api import open_stream as open_stream
@@ -80,6 +81,7 @@ __all__ = [
     "report_progress",
     "run",
     "show_progress",
+    "sinks",
     "sources",
     "top",
     "write_csv",

@@ -41,6 +41,7 @@ def test_top_level_members() -> None:
         "report_progress",
         "run",
         "show_progress",
+        "sinks",
         "sources",
         "top",
         "write_csv",
@@ -70,10 +71,17 @@ def test_sources_members() -> None:
         "FileSource",
         "LineSource",
         "Parser",
+        "QuerySource",
+        "RangeSplit",
         "Split",
         "files",
         "lines",
+        "query",
     ]
+
+
+def test_sinks_members() -> None:
+    assert aiomr.sinks.__all__ == ["write_rows"]
 
 
 def test_exception_tree() -> None:

@@ -1,14 +1,20 @@
-"""Sources of records: files read by the workers, lines streamed through the caller.
+"""Sources of records: files read by the workers, lines streamed through the caller, queries.
 
-Any iterable or async iterable is a source as it is. These add what files need:
+Any iterable or async iterable is a source as it is. These add what files and databases need:
 
 * `files`: local files cut into line-aligned byte ranges that the workers read themselves
   (the caller sends only coordinates) -- the fast path;
 * `lines`: the lines of files streamed through the caller with aiofiles, in large blocks;
 * both: globs and directories, gzip/bzip2/xz, text or bytes, and TSV, CSV or JSON Lines
-  parsed in the workers.
+  parsed in the workers;
+* `query`: the rows of a database query, fetched in batches through asyncpg, psycopg,
+  aiosqlite or SQLAlchemy, optionally read as ranges of a column over several connections
+  at once (`RangeSplit`).
 """
 
+from ._db import QuerySource as QuerySource
+from ._db import query as query
+from ._db_ranges import RangeSplit as RangeSplit
 from ._lines import LineSource as LineSource
 from ._lines import lines as lines
 from ._parse import Parser as Parser
@@ -16,4 +22,14 @@ from ._splits import FileSource as FileSource
 from ._splits import Split as Split
 from ._splits import files as files
 
-__all__ = ["FileSource", "LineSource", "Parser", "Split", "files", "lines"]
+__all__ = [
+    "FileSource",
+    "LineSource",
+    "Parser",
+    "QuerySource",
+    "RangeSplit",
+    "Split",
+    "files",
+    "lines",
+    "query",
+]

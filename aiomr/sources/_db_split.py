@@ -1,0 +1,107 @@
+"""Read the ranges of a `RangeSplit` concurrently and merge their batches as they arrive.
+
+One task per range; a semaphore lets ``max_connections`` of them hold a connection at once,
+and a queue of that many batches hands their rows to the single consumer. A reader whose
+batch does not fit waits, so memory stays at about two batches per connection however fast
+the database is, and the source is still read only as fast as the job takes its rows.
+
+The tasks belong to the iteration that started them: when it ends (exhausted, failed, closed
+or cancelled) every task still running is cancelled and awaited, which rolls back its
+transaction and gives back its connection, before the iteration's ``aclose()`` returns. A
+`asyncio.TaskGroup` cannot own them, because the iteration is a generator that suspends
+between rows, and a task group must not stay open across a suspension of its owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+from ._db_connect import Target, note_lost, open_connection
+from ._db_driver import Bounds, Params, RowType
+from ._db_ranges import RangeSplit
+
+__all__ = ["read_ranges"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: Exception
+
+
+_DONE = object()
+"""Put in the queue by a range reader that has read all its rows."""
+
+
+async def read_ranges(
+    target: Target,
+    sql: str,
+    params: Params,
+    split: RangeSplit,
+    *,
+    batch_size: int,
+    row: RowType,
+) -> AsyncGenerator[list[Any], None]:
+    """Yield the batches of every range of ``split``, in the order they arrive.
+
+    Cancellation: closing the iterator cancels the readers and waits for them to let go of
+    their cursors, transactions and connections.
+    """
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=split.connections)
+    gate = asyncio.Semaphore(split.connections)
+    tasks = [
+        asyncio.create_task(
+            _read_range(target, sql, params, split.column, bounds, queue, gate, batch_size, row),
+            name=f"aiomr-query-range-{bounds.index}",
+        )
+        for bounds in split.plan()
+    ]
+    running = len(tasks)
+    try:
+        while running:
+            item = await queue.get()
+            if item is _DONE:
+                running -= 1
+            elif isinstance(item, _Failed):
+                raise item.error
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Their errors, if any, were queued already; only their ending matters here.
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _read_range(
+    target: Target,
+    sql: str,
+    params: Params,
+    column: str,
+    bounds: Bounds,
+    queue: asyncio.Queue[Any],
+    gate: asyncio.Semaphore,
+    batch_size: int,
+    row: RowType,
+) -> None:
+    """Read one range into ``queue``, then `_DONE`, or `_Failed` with what went wrong."""
+    try:
+        async with gate, open_connection(target) as (driver, connection):
+            driver.check_params(params)
+            text, values = driver.restrict(connection, sql, params, column, bounds)
+            read = driver.read(connection, text, values, batch_size=batch_size, row=row)
+            try:
+                async with contextlib.aclosing(read) as batches:
+                    async for batch in batches:
+                        await queue.put(batch)
+            except Exception as exc:
+                note_lost(exc, driver, connection)  # while the connection is still ours
+                raise
+    except Exception as exc:
+        exc.add_note(f"aiomr: in {bounds.describe(column)} of a range split")
+        await queue.put(_Failed(exc))
+        return
+    await queue.put(_DONE)

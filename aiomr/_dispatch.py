@@ -235,15 +235,14 @@ def blames(
 
 
 def lost_worker_error(
-    executor: Executor, what: str, exc: BaseException, future: asyncio.Future[Any]
+    executor: Executor, what: str, future: asyncio.Future[Any]
 ) -> BrokenWorkerError:
-    """The error for a task (``future``) whose worker died while running ``what``."""
+    """The error for a task (``future``) whose worker died while running ``what``; the
+    caller raises it ``from`` the pool's own error."""
     describe = getattr(executor, "describe_lost_workers", None)
     lost = describe(future) if describe is not None else ""
     how = f" ({lost})" if lost else ""
-    error = BrokenWorkerError(f"a worker process died while {what}{how}")
-    error.__cause__ = exc
-    return error
+    return BrokenWorkerError(f"a worker process died while {what}{how}")
 
 
 def _outcome(future: asyncio.Future[Any], chunk: Chunk[Any], executor: Executor) -> Outcome:
@@ -251,7 +250,7 @@ def _outcome(future: asyncio.Future[Any], chunk: Chunk[Any], executor: Executor)
     try:
         result = future.result()
     except BrokenProcessPool as exc:
-        raise lost_worker_error(executor, f"running {chunk.location}", exc, future) from exc
+        raise lost_worker_error(executor, f"running {chunk.location}", future) from exc
     except Exception as exc:
         # The executor itself failed the task: typically something that cannot be pickled,
         # a record on its way out (the caller's feeder thread) or a partial on its way back

@@ -146,7 +146,7 @@ async def _reduce_phase(
                     try:
                         outcome = outcome_of(future.result(), where)
                     except BrokenProcessPool as exc:
-                        raise lost_worker_error(executor, f"reducing {where}", exc, future) from exc
+                        raise lost_worker_error(executor, f"reducing {where}", future) from exc
                 except Exception as exc:
                     if not blames(exc, executor, code, partition, future):
                         stats.partitions_retried += 1

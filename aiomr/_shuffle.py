@@ -34,7 +34,7 @@ from ._exceptions import MapperOutputError
 from ._hashing import stable_hash
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
 from ._spill import KeyedStore
-from ._worker import Skipped, short_repr
+from ._worker import Skipped
 
 __all__ = [
     "Guard",
@@ -247,9 +247,7 @@ class Guard:
                 record = raw if parser is None else parser(raw)
                 pairs = list(mapper(record))
             except Exception as exc:
-                where = self.where(index, raw) if self.where is not None else ""
-                error = f"{type(exc).__qualname__}: {exc}"
-                self.skipped.append(Skipped(index, short_repr(raw), error, where))
+                self.skipped.append(Skipped.of(index, raw, exc, self.where))
                 continue
             _absorb(spec, combined, _replay(pairs), (record,), start + index)
         return count

@@ -207,6 +207,18 @@ class Skipped(NamedTuple):
     where: str = ""
     """Where the record came from, when the worker knows better than the caller."""
 
+    @classmethod
+    def of(
+        cls,
+        index: int,
+        raw: Any,
+        exc: BaseException,
+        where: Callable[[int, Any], str] | None = None,
+    ) -> Skipped:
+        """Describe record ``raw`` (``index`` in its chunk) that failed with ``exc``."""
+        located = where(index, raw) if where is not None else ""
+        return cls(index, short_repr(raw), f"{type(exc).__qualname__}: {exc}", located)
+
 
 _REPR_LIMIT = 200
 
@@ -238,10 +250,7 @@ def guarded_fold(
         try:
             value = mapper(parser(raw) if parser is not None else raw)
         except Exception as exc:
-            located = where(index, raw) if where is not None else ""
-            skipped.append(
-                Skipped(index, short_repr(raw), f"{type(exc).__qualname__}: {exc}", located)
-            )
+            skipped.append(Skipped.of(index, raw, exc, where))
             continue
         acc = value if acc is EMPTY else reducer(acc, value)
     return Counted(acc, count, tuple(skipped))

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import pickle
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, Literal
 
 from ._badrecords import SAMPLE_SIZE, BadRecord, DeadLetterFile, OnError
 from ._chunker import Chunk, ChunkReader, ChunkSizer
@@ -29,7 +29,7 @@ from ._stats import JobStats
 from ._worker import Failure, Outcome, Skipped
 from .executors import Executor, ShippedCode
 
-__all__ = ["blames", "dispatch", "lost_worker_error", "outcome_of"]
+__all__ = ["Verdict", "dispatch", "judge", "lost_worker_error", "outcome_of"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ async def dispatch(
     pending: dict[asyncio.Future[Any], Chunk[Any]] = {}
     waiting: dict[asyncio.Future[Any], Chunk[Any]] = {}
     attempts: dict[int, int] = {}
+    kills: dict[int, int] = {}
     replaced_before = getattr(executor, "workers_replaced", 0)
     exhausted = False
     try:
@@ -135,12 +136,32 @@ async def dispatch(
                     outcome = _outcome(future, finished, executor)
                 except Exception as exc:
                     runs = attempts.get(finished.index, 1)
-                    if not blames(exc, executor, code, finished.start, future):
+                    verdict = judge(exc, executor, code, finished.start, future)
+                    if verdict == "bystander":
                         # Its worker was terminated because another one died: not its fault.
                         log.info("running %s again: its worker was stopped", finished.location)
                         stats.chunks_retried += 1
                         waiting[asyncio.ensure_future(asyncio.sleep(0))] = finished
                         continue
+                    if verdict == "killed":
+                        lost = kills.get(finished.index, 0) + 1
+                        kills[finished.index] = lost
+                        if lost <= policy.max_kills:
+                            log.warning(
+                                "%s: its worker was killed from outside; running it again "
+                                "(kill %d of at most %d)",
+                                finished.location,
+                                lost,
+                                policy.max_kills,
+                            )
+                            stats.chunks_retried += 1
+                            waiting[asyncio.ensure_future(asyncio.sleep(0))] = finished
+                            continue
+                        exc.add_note(
+                            f"aiomr: {finished.location} lost its worker to SIGKILL {lost} "
+                            f"times (max_kills={policy.max_kills}); giving up on it"
+                        )
+                        raise
                     if finished.index in timed_out:
                         timed_out.discard(finished.index)
                         exc.add_note(
@@ -211,27 +232,41 @@ def _is_pickling_error(exc: BaseException) -> bool:
     return isinstance(exc, TypeError | AttributeError) and "pickle" in str(exc)
 
 
-def blames(
+Verdict = Literal["failed", "killed", "bystander"]
+"""How a failed task is judged: it ``failed`` (counts against its attempts), its worker was
+``killed`` from outside (counts against ``max_kills`` only), or it was a ``bystander`` of
+another worker's death (runs again, counts against nothing)."""
+
+
+def judge(
     exc: Exception,
     executor: Executor,
     code: ShippedCode,
     start: int,
     future: asyncio.Future[Any],
-) -> bool:
-    """Whether a failure counts against the attempts of the task submitted with ``start``.
+) -> Verdict:
+    """Judge the failure of the task submitted with ``start``.
 
     When a worker dies the stdlib pool fails every task in flight; if the executor can tell
     which task killed its worker (in the pool that ran ``future``), only that one is to
     blame, and none if the dead worker was running nothing. Where it cannot tell, all are.
+    A task whose worker was SIGKILLed while the OOM killer did nothing, and not for its
+    ``task_timeout``, was killed from outside: an operator, a supervisor, a test. It did
+    nothing wrong, so such a loss does not use up its attempts.
     """
     if not isinstance(exc, BrokenWorkerError):
-        return True
+        return "failed"
     lost_tasks = getattr(executor, "lost_tasks", None)
     token = getattr(code.fn, "token", None)
     if lost_tasks is None or token is None:
-        return True
+        return "failed"
     culprits = lost_tasks(future)
-    return culprits is None or (token, start) in culprits
+    if culprits is not None and (token, start) not in culprits:
+        return "bystander"
+    killed_tasks = getattr(executor, "killed_tasks", None)
+    if culprits is not None and killed_tasks is not None and (token, start) in killed_tasks(future):
+        return "killed"
+    return "failed"
 
 
 def lost_worker_error(

@@ -35,7 +35,7 @@ from typing import Any
 
 from ._badrecords import DeadLetterFile, OnError, check_on_error
 from ._chunker import AnySource
-from ._dispatch import blames, lost_worker_error, outcome_of
+from ._dispatch import judge, lost_worker_error, outcome_of
 from ._job import run_map_phase
 from ._reducer import Folder
 from ._retry import RetryPolicy
@@ -125,6 +125,7 @@ async def _reduce_phase(
     running: dict[asyncio.Future[Any], int] = {}
     waiting: dict[asyncio.Future[Any], int] = {}
     attempts: dict[int, int] = {}
+    kills: dict[int, int] = {}
     replaced_before = getattr(executor, "workers_replaced", 0)
 
     def submit(partition: int) -> None:
@@ -148,10 +149,23 @@ async def _reduce_phase(
                     except BrokenProcessPool as exc:
                         raise lost_worker_error(executor, f"reducing {where}", future) from exc
                 except Exception as exc:
-                    if not blames(exc, executor, code, partition, future):
+                    verdict = judge(exc, executor, code, partition, future)
+                    if verdict == "bystander":
                         stats.partitions_retried += 1
                         submit(partition)
                         continue
+                    if verdict == "killed":
+                        kills[partition] = kills.get(partition, 0) + 1
+                        if kills[partition] <= policy.max_kills:
+                            log.warning("%s: its worker was killed; running it again", where)
+                            stats.partitions_retried += 1
+                            submit(partition)
+                            continue
+                        exc.add_note(
+                            f"aiomr: {where} lost its worker to SIGKILL {kills[partition]} "
+                            f"times (max_kills={policy.max_kills}); giving up on it"
+                        )
+                        raise
                     runs = attempts.get(partition, 1)
                     if not policy.retriable(exc) or runs >= policy.max_attempts:
                         if runs > 1:

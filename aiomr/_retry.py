@@ -5,6 +5,14 @@ delivered its partial, so running its chunk again cannot count anything twice: t
 replaced and the chunk resubmitted, up to ``max_attempts`` runs in all. A chunk that keeps
 killing its worker is then reported as a poison chunk instead of looping forever. Exceptions
 from user code are retried only when their type is listed in ``retry_on``.
+
+A worker SIGKILLed from outside is another matter: its chunk did nothing wrong, so like
+Spark, which does not count executor losses the application did not cause against
+``spark.task.maxFailures``, aiomr does not count such a loss against ``max_attempts``. It can
+tell one because the kernel counts every kill of its OOM killer (``oom_kill`` in
+``/proc/vmstat``): a worker that died of SIGKILL while that count stood still, and not for its
+``task_timeout``, was killed by something else. Those losses have their own, larger bound,
+``max_kills``, so that a mapper that SIGKILLs its own worker is still reported.
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ class RetryPolicy:
             starts it (time spent queued behind other tasks does not count); a run that
             takes longer has its worker process killed (process executors only), and counts
             as a failed run. Reduce tasks of key-based jobs have no time limit.
+        max_kills: times one chunk may lose its worker to a SIGKILL from outside (not from
+            the OOM killer, not for `task_timeout`) and run again; these losses do not count
+            toward `max_attempts`. Where the OOM count cannot be read (no ``/proc``), every
+            loss counts toward `max_attempts`.
     """
 
     max_attempts: int = 3
@@ -43,6 +55,7 @@ class RetryPolicy:
     backoff: float = 0.05
     max_backoff: float = 5.0
     task_timeout: float | None = None
+    max_kills: int = 10
 
     def __post_init__(self) -> None:
         if self.task_timeout is not None and self.task_timeout <= 0:
@@ -51,6 +64,10 @@ class RetryPolicy:
             raise TypeError(f"max_attempts must be an int, got {self.max_attempts!r}")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if isinstance(self.max_kills, bool) or not isinstance(self.max_kills, int):
+            raise TypeError(f"max_kills must be an int, got {self.max_kills!r}")
+        if self.max_kills < 0:
+            raise ValueError("max_kills must be >= 0")
         if not isinstance(self.retry_on, tuple) or not all(
             isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_on
         ):

@@ -14,6 +14,7 @@ import time
 import pytest
 
 import aiomr
+from aiomr.executors._process import _oom_kills
 from tests.conftest import alive
 
 pytestmark = pytest.mark.usefixtures("nothing_left_running")
@@ -37,9 +38,29 @@ def die_once_at(marker: str, fatal: int, x: int) -> int:
 
 
 def always_die_at(fatal: int, x: int) -> int:
+    """Crash this worker on record ``fatal``, every time (as a failed C assertion would)."""
     if x == fatal:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.abort()
     return x * x
+
+
+def killed_at(directory: str, fatal: int, times: int, x: int) -> int:
+    """SIGKILL this worker on record ``fatal``, the first ``times`` times it is seen: to the
+    pool, a kill from outside (no OOM kill happens)."""
+    if x == fatal:
+        kills = pathlib.Path(directory) / "kills"
+        count = len(kills.read_text()) if kills.exists() else 0
+        if count < times:
+            kills.write_text("x" * (count + 1))
+            os.kill(os.getpid(), signal.SIGKILL)
+    return x * x
+
+
+needs_oom_count = pytest.mark.skipif(
+    _oom_kills() is None,
+    reason="the kernel's OOM kill count (/proc/vmstat oom_kill) cannot be read here, so a "
+    "SIGKILL from outside cannot be told from the OOM killer",
+)
 
 
 def fail_twice_then_succeed(directory: str, x: int) -> int:
@@ -87,6 +108,54 @@ async def test_a_poison_chunk_is_reported_after_max_attempts() -> None:
     message = str(info.value)
     assert "a worker process died while running chunk 2 (records 20..29 of the source)" in message
     assert any("failed 2 times (max_attempts=2); giving up" in n for n in info.value.__notes__)
+
+
+@needs_oom_count
+async def test_a_worker_killed_from_outside_does_not_use_up_attempts(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Two SIGKILLs while the OOM killer did nothing: not the chunk's fault, so even with a
+    # single attempt allowed the job completes, exactly.
+    stats = aiomr.JobStats()
+    total = await aiomr.map_reduce(
+        range(N),
+        functools.partial(killed_at, str(tmp_path), 25, 2),
+        operator.add,
+        chunk_size=10,
+        retry=aiomr.RetryPolicy(max_attempts=1),
+        max_workers=2,
+        stats=stats,
+    )
+    assert total == EXPECTED
+    assert (tmp_path / "kills").read_text() == "xx"
+    assert stats.chunks_retried >= 2
+    assert stats.workers_replaced >= 2
+    accounted(stats, N)
+
+
+@needs_oom_count
+async def test_a_chunk_that_keeps_sigkilling_its_worker_is_reported_after_max_kills(
+    tmp_path: pathlib.Path,
+) -> None:
+    with pytest.raises(aiomr.BrokenWorkerError) as info:
+        await aiomr.map_reduce(
+            range(50),
+            functools.partial(killed_at, str(tmp_path), 25, 1000),
+            operator.add,
+            chunk_size=10,
+            retry=aiomr.RetryPolicy(max_attempts=1, max_kills=2),
+            max_workers=2,
+        )
+    assert "a worker process died while running chunk 2 (records 20..29" in str(info.value)
+    assert any("to SIGKILL 3 times (max_kills=2); giving up" in n for n in info.value.__notes__)
+    assert (tmp_path / "kills").read_text() == "xxx"
+
+
+def test_max_kills_is_checked() -> None:
+    with pytest.raises(ValueError, match="max_kills must be >= 0"):
+        aiomr.RetryPolicy(max_kills=-1)
+    with pytest.raises(TypeError, match="max_kills must be an int"):
+        aiomr.RetryPolicy(max_kills=1.5)  # type: ignore[arg-type]
 
 
 async def test_listed_exceptions_are_retried_with_backoff(tmp_path: pathlib.Path) -> None:

@@ -37,7 +37,7 @@ import uuid
 import weakref
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 
@@ -49,6 +49,26 @@ __all__ = ["ProcessExecutor"]
 
 _JOIN_SECONDS = 5.0
 """How long a terminated worker may take to exit before it is killed."""
+
+
+def _oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed since boot (``None``: unknown)."""
+    try:
+        with open("/proc/vmstat", "rb") as f:
+            for line in f:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class _Ended(NamedTuple):
+    """What is known of a pool that broke: who to blame, who was killed, and how."""
+
+    culprits: frozenset[tuple[str, int]] | None
+    killed: frozenset[tuple[str, int]]
+    description: str
 
 
 class _ShippedCall:
@@ -227,7 +247,11 @@ class ProcessExecutor(Executor):
         self._generation_of: weakref.WeakKeyDictionary[asyncio.Future[Any], int] = (
             weakref.WeakKeyDictionary()
         )
-        self._ended: dict[int, tuple[frozenset[tuple[str, int]] | None, str]] = {}
+        self._ended: dict[int, _Ended] = {}
+        # Told apart from a crash: a worker SIGKILLed while the OOM killer did nothing, and
+        # not by `kill_task` (whose victims are remembered here).
+        self._oom_kills_before: int | None = None
+        self._killed_by_timeout: set[int] = set()
         self.workers_replaced = 0
         """Worker processes started again after the pool broke (a worker died)."""
 
@@ -243,8 +267,12 @@ class ProcessExecutor(Executor):
             broken, self._pool = self._pool, None
             description = self._describe(broken)
             culprits = self._culprits(broken)
-            frozen = frozenset(culprits) if culprits is not None else None
-            self._ended[self._generation] = (frozen, description)
+            self._ended[self._generation] = _Ended(
+                frozenset(culprits) if culprits is not None else None,
+                frozenset(self._killed(broken)),
+                description,
+            )
+            self._killed_by_timeout.clear()
             for old in [g for g in self._ended if g < self._generation - _GENERATIONS_KEPT]:
                 del self._ended[old]
             self._generation += 1
@@ -258,6 +286,7 @@ class ProcessExecutor(Executor):
             broken.shutdown(wait=False, cancel_futures=True)
             threading.Thread(target=_reap, args=(broken, processes), daemon=True).start()
         if self._pool is None:
+            self._oom_kills_before = _oom_kills()
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 self._max_workers,
                 mp_context=self._context,
@@ -300,8 +329,48 @@ class ProcessExecutor(Executor):
         """
         ended = self._ended.get(self._generation_of.get(future, -1)) if future else None
         if ended is not None:
-            return None if ended[0] is None else set(ended[0])
+            return None if ended.culprits is None else set(ended.culprits)
         return self._culprits(self._pool)
+
+    def killed_tasks(self, future: asyncio.Future[Any] | None = None) -> set[tuple[str, int]]:
+        """The tasks among `lost_tasks` whose worker was SIGKILLed from outside: not by the
+        OOM killer (the kernel counted no OOM kill while the pool ran), not by `kill_task`.
+
+        Something else ended those workers (an operator, a supervisor, a test); the task
+        running there did nothing wrong. A worker whose end multiprocessing could not learn
+        (it then reports status 255) is not counted here: its task stays to blame.
+        """
+        ended = self._ended.get(self._generation_of.get(future, -1)) if future else None
+        if ended is not None:
+            return set(ended.killed)
+        return self._killed(self._pool)
+
+    def _killed(self, pool: Any) -> set[tuple[str, int]]:
+        before = self._oom_kills_before
+        if before is None or _oom_kills() != before:
+            return set()  # the OOM killer may have acted: the tasks are to blame
+        processes = getattr(pool, "_processes", None) or {}
+        killed = set()
+        for process in list(processes.values()):
+            if process.exitcode != -signal.SIGKILL:
+                continue
+            if process.pid in self._killed_by_timeout:
+                continue
+            task = self._task_of(process.pid)
+            if task is not None:
+                killed.add(task)
+        return killed
+
+    def _task_of(self, pid: int | None) -> tuple[str, int] | None:
+        """The task worker ``pid`` was running when it ended, from its marker file."""
+        if self._directory is None or pid is None:
+            return None
+        try:
+            with open(os.path.join(self._directory, f"running-{pid}")) as f:
+                token, start = f.read().split()
+            return token, int(start)
+        except (OSError, ValueError):
+            return None
 
     def _culprits(self, pool: Any) -> set[tuple[str, int]] | None:
         """The tasks running in the workers of ``pool`` that died by themselves; an empty set
@@ -314,13 +383,9 @@ class ProcessExecutor(Executor):
             if code is None or code == 0 or code == -signal.SIGTERM or self._directory is None:
                 continue
             found = found if found is not None else set()
-            marker = os.path.join(self._directory, f"running-{process.pid}")
-            try:
-                with open(marker) as f:
-                    token, start = f.read().split()
-                found.add((token, int(start)))
-            except (OSError, ValueError):
-                continue
+            task = self._task_of(process.pid)
+            if task is not None:
+                found.add(task)
         return found
 
     def kill_task(self, token: str, start: int, *, ran_for: float = 0.0) -> bool:
@@ -347,6 +412,7 @@ class ProcessExecutor(Executor):
                 continue
             if time.time() - started < ran_for:
                 return False
+            self._killed_by_timeout.add(process.pid)
             os.kill(process.pid, signal.SIGKILL)
             return True
         return False
@@ -359,7 +425,7 @@ class ProcessExecutor(Executor):
         when another cause is known.
         """
         ended = self._ended.get(self._generation_of.get(future, -1)) if future else None
-        return ended[1] if ended is not None else self._describe(self._pool)
+        return ended.description if ended is not None else self._describe(self._pool)
 
     def _describe(self, pool: Any) -> str:
         processes = getattr(pool, "_processes", None) or {}

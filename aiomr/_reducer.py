@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
-from ._worker import EMPTY
+from ._worker import EMPTY, unseal
 
 __all__ = ["MISSING", "Folder"]
 
@@ -96,6 +96,7 @@ class Folder:
         self.running.add(future)
 
     def _fold(self, partial: Any, location: str) -> None:
+        partial = unseal(partial)  # here, off the event loop, in slices
         if self._value is MISSING:
             self._value = partial
         else:

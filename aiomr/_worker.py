@@ -24,7 +24,7 @@ import cloudpickle
 
 from ._exceptions import RecordError, UnpicklableError
 
-__all__ = ["Failure", "Outcome", "execute", "fold_records", "load_shipped"]
+__all__ = ["Failure", "Outcome", "Sealed", "execute", "fold_records", "load_shipped", "unseal"]
 
 _CODE_CACHE: OrderedDict[str, Callable[..., Any]] = OrderedDict()
 _CODE_CACHE_SIZE = 32
@@ -73,6 +73,8 @@ def initialize_worker(niceness: int, caller: int | None = None) -> None:
     killer) would otherwise leave its workers, and the forkserver that keeps them company,
     waiting forever on a queue nobody writes to.
     """
+    global _in_worker_process
+    _in_worker_process = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if caller is not None:
         _exit_with(caller)
@@ -151,6 +153,81 @@ def _unpickle_failure(exception: bytes, formatted: str, pid: int) -> Failure:
     return Failure(pickle.loads(exception), formatted, pid)
 
 
+_in_worker_process = False
+"""Set by `initialize_worker`: this process is a worker of a process pool."""
+
+SEAL_MIN_ITEMS = 2_000
+"""Partials of at least this many items leave a worker process sealed (see `Sealed`)."""
+
+
+class _SliceReader:
+    """A file over bytes whose ``read`` is Python code: see `Sealed`."""
+
+    __slots__ = ("_at", "_data", "_view")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._view = memoryview(data)
+        self._at = 0
+
+    def read(self, size: int = -1) -> bytes:
+        start = self._at
+        end = len(self._view) if size < 0 else min(len(self._view), start + size)
+        self._at = end
+        return self._view[start:end].tobytes()
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        start = self._at
+        end = min(len(self._view), start + len(target))
+        target[: end - start] = self._view[start:end]
+        self._at = end
+        return end - start
+
+    def readline(self) -> bytes:
+        start = self._at
+        end = self._data.find(b"\n", start)
+        end = len(self._data) if end < 0 else end + 1
+        self._at = end
+        return self._data[start:end]
+
+
+class Sealed:
+    """A large partial, pickled by the worker that made it and unpickled in slices.
+
+    Unpickling holds the GIL for the whole call, whichever thread makes it: a 200,000-key
+    dict takes tens of milliseconds, and the caller's event loop cannot run meanwhile. A
+    pool unpickles its results in one call on its own thread. A sealed partial crosses as
+    plain bytes instead (copied, not parsed), and `unseal` reads them back through a file
+    whose ``read`` is Python code: pickle's protocol 5 cuts its output into frames of about
+    64 KiB, the unpickler calls ``read`` once per frame, and each call lets the interpreter
+    hand the GIL to a thread that waits for it, such as the event loop's.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def seal(value: Any) -> Any:
+    """Seal ``value`` when it is a large container and this is a worker process."""
+    if (
+        _in_worker_process
+        and isinstance(value, dict | list | set | frozenset | tuple)
+        and len(value) >= SEAL_MIN_ITEMS
+    ):
+        return Sealed(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+    return value
+
+
+def unseal(value: Any) -> Any:
+    """Return the partial a `Sealed` holds, unpickled in slices; anything else as it is."""
+    if type(value) is Sealed:
+        return pickle.Unpickler(_SliceReader(value.data)).load()
+    return value
+
+
 def execute(body: Callable[[Any, int], Any], payload: Any, start: int) -> Outcome | Failure:
     """Run one map task and capture its result or its failure, never raising.
 
@@ -168,7 +245,7 @@ def execute(body: Callable[[Any, int], Any], payload: Any, start: int) -> Outcom
         value, count, skipped = value
     else:
         count = len(payload) if isinstance(payload, list) else 0
-    return Outcome(value, count, time.perf_counter() - started, os.getpid(), skipped)
+    return Outcome(seal(value), count, time.perf_counter() - started, os.getpid(), skipped)
 
 
 class _Empty:

@@ -1,0 +1,83 @@
+"""Large partials cross from the workers sealed, and are unpickled in slices."""
+
+from __future__ import annotations
+
+import operator
+import pickle
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import aiomr
+from aiomr import _worker
+from aiomr._worker import SEAL_MIN_ITEMS, Sealed, seal, unseal
+
+pytestmark = pytest.mark.usefixtures("nothing_left_running")
+
+
+class CountingReader(_worker._SliceReader):
+    __slots__ = ("reads",)
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        return super().read(size)
+
+
+def test_a_large_partial_is_read_back_in_many_slices() -> None:
+    value = {f"word{i}": i for i in range(100_000)}
+    data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    reader = CountingReader(data)
+    assert pickle.Unpickler(reader).load() == value
+    # One read per frame of about 64 KiB: each is a chance for another thread to run.
+    assert reader.reads >= len(data) // (128 * 1024)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {i: str(i) for i in range(SEAL_MIN_ITEMS)},
+        list(range(SEAL_MIN_ITEMS)),
+        set(range(SEAL_MIN_ITEMS)),
+        Counter({"a\nb": 1, b"\n": 2, "x" * 100_000: 3}),
+        ("line\n" * 10, 1.5, None),
+    ],
+)
+def test_unseal_gives_back_what_was_sealed(value: Any) -> None:
+    assert unseal(Sealed(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))) == value
+    assert unseal(value) is value  # anything not sealed passes through
+
+
+def test_only_worker_processes_seal() -> None:
+    big = dict.fromkeys(range(SEAL_MIN_ITEMS), 0)
+    assert seal(big) is big  # this is not a worker process
+    assert seal([1, 2, 3]) == [1, 2, 3]
+
+
+def chunk_counts(numbers: list[int]) -> Counter[str]:
+    return Counter(f"key{n % 3000}" for n in numbers)
+
+
+def merge(first: Counter[str], second: Counter[str]) -> Counter[str]:
+    assert type(second) is Counter, type(second)  # the reducer never sees a Sealed
+    first.update(second)
+    return first
+
+
+async def test_large_partials_from_worker_processes_fold_correctly() -> None:
+    total = await aiomr.map_reduce(
+        range(40_000), chunk_counts, merge, mode="chunk", chunk_size=10_000, max_workers=2
+    )
+    assert total == chunk_counts(list(range(40_000)))
+    assert len(total) == 3000 >= SEAL_MIN_ITEMS
+
+
+async def test_a_first_partial_that_is_sealed_becomes_the_value() -> None:
+    counts = await aiomr.map_reduce(
+        range(10_000), chunk_counts, operator.add, mode="chunk", chunk_size=10_000, max_workers=1
+    )
+    assert counts == chunk_counts(list(range(10_000)))

@@ -21,7 +21,10 @@ Every contender uses 2 worker processes where it has workers, and finds the same
 8. ``aiomr-lines``: the same job fed through the caller by ``aiomr.sources.lines`` (aiofiles);
 9. ``limit``: the practical limit, a short hand-written program that cuts the file into two
    newline-aligned byte ranges and runs the same tight loop in 2 processes
-   (``multiprocessing.Pool``), merging the two dicts at the end.
+   (``multiprocessing.Pool``), merging the two dicts at the end;
+10. ``limit-mapper``: the same program driving the idiomatic mapper instead (decode each
+   block, call ``word_and_count`` per line, add its pair into a dict): what the key-value
+   job's mapper costs by itself, with no framework at all.
 
 Each timed run starts a fresh Python process for one contender; contenders are interleaved
 round by round, in rotating order. The wall time runs from just before the contender reads
@@ -386,6 +389,21 @@ def count_byte_range(task: tuple[str, int, int]) -> dict[bytes, int]:
     return count_blocks(byte_range_blocks(*task))
 
 
+def count_byte_range_with_mapper(task: tuple[str, int, int]) -> Totals:
+    """Drive the idiomatic mapper over one byte range as tightly as Python allows (in a worker).
+
+    No framework: decode each block, split its lines, call `word_and_count` per line and add
+    its pairs into one dict. What is left is the cost of the mapper itself.
+    """
+    totals: Totals = {}
+    get = totals.get
+    for block in byte_range_blocks(*task):
+        for line in block.decode("utf-8").split("\n")[:-1]:
+            for word, count in word_and_count(line):
+                totals[word] = get(word, 0) + count
+    return totals
+
+
 def halves(path: str) -> list[tuple[str, int, int]]:
     """Cut a file into two byte ranges, the cut moved to just after a newline."""
     size = os.path.getsize(path)
@@ -401,6 +419,13 @@ def run_limit(path: str) -> Outcome:
     with multiprocessing.Pool(WORKERS) as pool:
         first, second = pool.map(count_byte_range, halves(path), chunksize=1)
     return decode_totals(merge_bytes_totals(first, second)), None
+
+
+def run_limit_mapper(path: str) -> Outcome:
+    """10. The same limit for the idiomatic mapper: two byte ranges, two processes."""
+    with multiprocessing.Pool(WORKERS) as pool:
+        first, second = pool.map(count_byte_range_with_mapper, halves(path), chunksize=1)
+    return merge_totals(first, second), None
 
 
 @dataclass(frozen=True)
@@ -471,6 +496,12 @@ CONTENDERS: tuple[Contender, ...] = (
         "limit",
         "practical limit: 2 byte ranges, tight loop, 2 processes",
         run_limit,
+    ),
+    Contender(
+        "limit-mapper",
+        "practical limit for the idiomatic mapper: 2 byte ranges, `word_and_count` per line "
+        "into a dict, 2 processes",
+        run_limit_mapper,
     ),
 )
 BY_KEY = {c.key: c for c in CONTENDERS}
@@ -898,6 +929,25 @@ def targets(m: Measurements) -> list[Target]:
                 speedup >= KEYED_SPEEDUP,
             )
         )
+    if {"limit-mapper", "loop"} <= have:
+        ceiling = speedup_over(m, "limit-mapper", "loop")
+        out.append(
+            Target(
+                "(diagnostic) the idiomatic mapper's own ceiling: its practical limit against "
+                "the single-process loop",
+                f"{ceiling:.2f}x",
+                ceiling >= KEYED_SPEEDUP,
+            )
+        )
+    if {"aiomr-keyed", "limit-mapper"} <= have:
+        ratio = 1.0 / speedup_over(m, "aiomr-keyed", "limit-mapper")
+        out.append(
+            Target(
+                "(diagnostic) key-value job within 10% of the idiomatic mapper's practical limit",
+                f"{ratio:.2f}x that limit's time",
+                ratio <= SPLIT_TO_LIMIT,
+            )
+        )
     baselines = [b for b in BASELINES if b in have]
     for key, name in (("aiomr-split", "split path"), ("aiomr-keyed", "key-value job")):
         if key not in have or not baselines:
@@ -958,7 +1008,11 @@ def draw_chart(m: Measurements, path: Path) -> None:
     low = [w - min(r.wall for r in m.of(k)) for k, w in zip(keys, walls, strict=True)]
     high = [max(r.wall for r in m.of(k)) - w for k, w in zip(keys, walls, strict=True)]
     colours = [
-        AIOMR_COLOUR if BY_KEY[k].aiomr else LIMIT_COLOUR if k == "limit" else BASELINE_COLOUR
+        AIOMR_COLOUR
+        if BY_KEY[k].aiomr
+        else LIMIT_COLOUR
+        if k.startswith("limit")
+        else BASELINE_COLOUR
         for k in keys
     ]
     labels = [BY_KEY[k].label.replace("`", "") for k in keys]
@@ -1051,7 +1105,10 @@ def render(m: Measurements) -> str:
         "*practical limit* is a short hand-written program that cuts the file into two "
         "newline-aligned byte ranges and runs the tight loop of `examples/ngram.py` on each "
         "in its own process (`multiprocessing.Pool`, fork), then merges the two dicts; aiomr's "
-        "split path runs the same loop.",
+        "split path runs the same loop. The *practical limit for the idiomatic mapper* is that "
+        "program with the key-value job's mapper in place of the tight loop (decode each block, "
+        "call `word_and_count` per line, add its pair into a dict): the fastest that mapper "
+        "can run on two processes, with no framework around it.",
         "",
         f"{runs_note}, each run in a fresh Python process, interleaved round by round in "
         "rotating order; the table gives medians. Wall time runs from just before the contender "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 
@@ -21,6 +22,15 @@ except ImportError:  # pragma: no cover - uvloop is installed wherever CPython o
 # Modules whose async tests run under both asyncio's default loop and uvloop; the others run
 # under asyncio's loop only (they test parts where the loop makes no difference).
 BOTH_LOOPS = {"test_api.py", "test_engine.py", "test_loop.py"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell starts a command it runs in the background (`cmd &`, without job control) with
+    # SIGINT ignored, and every process started from it inherits that; Python then keeps
+    # ignoring SIGINT too. The tests that stop programs with Ctrl-C would wait for them
+    # forever. Restore the default for this process, and so for the programs it starts.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_asyncio_loop_factories(

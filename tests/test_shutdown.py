@@ -66,12 +66,17 @@ def start(tmp_path: pathlib.Path, runner: str) -> tuple[subprocess.Popen[str], d
         text=True,
         cwd=pathlib.Path(__file__).parent.parent,
     )
-    assert program.stdout is not None
-    line = program.stdout.readline()
-    assert line, program.communicate()[1]
-    info: dict[str, Any] = json.loads(line)
-    info["descendants"] = [p.pid for p in psutil.Process(program.pid).children(recursive=True)]
-    assert len(info["descendants"]) >= 3  # the forkserver and two workers
+    try:
+        assert program.stdout is not None
+        line = program.stdout.readline()
+        assert line, program.communicate()[1]
+        info: dict[str, Any] = json.loads(line)
+        info["descendants"] = [p.pid for p in psutil.Process(program.pid).children(recursive=True)]
+        assert len(info["descendants"]) >= 3  # the forkserver and two workers
+    except BaseException:
+        program.kill()  # a program that never got going must not outlive the test
+        program.communicate()
+        raise
     return program, info
 
 

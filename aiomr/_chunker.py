@@ -31,9 +31,10 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 from ._types import R
+from .sources._db_rows import RowIterator
 from .sources._lines import LineSource
 from .sources._splits import FileSource, Split
 
@@ -193,6 +194,13 @@ class ChunkReader(Generic[R]):
             records = part if isinstance(part, list) else list(part)
         elif self._iterator is not None:
             records = await self._pull_in_thread(self._iterator, size)
+        elif isinstance(self._async_iterator, RowIterator):
+            # Database rows come in whole batches, one call per chunk rather than one
+            # `__anext__` per row. Rows of COPY text come as one undecoded sequence, which
+            # becomes a list of rows when a worker unpickles it (`CopyRows`), and may be
+            # shorter than asked without the query being at its end.
+            records = cast("list[R]", await self._async_iterator.take(size))
+            size = min(size, len(records)) or 1
         else:
             assert self._async_iterator is not None
             records = await self._pull_async(self._async_iterator, size)

@@ -63,10 +63,15 @@ FETCH_ALL = "fetch all, then `multiprocessing.Pool(2).map`"
 AIOMR = "aiomr, `mode='chunk'`"
 AIOMR_KEYED = "aiomr, `run_by_key` (record mode)"
 AIOMR_SPLIT = f"aiomr, `mode='chunk'`, range split into {PARTITIONS}"
+AIOMR_COPY = "aiomr, `mode='chunk'`, `transfer='copy'`"
+AIOMR_COPY_KEYED = "aiomr, `run_by_key`, `transfer='copy'`"
+AIOMR_COPY_SPLIT = f"aiomr, `mode='chunk'`, `transfer='copy'`, range split into {PARTITIONS}"
 SOURCE_ONLY = "diagnostic: `async for` over `aiomr.sources.query`, no job"
 NO_GC = "diagnostic: aiomr, `mode='chunk'`, cyclic GC off"
 VARIANTS = (RAW, FETCH_ALL, AIOMR, AIOMR_KEYED, AIOMR_SPLIT, SOURCE_ONLY, NO_GC)
-AIOMR_VARIANTS = (AIOMR, AIOMR_KEYED, AIOMR_SPLIT)
+COPY_VARIANTS = (AIOMR_COPY, AIOMR_COPY_KEYED, AIOMR_COPY_SPLIT)
+"""PostgreSQL only: ``COPY`` text decoded by the workers."""
+AIOMR_VARIANTS = (AIOMR, AIOMR_KEYED, AIOMR_SPLIT, *COPY_VARIANTS)
 
 
 # The work: total amount per store -------------------------------------------------------------
@@ -109,6 +114,7 @@ class Database:
     raw: Callable[[], Awaitable[int]]
     fetch_all: Callable[[], Awaitable[list[tuple[Any, ...]]]]
     expected: dict[int, int] = field(default_factory=dict)
+    variants: tuple[str, ...] = VARIANTS
 
 
 @contextlib.asynccontextmanager
@@ -139,7 +145,15 @@ async def postgres(rows: int) -> AsyncIterator[Database]:
 
         grouped = await connection.fetch(f"SELECT store, sum(amount) FROM {TABLE} GROUP BY store")
         expected = {r[0]: int(r[1]) for r in grouped}
-        yield Database("asyncpg (PostgreSQL)", connection, pool, raw, fetch_all, expected)
+        yield Database(
+            "asyncpg (PostgreSQL)",
+            connection,
+            pool,
+            raw,
+            fetch_all,
+            expected,
+            (*VARIANTS[:5], *COPY_VARIANTS, *VARIANTS[5:]),
+        )
     finally:
         await connection.execute(f"DROP TABLE IF EXISTS {TABLE}")
         await pool.close()
@@ -228,6 +242,9 @@ class Samples:
     growth: list[int] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     """CPU seconds of the caller's process (all its threads, workers excluded)."""
+    machine: list[float] = field(default_factory=list)
+    """CPU seconds the whole machine spent busy: caller, workers, database server (and any
+    other load)."""
 
     def rates(self, rows: int) -> list[float]:
         return [rows / s for s in self.seconds]
@@ -235,7 +252,7 @@ class Samples:
 
 async def measure(db: Database, runs: int, rows: int) -> dict[str, Samples]:
     """Run every variant ``runs`` times after one untimed warm-up round."""
-    samples = {name: Samples() for name in VARIANTS}
+    samples = {name: Samples() for name in db.variants}
     split = aiomr.sources.RangeSplit("id", 1, rows + 1, PARTITIONS)
     sql = f"SELECT id, store, amount FROM {TABLE}"
     context = multiprocessing.get_context("forkserver")
@@ -266,24 +283,28 @@ async def measure(db: Database, runs: int, rows: int) -> dict[str, Samples]:
                         gc.enable()
                 if name == FETCH_ALL:
                     return await fetch_all_then_pool()
-                if name == AIOMR_KEYED:
+                transfer = "copy" if name in COPY_VARIANTS else "rows"
+                if name in (AIOMR_KEYED, AIOMR_COPY_KEYED):
                     spec = aiomr.ReduceByKey(store_amount, operator.add)
-                    return await engine.run_by_key(aiomr.sources.query(db.single, sql), spec)
+                    source = aiomr.sources.query(db.single, sql, transfer=transfer)
+                    return await engine.run_by_key(source, spec)
                 source = (
-                    aiomr.sources.query(db.parallel, sql, split=split)
-                    if name == AIOMR_SPLIT
-                    else aiomr.sources.query(db.single, sql)
+                    aiomr.sources.query(db.parallel, sql, split=split, transfer=transfer)
+                    if name in (AIOMR_SPLIT, AIOMR_COPY_SPLIT)
+                    else aiomr.sources.query(db.single, sql, transfer=transfer)
                 )
                 return await engine.map_reduce(source, chunk_totals, merge, mode="chunk")
 
             for round_ in range(runs + 1):
-                for name in _common.rotated(VARIANTS, round_):
+                for name in _common.rotated(db.variants, round_):
                     release_memory()
                     with PeakRss() as rss:
+                        busy = machine_busy()
                         started, cpu = time.perf_counter(), time.process_time()
                         answer = await run(name)
                         seconds = time.perf_counter() - started
                         cpu = time.process_time() - cpu
+                        busy = machine_busy() - busy
                     expected = rows if name in (RAW, SOURCE_ONLY) else db.expected
                     if answer != expected:
                         raise SystemExit(f"{name} over {db.name}: wrong answer")
@@ -292,12 +313,19 @@ async def measure(db: Database, runs: int, rows: int) -> dict[str, Samples]:
                     samples[name].seconds.append(seconds)
                     samples[name].growth.append(rss.growth)
                     samples[name].cpu.append(cpu)
+                    samples[name].machine.append(busy)
                     _common.progress(
                         f"  {db.name} round {round_}/{runs}: "
                         f"{_common.fmt_rate(rows / seconds):>11}  "
                         f"{rss.growth / 2**20:7.1f} MiB  {name}"
                     )
     return samples
+
+
+def machine_busy() -> float:
+    """CPU seconds all CPUs have spent busy since boot."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
 # Reporting ----------------------------------------------------------------------------------
@@ -311,7 +339,7 @@ def paired_ratio(samples: dict[str, Samples], name: str, rows: int) -> float:
 
 def table(samples: dict[str, Samples], rows: int) -> str:
     lines = []
-    for name in VARIANTS:
+    for name in samples:
         rates = samples[name].rates(rows)
         lines.append(
             [
@@ -321,28 +349,43 @@ def table(samples: dict[str, Samples], rows: int) -> str:
                 _common.fmt_ratio(paired_ratio(samples, name, rows)),
                 f"{_common.median(samples[name].growth) / 2**20:.1f} MiB",
                 f"{_common.median(samples[name].cpu) / rows * 1e9:,.0f} ns",
+                f"{_common.median(samples[name].machine) / rows * 1e9:,.0f} ns",
             ]
         )
     headers = ["variant", "median rows/s", "range", "vs raw cursor", "caller's peak RSS growth"]
-    return _common.markdown_table([*headers, "caller's CPU per row"], lines)
+    return _common.markdown_table(
+        [*headers, "caller's CPU per row", "machine's CPU per row"], lines
+    )
 
 
 def targets(results: dict[str, dict[str, Samples]], rows: int) -> str:
     lines = []
     for db_name, samples in results.items():
-        aiomr_ratio = paired_ratio(samples, AIOMR, rows)
-        split_ratio = paired_ratio(samples, AIOMR_SPLIT, rows)
-        growth = max(_common.median(samples[n].growth) for n in AIOMR_VARIANTS) / 2**20
         fetched = _common.median(samples[FETCH_ALL].growth) / 2**20
-        lines += [
-            [db_name, f"{AIOMR} ≥ {TARGET_RATIO} of the raw cursor's rows/s",
-             f"{aiomr_ratio:.2f}", _common.verdict(aiomr_ratio >= TARGET_RATIO)],
+        for name in (AIOMR, AIOMR_COPY):
+            if name not in samples:
+                continue
+            ratio = paired_ratio(samples, name, rows)
+            lines.append(
+                [db_name, f"{name} ≥ {TARGET_RATIO} of the raw cursor's rows/s",
+                 f"{ratio:.2f}", _common.verdict(ratio >= TARGET_RATIO)]
+            )  # fmt: skip
+        growth = (
+            max(_common.median(samples[n].growth) for n in AIOMR_VARIANTS if n in samples) / 2**20
+        )
+        lines.append(
             [db_name, "the caller's memory stays flat",
              f"at most {growth:.1f} MiB (fetch all: {fetched:.1f} MiB)",
-             _common.verdict(growth < fetched / 4)],
-            [db_name, "a range split reads faster than the raw single cursor",
-             f"{split_ratio:.2f}", _common.verdict(split_ratio > 1)],
-        ]  # fmt: skip
+             _common.verdict(growth < fetched / 4)]
+        )  # fmt: skip
+        for name in (AIOMR_SPLIT, AIOMR_COPY_SPLIT):
+            if name not in samples:
+                continue
+            ratio = paired_ratio(samples, name, rows)
+            lines.append(
+                [db_name, f"{name} reads faster than the raw single cursor",
+                 f"{ratio:.2f}", _common.verdict(ratio > 1)]
+            )  # fmt: skip
     return _common.markdown_table(["database", "target", "measured", ""], lines, left=(0, 1, 2))
 
 
@@ -358,9 +401,10 @@ def render(results: dict[str, dict[str, Samples]], runs: int, rows: int, loop: s
         f"Each variant ran {runs} times (after one untimed warm-up round), interleaved with "
         "the others in rotating order; the table gives the median rows/s, the range over the "
         "runs, the median over rounds of the ratio to the raw cursor loop measured in the same "
-        "round, the median peak growth of the caller's resident memory and the caller's CPU "
-        "time per row (all its threads; workers and database server excluded). Every answer "
-        "was checked against SQL `GROUP BY`.",
+        "round, the median peak growth of the caller's resident memory, the caller's CPU "
+        "time per row (all its threads; workers and database server excluded) and the "
+        "machine's (every process: server, caller, workers, and whatever else ran). Every "
+        "answer was checked against SQL `GROUP BY`.",
         "",
         "- raw cursor loop: the driver's batched cursor (asyncpg `cursor.fetch(5000)` in a "
         "transaction, aiosqlite `fetchmany(5000)`), counting rows and nothing else;",
@@ -370,6 +414,9 @@ def render(results: dict[str, dict[str, Samples]], runs: int, rows: int, loop: s
         f"- aiomr: `aiomr.sources.query` (batches of {DEFAULT_BATCH_SIZE:,}) on a warm "
         "`Engine(max_workers=2)`, adaptive chunks; `run_by_key` maps every row to "
         "`(store, amount)` and reduces by key;",
+        "- `transfer='copy'` (asyncpg only): the same jobs reading `COPY (query) TO STDOUT`; "
+        "the caller passes the text blocks on and the workers decode them into the same "
+        "tuples;",
         f"- range split: `RangeSplit('id', 1, {rows + 1:,}, {PARTITIONS})` over an asyncpg "
         f"pool of {PARTITIONS} connections, or {PARTITIONS} SQLite connections.",
         "",
@@ -382,41 +429,59 @@ def render(results: dict[str, dict[str, Samples]], runs: int, rows: int, loop: s
 
 
 def budget(results: dict[str, dict[str, Samples]], rows: int) -> str:
-    """The caller's CPU per row, step by step, from the diagnostic variants."""
+    """CPU per row, step by step in the caller, then for the whole machine."""
 
     def per_row(samples: dict[str, Samples], name: str) -> float:
         return _common.median(samples[name].cpu) / rows * 1e9
+
+    def machine(samples: dict[str, Samples], name: str) -> float:
+        return _common.median(samples[name].machine) / rows * 1e9
 
     lines = []
     for db_name, samples in results.items():
         raw, source = per_row(samples, RAW), per_row(samples, SOURCE_ONLY)
         job, no_gc = per_row(samples, AIOMR), per_row(samples, NO_GC)
         lines += [
-            [db_name, "the driver fetches and decodes the rows (raw loop)", f"{raw:,.0f} ns"],
-            [db_name, "`query` turns them into tuples and hands them out one by one",
-             f"+{source - raw:,.0f} ns"],
-            [db_name, "the job pulls them into chunks, pickles the chunks, folds",
-             f"+{job - source:,.0f} ns"],
-            [db_name, "of all that, the cyclic garbage collector (job with GC off)",
+            [db_name, "caller: the driver fetches and decodes the rows (raw loop)",
+             f"{raw:,.0f} ns"],
+            [db_name, "caller: `query` turns them into tuples and hands them out one by one",
+             f"{source - raw:+,.0f} ns"],
+            [db_name, "caller: the job takes them into chunks a batch at a time, pickles, folds",
+             f"{job - source:+,.0f} ns"],
+            [db_name, "caller: of all that, the cyclic garbage collector (job with GC off)",
              f"{job - no_gc:,.0f} ns"],
         ]  # fmt: skip
-    return _common.markdown_table(["database", "step", "caller's CPU per row"], lines, left=(0, 1))
+        if AIOMR_COPY in samples:
+            lines.append(
+                [db_name, "caller: the whole job with `transfer='copy'` (no row decoded)",
+                 f"{per_row(samples, AIOMR_COPY):,.0f} ns"]
+            )  # fmt: skip
+        for name, what in ((RAW, "the raw cursor loop"), (AIOMR, "aiomr, `transfer='rows'`"),
+                           (AIOMR_COPY, "aiomr, `transfer='copy'`")):  # fmt: skip
+            if name in samples:
+                lines.append(
+                    [db_name, f"whole machine (server, caller, workers): {what}",
+                     f"{machine(samples, name):,.0f} ns"]
+                )  # fmt: skip
+    return _common.markdown_table(["database", "step", "CPU per row"], lines, left=(0, 1))
 
 
 LIMITS = (
-    "Every row passes through the caller, one process on one CPU: the driver decodes it, "
-    "`query` makes it a tuple (asyncpg's records do not pickle), the job pulls it into a "
-    "chunk through the async-iterator protocol (a coroutine step per row, the cheapest the "
-    "protocol allows) and pickles the chunk to a worker. The raw loop does only the first "
-    "step, so the caller's CPU per row, not the workers, sets aiomr's pace, while the "
-    "database server, the caller and the two workers share the machine's two CPUs. With "
-    "asyncpg the cyclic garbage collector takes a large share (the last asyncpg row above): "
-    "every row allocates a record and a tuple, and the rows held in batches and chunks live "
-    "long enough to bring full collections of the caller's heap; an application that calls "
-    "`gc.freeze()` after start-up makes those cheaper. A range split adds database backends "
-    "and connections, not callers, so it cannot beat a single raw cursor on this machine; "
-    "it pays off when the query itself is the slow part (filters, joins, a busy or remote "
-    "server)."
+    "With `transfer='rows'` every row passes through the caller, one process on one CPU: the "
+    "driver decodes it, `query` makes it a tuple (asyncpg's records do not pickle), the job "
+    "takes it into a chunk (a batch at a time) and pickles the chunk to a worker. The raw "
+    "loop does only the first step, so the caller's CPU per row sets aiomr's pace. With "
+    "`transfer='copy'` the caller builds no row: it moves blocks of `COPY` text, and its CPU "
+    "per row drops to a fraction of the raw loop's. The pace is then set by the machine as a "
+    "whole: the database server, the caller and the two workers share its two CPUs, and the "
+    "workers decode every value from text in Python (`int()` on each field, a tuple per row), "
+    "which costs more CPU than asyncpg's decoding in C plus pickling. The last rows of the "
+    "table above give the whole machine's CPU per row: on two CPUs no variant can pass "
+    "2 s / (its CPU per row) rows a second, and the raw loop, which neither pickles nor "
+    "folds, needs the least. A range split adds database backends and connections, so it "
+    "can only beat a single raw cursor where there are CPUs to spare (or the query itself "
+    "is slow: filters, joins, a busy or remote server), not on two CPUs already busy. "
+    "SQLite has no `COPY`: its rows always come through the caller, decoded by the driver."
 )
 
 

@@ -15,9 +15,11 @@ import contextlib
 import datetime
 import decimal
 import functools
+import json
 import operator
 import os
 import pathlib
+import pickle
 import sqlite3
 import subprocess
 import sys
@@ -40,6 +42,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import aiomr
 from aiomr.executors import ProcessExecutor
 from aiomr.sources import RangeSplit, query
+from aiomr.sources._db_copy import CopyLayout, CopyRows
 from aiomr.sources._db_driver import Bounds
 
 DSN = os.environ.get("AIOMR_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -791,3 +794,237 @@ async def test_sink_arguments(sqlite_path: str) -> None:
         with pytest.raises(TypeError, match="rows must be iterable"):
             await write(5, columns=("store",))  # type: ignore[arg-type]
     assert sqlite_count(sqlite_path, "sales_out") == 0
+
+
+# --- COPY text, decoded by the workers (transfer="copy") -----------------------------------
+
+TRICKY_TEXT = [
+    "plain",
+    "",
+    "tab\there",
+    "new\nline",
+    "back\\slash",
+    "\\N",
+    "\\",
+    "carriage\rreturn\x08\x0c\x0b",
+    "ünïcødé 漢字 🙂",
+    "  spaces  ",
+    "\x01\x1f control",
+]
+
+TYPES_TABLE = """
+CREATE TABLE {name} (
+    i int, b bigint, s smallint, f float8, r real, n numeric, t text, v varchar(9),
+    c char(3), bo bool, d date, ts timestamp, tz timestamptz, by bytea, u uuid, j jsonb,
+    tm time, o oid
+)
+"""
+
+TYPES_ROWS = """
+INSERT INTO {name} VALUES
+(1, 9223372036854775807, -32768, 1.1, 1.1, 123.4500, 'a', 'x y', 'ab', true, '2024-02-29',
+ '2024-01-01 12:00:00.123456', '2024-06-01 12:00:00+02', '\\x00ff5c0a09',
+ 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{{"a": [1, "\\t"]}}', '23:59:59.5', 4294967295),
+(2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+ NULL, NULL),
+(3, -1, 0, 'NaN', '-Infinity', 'NaN', '', '', '', false, 'infinity', '-infinity', 'infinity',
+ '', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12', 'null', '00:00', 0),
+(4, 0, 1, 1e308, 3.4e38, '-0.000001', 'z', 'q', 'z', true, '0001-01-01',
+ '1999-12-31 23:59:59', '1970-01-01 00:00:00-03:30', '\\x', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a13',
+ '[]', '00:00:00.000001', 1),
+(5, 1, 2, -0.0, 1e-40, 'Infinity', 'w', 'w', 'w', false, '-infinity', 'infinity', '-infinity',
+ '\\x5c', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a14', '"\\\\N"', '12:00', 2)
+"""
+
+
+def same_value(ours: Any, theirs: Any) -> bool:
+    """Equal with the same type; NaN equals NaN; asyncpg's UUIDs are a subclass of ours."""
+    if isinstance(theirs, uuid.UUID):
+        return type(ours) is uuid.UUID and ours == theirs
+    if isinstance(theirs, float | decimal.Decimal) and theirs != theirs:
+        return type(ours) is type(theirs) and ours != ours
+    if isinstance(theirs, float) and theirs == 0:
+        return type(ours) is float and str(ours) == str(theirs)  # keeps the sign of zero
+    return type(ours) is type(theirs) and ours == theirs
+
+
+def assert_same_rows(ours: list[Any], theirs: list[Any]) -> None:
+    assert len(ours) == len(theirs)
+    for mine, row in zip(ours, theirs, strict=True):
+        assert type(mine) is type(row)
+        values = mine.values() if isinstance(mine, dict) else mine
+        expected = row.values() if isinstance(row, dict) else row
+        if isinstance(mine, dict):
+            assert list(mine) == list(row)
+        for a, b in zip(values, expected, strict=True):
+            assert same_value(a, b), (a, b)
+
+
+def rows_as_they_are(rows: list[Any]) -> list[Any]:
+    """Chunk mode mapper: the chunk itself, to see what a worker received."""
+    return list(rows)
+
+
+@pytest.mark.parametrize("row", ["tuple", "dict"])
+async def test_copy_rows_equal_the_drivers_rows(
+    pg: Pg, row: str, process_executor: ProcessExecutor
+) -> None:
+    table = f"{pg.table}_types"
+    await pg.monitor.execute(TYPES_TABLE.format(name=table) + ";" + TYPES_ROWS.format(name=table))
+    await pg.monitor.executemany(
+        f"INSERT INTO {table} (i, t, v, j) VALUES ($1, $2, $3, $4)",
+        [(100 + n, text, text[:9], json_text(text)) for n, text in enumerate(TRICKY_TEXT)],
+    )
+    try:
+        async with open_pg("asyncpg", pg.dsn, pg.table) as conn:
+            # Timestamps with time zones are written in the session's zone: not UTC here.
+            await conn.execute("SET TimeZone = 'America/St_Johns'")
+            sql = f"SELECT * FROM {table} WHERE i > $1 ORDER BY i"
+            records = await conn.fetch(sql, 0)
+            theirs: list[Any] = [dict(r) if row == "dict" else tuple(r) for r in records]
+            # Decoded where they are (an `async for` in the caller) ...
+            source = query(conn, sql, 0, transfer="copy", row=row)  # type: ignore[call-overload]
+            assert_same_rows([r async for r in source], theirs)
+            # ... and decoded by worker processes, as a job's chunks.
+            chunks = await aiomr.map_reduce(
+                source, rows_as_they_are, operator.add, mode="chunk", executor=process_executor
+            )
+            assert_same_rows(chunks, theirs)
+    finally:
+        await pg.monitor.execute(f"DROP TABLE {table}")
+
+
+def json_text(text: str) -> str:
+    return json.dumps({"text": text})
+
+
+COPY_SPLIT = RangeSplit("id", 1, ROWS + 1, 3)
+
+
+@pytest.mark.parametrize(
+    ("kind", "split"),
+    [
+        ("asyncpg", None),
+        ("asyncpg-pool", None),
+        ("asyncpg-factory", None),
+        ("asyncpg-pool", COPY_SPLIT),
+        ("asyncpg-factory", COPY_SPLIT),
+    ],
+)
+async def test_copy_totals_equal_group_by(
+    pg: Pg, kind: str, split: RangeSplit | None, process_executor: ProcessExecutor
+) -> None:
+    grouped = await pg.monitor.fetch(f"SELECT store, sum(amount) FROM {pg.table} GROUP BY store")
+    expected = {r[0]: int(r[1]) for r in grouped}
+    stats = aiomr.JobStats()
+    async with open_pg(kind, pg.dsn, pg.table) as db:
+        sql = f"SELECT id, store, amount FROM {pg.table}"
+        source = query(db, sql, split=split, transfer="copy")
+        totals = await aiomr.map_reduce_by_key(
+            source,
+            lambda row: [(row[1], row[2])],
+            operator.add,
+            executor=process_executor,
+            stats=stats,
+        )
+        assert totals == expected
+        assert stats.records == ROWS + NULL_IDS
+        ids = collections.Counter([row[0] async for row in source])
+        assert ids == collections.Counter(row[0] for row in table_rows())
+    await poll(pg.all_idle, "every backend of the test to be idle")
+
+
+@contextlib.asynccontextmanager
+async def big_table(pg: Pg, rows: int = 300_000) -> AsyncIterator[str]:
+    """A table large enough that a COPY of it is still running while a job waits."""
+    name = f"{pg.table}_big"
+    await pg.monitor.execute(
+        f"CREATE TABLE {name} AS SELECT g AS id, g % 7 AS store, g AS amount"
+        f" FROM generate_series(1, {rows}) g"
+    )
+    try:
+        yield name
+    finally:
+        await pg.monitor.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+async def copying(pg: Pg) -> list[int]:
+    """Pids of the test's backends running a COPY."""
+    return [
+        pid
+        for pid, state, text in await pg.backends()
+        if state == "active" and text.startswith("COPY")
+    ]
+
+
+@pytest.mark.parametrize("kind", ["asyncpg", "asyncpg-pool"])
+async def test_cancelling_a_copy_mid_stream_ends_it(pg: Pg, kind: str) -> None:
+    gate = threading.Event()
+    stats = aiomr.JobStats()
+    async with big_table(pg) as table, open_pg(kind, pg.dsn, pg.table) as db:
+        source = query(db, f"SELECT store, amount FROM {table}", transfer="copy")
+        job = gated_job(source, gate, stats)
+        await poll(lambda: stats.records >= 1, "the job to start")
+        await poll(lambda: copying(pg), "the COPY to be running, held back by the job")
+        job.cancel()
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        await poll(pg.all_idle, "no backend left running the COPY")
+        assert stats.records < 300_000
+        if kind == "asyncpg":  # the connection is still good
+            assert await db.fetchval(f"SELECT count(*) FROM {table}") == 300_000
+
+
+async def test_a_backend_terminated_mid_copy_is_a_clear_error(pg: Pg) -> None:
+    gate = threading.Event()
+    stats = aiomr.JobStats()
+    async with big_table(pg) as table, open_pg("asyncpg", pg.dsn, pg.table) as db:
+        sql = f"SELECT store, amount FROM {table}"
+        job = gated_job(query(db, sql, transfer="copy"), gate, stats)
+        [pid] = await poll(lambda: copying(pg), "the COPY to be running, held back by the job")
+        assert await pg.monitor.fetchval("SELECT pg_terminate_backend($1)", pid)
+        gate.set()
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)) as caught:
+            await job
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert f"reading the query '{sql}' through asyncpg failed at row " in notes
+    assert "connection was lost" in notes
+
+
+async def test_what_copy_cannot_read_is_refused_by_name(pg: Pg, sqlite_path: str) -> None:
+    async with open_pg("asyncpg", pg.dsn, pg.table) as conn:
+        sql = f"SELECT id, interval '1 day' AS span, day FROM {pg.table}"
+        with pytest.raises(TypeError, match=r"column\(s\) 'span' \(pg_catalog.interval\)"):
+            [row async for row in query(conn, sql, transfer="copy")]
+        await conn.execute("SET DateStyle = 'German'")
+        with pytest.raises(ValueError, match="DateStyle is 'German, DMY', not ISO"):
+            [row async for row in query(conn, f"SELECT day FROM {pg.table}", transfer="copy")]
+        assert len([r async for r in query(conn, f"SELECT id FROM {pg.table}", transfer="copy")])
+        with pytest.raises(ValueError, match="transfer must be 'rows' or 'copy'"):
+            query(conn, "SELECT 1", transfer="binary")  # type: ignore[call-overload]
+        source = query(conn, "SELECT 1", transfer="copy")
+        assert repr(source) == "QuerySource('SELECT 1', transfer='copy')"
+    async with open_pg("psycopg", pg.dsn, pg.table) as conn_:
+        with pytest.raises(TypeError, match="transfer='copy' reads with PostgreSQL's COPY"):
+            query(conn_, "SELECT 1", transfer="copy")
+    async with aiosqlite.connect(sqlite_path) as db:
+        with pytest.raises(TypeError, match="aiosqlite reads rows only"):
+            query(db, "SELECT 1", transfer="copy")
+    factory = functools.partial(aiosqlite.connect, sqlite_path)
+    with pytest.raises(TypeError, match="aiosqlite connections read rows only"):
+        [row async for row in query(factory, "SELECT 1", transfer="copy")]
+
+
+def test_copy_text_that_does_not_decode_fails_its_task_not_the_pool() -> None:
+    layout = CopyLayout(("a", "b"), ("int4", "text"), "tuple")
+    good = CopyRows(layout, [b"1\tx\n", b"2\t\\N\n"], 2, 0)
+    assert len(good) == 2
+    assert pickle.loads(pickle.dumps(good)) == [(1, "x"), (2, None)]
+    assert list(good) == [(1, "x"), (2, None)]
+    bad = CopyRows(layout, [b"1\tx\nnope\ty\n"], 2, 40)
+    arrived = pickle.loads(pickle.dumps(bad))  # unpickling itself never raises
+    with pytest.raises(aiomr.RecordError, match="row 41 of the query: ValueError"):
+        list(arrived)
+    with pytest.raises(aiomr.RecordError, match="row 41 of the query"):
+        bad[0]

@@ -9,7 +9,7 @@ Any iterable or async iterable is a source as it is. These add what files and da
   parsed in the workers;
 * `query`: the rows of a database query, fetched in batches through asyncpg, psycopg,
   aiosqlite or SQLAlchemy, optionally read as ranges of a column over several connections
-  at once (`RangeSplit`).
+  at once (`RangeSplit`), or with asyncpg as ``COPY`` text decoded by the workers.
 """
 
 from ._db import QuerySource as QuerySource

@@ -12,7 +12,9 @@
                           a server-side cursor)         driver.read ─► bounded queue
 
 Rows come in batches of ``batch_size`` (one round trip each) and leave one by one, as plain
-tuples or dicts that pickle. A failure names the query and the row where it happened; the
+tuples or dicts that pickle, or a batch at a time to a job's chunker (`RowIterator.take`).
+With ``transfer="copy"`` the batches are blocks of ``COPY`` text that only the workers decode
+(`_db_copy`). A failure names the query and the row where it happened; the
 position of a row is the one the chunker gives it too, so a skipped row and a failed read say
 ``row N of the query`` alike.
 """
@@ -24,7 +26,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from ._db_connect import Target, note_lost, open_connection, resolve
-from ._db_driver import Params, RowType
+from ._db_driver import Params, RowType, Transfer
 from ._db_ranges import RangeSplit
 from ._db_rows import RowIterator
 from ._db_split import read_ranges
@@ -59,6 +61,7 @@ class QuerySource(Generic[Row]):
         batch_size: int,
         row: RowType,
         split: RangeSplit | None,
+        transfer: Transfer = "rows",
     ) -> None:
         self.sql = sql
         """The query."""
@@ -70,9 +73,14 @@ class QuerySource(Generic[Row]):
         """What each row becomes: ``"tuple"`` or ``"dict"``."""
         self.split = split
         """How the query is read in ranges, or ``None`` for one cursor."""
+        self.transfer: Transfer = transfer
+        """``"rows"`` (decoded by the driver) or ``"copy"`` (``COPY`` text, decoded by
+        the workers)."""
         self._target = target
 
     def __repr__(self) -> str:
+        if self.transfer == "copy":
+            return f"QuerySource({_short(self.sql)!r}, transfer='copy')"
         return f"QuerySource({_short(self.sql)!r}, batch_size={self.batch_size})"
 
     def __aiter__(self) -> RowIterator[Row]:
@@ -83,7 +91,7 @@ class QuerySource(Generic[Row]):
         """
         return RowIterator(self._batches(), self._describe)
 
-    def _batches(self) -> AsyncGenerator[list[Any], None]:
+    def _batches(self) -> AsyncGenerator[Any, None]:
         if self.split is None or len(self.split.plan()) == 1:
             return self._one_cursor()
         return read_ranges(
@@ -93,13 +101,19 @@ class QuerySource(Generic[Row]):
             self.split,
             batch_size=self.batch_size,
             row=self.row,
+            transfer=self.transfer,
         )
 
-    async def _one_cursor(self) -> AsyncGenerator[list[Any], None]:
+    async def _one_cursor(self) -> AsyncGenerator[Any, None]:
         async with open_connection(self._target) as (driver, connection):
             driver.check_params(self.params)
-            read = driver.read(
-                connection, self.sql, self.params, batch_size=self.batch_size, row=self.row
+            read = driver.stream(
+                connection,
+                self.sql,
+                self.params,
+                batch_size=self.batch_size,
+                row=self.row,
+                transfer=self.transfer,
             )
             try:
                 async with contextlib.aclosing(read) as batches:
@@ -128,6 +142,7 @@ def query(
     batch_size: int = ...,
     row: Literal["tuple"] = ...,
     split: RangeSplit | None = ...,
+    transfer: Transfer = ...,
 ) -> QuerySource[tuple[Any, ...]]: ...
 
 
@@ -139,6 +154,7 @@ def query(
     batch_size: int = ...,
     row: Literal["dict"],
     split: RangeSplit | None = ...,
+    transfer: Transfer = ...,
 ) -> QuerySource[dict[str, Any]]: ...
 
 
@@ -149,6 +165,7 @@ def query(
     batch_size: int = DEFAULT_BATCH_SIZE,
     row: RowType = "tuple",
     split: RangeSplit | None = None,
+    transfer: Transfer = "rows",
 ) -> QuerySource[Any]:
     """Stream the rows of a query, in batches, as records that travel to worker processes.
 
@@ -192,6 +209,10 @@ def query(
             order; ``"dict"`` a dict from column name to value.
         split: read the query as ranges of a column over several connections at once
             (`RangeSplit`); needs a pool, an engine or a connection factory.
+        transfer: ``"rows"`` (the default) has the driver decode the rows in the caller;
+            ``"copy"`` (asyncpg only) runs ``COPY (sql) TO STDOUT`` and sends the text to the
+            workers, which decode it into the same tuples or dicts: the caller builds no
+            row. Refuses, before the first row, column types it cannot decode exactly.
 
     Returns:
         A `QuerySource`: an async iterable of rows, and a job source whose errors say
@@ -214,6 +235,8 @@ def query(
         raise ValueError("batch_size must be >= 1")
     if row not in ("tuple", "dict"):
         raise ValueError(f"row must be 'tuple' or 'dict', got {row!r}")
+    if transfer not in ("rows", "copy"):
+        raise ValueError(f"transfer must be 'rows' or 'copy', got {transfer!r}")
     if split is not None and not isinstance(split, RangeSplit):
         raise TypeError(f"split must be an aiomr.sources.RangeSplit, got {split!r}")
     target = resolve(db, "aiomr.sources.query()")
@@ -222,9 +245,16 @@ def query(
         packed = params[0]
     if target.driver is not None:
         target.driver.check_params(packed)
+        if transfer == "copy" and not target.driver.copies:
+            raise TypeError(
+                f"transfer='copy' reads with PostgreSQL's COPY through asyncpg; "
+                f"{target.driver.name} reads rows only (transfer='rows')"
+            )
     if split is not None and not target.parallel:
         raise ValueError(
             "a range split reads over several connections at once: pass a pool, an engine "
             "or a function that opens a connection, not a single connection"
         )
-    return QuerySource(target, sql, packed, batch_size=batch_size, row=row, split=split)
+    return QuerySource(
+        target, sql, packed, batch_size=batch_size, row=row, split=split, transfer=transfer
+    )

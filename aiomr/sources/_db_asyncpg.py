@@ -1,21 +1,33 @@
-"""asyncpg: server-side cursors fetched in batches, and ``COPY`` for writing.
+"""asyncpg: server-side cursors fetched in batches, ``COPY`` text for the workers to decode,
+and ``COPY`` for writing.
 
 asyncpg creates cursors only inside a transaction, so reading opens one (a savepoint if the
 caller's connection is already in one) and ends it when the rows end. Its ``Record`` does not
 pickle, so every row becomes a tuple or a dict before it travels to a worker.
+
+With ``transfer="copy"`` the query runs as ``COPY (query) TO STDOUT`` instead (one statement,
+no transaction needed): asyncpg pushes the blocks it receives into a callback, which puts them
+in a small queue; the reading generator takes them out, so when the job stops taking rows the
+callback waits, asyncpg stops reading the socket and the server waits in turn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from ._db_copy import CopyLayout, CopyRows, unsupported_columns
 from ._db_driver import Bounds, Driver, Kind, Params, RowType, Table, first_error_wins, range_query
 
-__all__ = ["AsyncpgDriver"]
+__all__ = ["COPY_QUEUE", "AsyncpgDriver"]
+
+COPY_QUEUE = 4
+"""Blocks of ``COPY`` text received ahead of the job (asyncpg hands over what one read of the
+socket brought: up to a few hundred KiB); more would only hold memory."""
 
 
 class AsyncpgDriver(Driver):
@@ -23,6 +35,7 @@ class AsyncpgDriver(Driver):
 
     name = "asyncpg"
     modules = frozenset({"asyncpg"})
+    copies = True
 
     def kind_of(self, target: object) -> Kind | None:
         """See `Driver.kind_of`."""
@@ -79,6 +92,39 @@ class AsyncpgDriver(Driver):
                 if last:
                     return
 
+    async def read_copy(
+        self, connection: Any, sql: str, params: Params, *, row: RowType
+    ) -> AsyncGenerator[Any, None]:
+        """See `Driver.read_copy`: ``copy_from_query`` on a task feeding a bounded queue.
+
+        Cancellation: closing the generator cancels the copy, which asyncpg ends by asking
+        the server to cancel the statement; the generator returns once the task has ended.
+        """
+        assert isinstance(params, tuple)
+        layout = await _copy_layout(connection, sql, row)
+        blocks: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(COPY_QUEUE)
+
+        async def copy() -> None:
+            try:
+                await connection.copy_from_query(sql, *params, output=blocks.put)
+            except Exception as exc:
+                await blocks.put(exc)
+                return
+            await blocks.put(None)
+
+        task = asyncio.ensure_future(copy())
+        first = 0
+        try:
+            while (block := await blocks.get()) is not None:
+                if isinstance(block, BaseException):
+                    raise block
+                count = block.count(b"\n")
+                yield CopyRows(layout, [block], count, first)
+                first += count
+        finally:
+            task.cancel()
+            await asyncio.wait([task])  # its errors, if any, are in the queue already
+
     def restrict(
         self, connection: Any, sql: str, params: Params, column: str, bounds: Bounds
     ) -> tuple[str, Params]:
@@ -101,6 +147,41 @@ class AsyncpgDriver(Driver):
             await connection.copy_records_to_table(
                 table.name, records=rows, columns=list(table.columns), schema_name=table.schema
             )
+
+
+async def _copy_layout(connection: Any, sql: str, row: RowType) -> CopyLayout:
+    """Describe the query's columns; raise if ``COPY`` text cannot give their exact values."""
+    statement = await connection.prepare(sql)
+    attributes = statement.get_attributes()
+    columns = [(a.name, a.type.name, a.type.schema) for a in attributes]
+    if not columns:
+        raise ValueError("transfer='copy' needs a query that returns at least one column")
+    unsupported = unsupported_columns(columns)
+    if unsupported:
+        raise TypeError(
+            f"transfer='copy' cannot decode the column(s) {', '.join(unsupported)} from COPY "
+            f"text; cast them in the query (to text, say) or use transfer='rows'"
+        )
+    types = {type_ for _, type_, _ in columns}
+    settings = await connection.fetchrow(
+        "SELECT current_setting('DateStyle'), current_setting('bytea_output'),"
+        " current_setting('extra_float_digits')::int"
+    )
+    date_style, bytea_output, float_digits = settings[0], settings[1], settings[2]
+    wrong = []
+    if types & {"date", "timestamp", "timestamptz"} and not date_style.startswith("ISO"):
+        wrong.append(f"DateStyle is {date_style!r}, not ISO")
+    if "bytea" in types and bytea_output != "hex":
+        wrong.append(f"bytea_output is {bytea_output!r}, not 'hex'")
+    if types & {"float4", "float8"} and float_digits < 1:
+        wrong.append(f"extra_float_digits is {float_digits}, so floats would be rounded")
+    if wrong:
+        raise ValueError(
+            f"transfer='copy' reads values as the server writes them, and here {'; '.join(wrong)}"
+            f": change the session setting or use transfer='rows'"
+        )
+    names = tuple(name for name, _, _ in columns)
+    return CopyLayout(names, tuple(type_ for _, type_, _ in columns), row)
 
 
 def _converter(first: Any, row: RowType) -> Callable[[list[Any]], list[Any]]:

@@ -23,6 +23,7 @@ __all__ = [
     "Params",
     "RowType",
     "Table",
+    "Transfer",
     "check_identifier",
     "first_error_wins",
     "quote_identifier",
@@ -31,6 +32,9 @@ __all__ = [
 
 RowType: TypeAlias = Literal["tuple", "dict"]
 """What a row becomes: a `tuple` of its values, or a `dict` from column name to value."""
+
+Transfer: TypeAlias = Literal["rows", "copy"]
+"""How rows reach the caller: decoded by the driver, or as ``COPY`` text for the workers."""
 
 Kind: TypeAlias = Literal["connection", "pool"]
 """A connection reads itself; a pool (or an engine) hands out connections."""
@@ -148,6 +152,8 @@ class Driver(abc.ABC):
     """The library, for messages (``"asyncpg"``)."""
     modules: ClassVar[frozenset[str]]
     """Top-level modules whose objects this driver handles."""
+    copies: ClassVar[bool] = False
+    """Whether `read_copy` can read a query as ``COPY`` text."""
 
     @abc.abstractmethod
     def kind_of(self, target: object) -> Kind | None:
@@ -180,6 +186,30 @@ class Driver(abc.ABC):
         when the iterator does: committed at the end, rolled back on error and on
         ``aclose()``; either way the cursor is closed.
         """
+
+    def read_copy(
+        self, connection: Any, sql: str, params: Params, *, row: RowType
+    ) -> AsyncGenerator[Any, None]:
+        """Stream the query's rows as blocks of ``COPY`` text (`CopyRows`), if the driver can."""
+        raise TypeError(
+            f"transfer='copy' reads with PostgreSQL's COPY through asyncpg; {self.name} "
+            f"connections read rows only (transfer='rows')"
+        )
+
+    def stream(
+        self,
+        connection: Any,
+        sql: str,
+        params: Params,
+        *,
+        batch_size: int,
+        row: RowType,
+        transfer: Transfer,
+    ) -> AsyncGenerator[Any, None]:
+        """Read the query the way ``transfer`` says: `read` or `read_copy`."""
+        if transfer == "copy":
+            return self.read_copy(connection, sql, params, row=row)
+        return self.read(connection, sql, params, batch_size=batch_size, row=row)
 
     @abc.abstractmethod
     def restrict(

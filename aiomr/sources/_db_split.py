@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._db_connect import Target, note_lost, open_connection
-from ._db_driver import Bounds, Params, RowType
+from ._db_driver import Bounds, Params, RowType, Transfer
 from ._db_ranges import RangeSplit
 
 __all__ = ["read_ranges"]
@@ -44,7 +44,8 @@ async def read_ranges(
     *,
     batch_size: int,
     row: RowType,
-) -> AsyncGenerator[list[Any], None]:
+    transfer: Transfer = "rows",
+) -> AsyncGenerator[Any, None]:
     """Yield the batches of every range of ``split``, in the order they arrive.
 
     Cancellation: closing the iterator cancels the readers and waits for them to let go of
@@ -54,7 +55,9 @@ async def read_ranges(
     gate = asyncio.Semaphore(split.connections)
     tasks = [
         asyncio.create_task(
-            _read_range(target, sql, params, split.column, bounds, queue, gate, batch_size, row),
+            _read_range(
+                target, sql, params, split.column, bounds, queue, gate, batch_size, row, transfer
+            ),
             name=f"aiomr-query-range-{bounds.index}",
         )
         for bounds in split.plan()
@@ -86,13 +89,16 @@ async def _read_range(
     gate: asyncio.Semaphore,
     batch_size: int,
     row: RowType,
+    transfer: Transfer,
 ) -> None:
     """Read one range into ``queue``, then `_DONE`, or `_Failed` with what went wrong."""
     try:
         async with gate, open_connection(target) as (driver, connection):
             driver.check_params(params)
             text, values = driver.restrict(connection, sql, params, column, bounds)
-            read = driver.read(connection, text, values, batch_size=batch_size, row=row)
+            read = driver.stream(
+                connection, text, values, batch_size=batch_size, row=row, transfer=transfer
+            )
             try:
                 async with contextlib.aclosing(read) as batches:
                     async for batch in batches:

@@ -22,7 +22,7 @@ from ._stats import JobStats
 from ._stream import Snapshot, StreamOptions, running
 from ._types import A, K, Mode, R, T, V
 from ._windows import Window, WindowSpec, windows
-from .executors import Executor, ExecutorSpec, ProcessExecutor, resolve_executor
+from .executors import Executor, ExecutorSpec, resolve_executor
 from .sources._splits import FileSource
 
 __all__ = ["Engine"]
@@ -37,7 +37,7 @@ class Engine:
             total = await engine.map_reduce(range(1, 11), square, operator.add)
 
     Args:
-        executor: ``"process"`` (the default), ``"thread"``, ``"inline"``, an
+        executor: ``"process"`` (the default), ``"thread"``, ``"inline"``, ``"dask"``, an
             `aiomr.executors.Executor`, or any `concurrent.futures.Executor`.
             Executors passed as instances are not closed by the engine.
         max_workers: workers to start when the engine creates the executor; defaults to the
@@ -80,8 +80,10 @@ class Engine:
     async def start(self) -> None:
         """Start the workers now rather than on the first job. Idempotent."""
         self._check_open()
-        if isinstance(self._executor, ProcessExecutor):
-            await self._executor.start()
+        # ProcessExecutor boots its pool; DaskExecutor connects (and sizes max_workers).
+        start = getattr(self._executor, "start", None)
+        if start is not None:
+            await start()
 
     def _check_open(self) -> None:
         if self._closed:

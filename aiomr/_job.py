@@ -161,6 +161,9 @@ async def run_map_phase(
     sizer = ChunkSizer(chunk_size)
     reader: ChunkReader[Any] = ChunkReader(source, sizer, executor.max_workers)
     code = ship_named(executor, functools.partial(execute, body), parts or {})
+    bind = getattr(folder, "bind", None)
+    if bind is not None:  # a folder the executor made: let this job's partials stay remote
+        bind(code)
     if stats.started_at is None:
         stats.started_at = time.monotonic()
     window = max_in_flight or default_max_in_flight(executor)
@@ -221,7 +224,12 @@ async def run_map_reduce(
     dead_letter = DeadLetterFile(options.dead_letter) if options.dead_letter else None
     stats = stats if stats is not None else JobStats()
     if folder is None:
-        folder = Folder(reducer, initial=options.initial, ordered=options.ordered)
+        # An executor that can combine partials where they are (Dask) makes its own folder.
+        open_folder = getattr(executor, "open_folder", None)
+        if open_folder is not None:
+            folder = open_folder(reducer, initial=options.initial, ordered=options.ordered)
+        else:
+            folder = Folder(reducer, initial=options.initial, ordered=options.ordered)
     try:
         result = await run_map_phase(
             executor,

@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--executor",
-        choices=("process", "thread", "inline"),
+        choices=("process", "thread", "inline", "dask"),
         default="process",
         help="where map tasks run (default: process)",
     )

@@ -54,6 +54,7 @@ def test_top_level_members() -> None:
 
 def test_executors_members() -> None:
     assert aiomr.executors.__all__ == [
+        "DaskExecutor",
         "Executor",
         "ExecutorSpec",
         "FuturesExecutor",

@@ -7,12 +7,23 @@ import functools
 import operator
 from collections.abc import Iterator
 
+import distributed
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aiomr
-from aiomr.executors import Executor, InlineExecutor, ProcessExecutor, ThreadExecutor
+from aiomr.executors import (
+    DaskExecutor,
+    Executor,
+    InlineExecutor,
+    ProcessExecutor,
+    ThreadExecutor,
+)
+from tests import ast_guard
+
+CLUSTER_PRELOAD = [ast_guard.__name__]
+"""Imported by the cluster's workers: see `tests.ast_guard`."""
 
 
 def mapper(x: int) -> int:
@@ -21,6 +32,15 @@ def mapper(x: int) -> int:
 
 @pytest.fixture(scope="module")
 def executors() -> Iterator[dict[str, Executor]]:
+    # A local Dask cluster of 2 worker processes; its scheduler runs on a thread of its own,
+    # so each example's event loop connects to it afresh.
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        dashboard_address=":0",
+        preload=CLUSTER_PRELOAD,
+    )
     made: dict[str, Executor] = {
         "process-1": ProcessExecutor(1),
         "process-2": ProcessExecutor(2),
@@ -28,14 +48,16 @@ def executors() -> Iterator[dict[str, Executor]]:
         "thread-1": ThreadExecutor(1),
         "thread-4": ThreadExecutor(4),
         "inline": InlineExecutor(),
+        "dask": DaskExecutor(cluster.scheduler_address),
     }
     yield made
     for executor in made.values():
         asyncio.run(executor.aclose())
+    cluster.close()
 
 
 EXECUTORS = st.sampled_from(
-    ["process-1", "process-2", "process-3", "thread-1", "thread-4", "inline"]
+    ["process-1", "process-2", "process-3", "thread-1", "thread-4", "inline", "dask"]
 )
 CHUNK_SIZES = st.one_of(st.none(), st.integers(1, 50))
 IN_FLIGHT = st.one_of(st.none(), st.integers(1, 8))

@@ -14,11 +14,11 @@ from ._thread import ThreadExecutor
 __all__ = ["ExecutorSpec", "resolve_executor"]
 
 ExecutorSpec: TypeAlias = (
-    Literal["process", "thread", "inline"] | Executor | concurrent.futures.Executor
+    Literal["process", "thread", "inline", "dask"] | Executor | concurrent.futures.Executor
 )
 """What ``executor=`` accepts: a name, an aiomr executor, or a concurrent.futures executor."""
 
-_NAMES = ("process", "thread", "inline")
+_NAMES = ("process", "thread", "inline", "dask")
 
 
 def resolve_executor(
@@ -26,7 +26,9 @@ def resolve_executor(
 ) -> tuple[Executor, bool]:
     """Return the executor for ``spec`` and whether the caller owns (and must close) it.
 
-    Executors created from a name are owned. An aiomr executor passed in belongs to whoever
+    Executors created from a name are owned. ``"dask"`` connects to the scheduler Dask's
+    configuration names, or starts a local cluster of ``max_workers`` processes (see
+    `aiomr.executors.DaskExecutor`). An aiomr executor passed in belongs to whoever
     passed it. A concurrent.futures executor is wrapped in an adapter that the caller owns;
     closing the adapter never shuts the wrapped executor down.
     """
@@ -39,6 +41,10 @@ def resolve_executor(
             return ThreadExecutor(max_workers), True
         if spec == "inline":
             return InlineExecutor(), True
+        if spec == "dask":
+            from ._dask import DaskExecutor  # an optional dependency: imported on demand
+
+            return DaskExecutor(max_workers=max_workers), True
         raise ValueError(f"executor must be one of {', '.join(map(repr, _NAMES))}, got {spec!r}")
     if isinstance(spec, Executor):
         return spec, False
@@ -47,6 +53,6 @@ def resolve_executor(
     if isinstance(spec, concurrent.futures.Executor):
         return FuturesExecutor(spec, max_workers=max_workers), True
     raise TypeError(
-        "executor must be 'process', 'thread', 'inline', an aiomr.executors.Executor or a "
+        "executor must be 'process', 'thread', 'inline', 'dask', an aiomr.executors.Executor or a "
         f"concurrent.futures.Executor, got {type(spec).__qualname__}"
     )

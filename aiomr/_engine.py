@@ -17,6 +17,7 @@ from ._keyed import DEFAULT_MEMORY_BUDGET, KeyedOptions, collect_keyed, open_key
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
 from ._reducer import MISSING, Folder
 from ._retry import RetryPolicy
+from ._scheduler import FairScheduler
 from ._shuffle import ReducePlan
 from ._stats import JobStats
 from ._stream import Snapshot, StreamOptions, running
@@ -44,7 +45,13 @@ class Engine:
             number of CPUs.
 
     Entering the context starts the workers (in a helper thread, so the event loop keeps
-    running). Jobs started concurrently share the workers.
+    running). Jobs started concurrently share the workers by worker time: each job's tasks
+    wait in a queue of their own, and each worker that comes free goes to the active job
+    that has had the least worker time so far (`aiomr._scheduler`), so a small job beside a
+    big one takes about its own time multiplied by the number of running jobs. Every job
+    method takes ``max_workers=`` (the most workers the job holds at once; all by default)
+    and ``max_in_flight=`` (its chunks outstanding). A running task is never interrupted:
+    keep file jobs' ``split_size`` small on a shared engine (docs/concepts/fairness.md).
 
     Cancellation: cancelling a job stops only that job; the engine stays usable.
     ``aclose()`` drains: it waits for running jobs to finish, then stops the workers.
@@ -56,6 +63,7 @@ class Engine:
         self, executor: ExecutorSpec = "process", *, max_workers: int | None = None
     ) -> None:
         self._executor, self._owns_executor = resolve_executor(executor, max_workers=max_workers)
+        self._scheduler = FairScheduler(self._executor)
         self._jobs: set[asyncio.Task[Any]] = set()
         self._cancelled: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
@@ -101,6 +109,7 @@ class Engine:
         ordered: bool = ...,
         chunk_size: int | None = ...,
         max_in_flight: int | None = ...,
+        max_workers: int | None = ...,
         retry: RetryPolicy | None = ...,
         on_error: OnError = ...,
         dead_letter: str | os.PathLike[str] | None = ...,
@@ -119,6 +128,7 @@ class Engine:
         ordered: bool = ...,
         chunk_size: int | None = ...,
         max_in_flight: int | None = ...,
+        max_workers: int | None = ...,
         retry: RetryPolicy | None = ...,
         on_error: OnError = ...,
         dead_letter: str | os.PathLike[str] | None = ...,
@@ -137,6 +147,7 @@ class Engine:
         ordered: bool = ...,
         chunk_size: int | None = ...,
         max_in_flight: int | None = ...,
+        max_workers: int | None = ...,
         retry: RetryPolicy | None = ...,
         on_error: OnError = ...,
         dead_letter: str | os.PathLike[str] | None = ...,
@@ -154,6 +165,7 @@ class Engine:
         ordered: bool = False,
         chunk_size: int | None = None,
         max_in_flight: int | None = None,
+        max_workers: int | None = None,
         retry: RetryPolicy | None = None,
         on_error: OnError = "raise",
         dead_letter: str | os.PathLike[str] | None = None,
@@ -161,11 +173,24 @@ class Engine:
     ) -> Any:
         """Run one job on the engine's workers; see `aiomr.map_reduce` for the arguments.
 
+        ``max_workers`` caps the workers this job's tasks hold at once (``None``: as many as
+        its fair share allows); the engine's pool keeps its size.
+
+            total = await engine.map_reduce(range(1000), square, operator.add, max_workers=1)
+
         Cancellation: cancelling the call closes the source, cancels the job's outstanding
-        chunks and leaves the workers to other jobs.
+        chunks (those waiting for a worker never run) and leaves the workers to other jobs.
         """
         options = JobOptions(
-            initial, mode, ordered, chunk_size, max_in_flight, retry, on_error, dead_letter
+            initial,
+            mode,
+            ordered,
+            chunk_size,
+            max_in_flight,
+            retry,
+            on_error,
+            dead_letter,
+            max_workers,
         )
         return await self._map_reduce(source, mapper, reducer, options, stats)
 
@@ -177,18 +202,20 @@ class Engine:
         options: JobOptions,
         stats: JobStats | None,
     ) -> Any:
-        async with self._job():
-            return await run_map_reduce(self._executor, source, mapper, reducer, options, stats)
+        async with self._job(options.max_workers) as lane:
+            return await run_map_reduce(lane, source, mapper, reducer, options, stats)
 
     @contextlib.asynccontextmanager
-    async def _job(self) -> AsyncIterator[None]:
-        """Count a job as running on the engine, for `aclose` to drain or cancel."""
+    async def _job(self, max_workers: int | None) -> AsyncIterator[Executor]:
+        """Count a job as running on the engine, for `aclose` to drain or cancel; yield the
+        job's lane to the workers (`aiomr._scheduler`)."""
         self._check_open()
         task = asyncio.current_task()
         assert task is not None, "jobs run in a task"
+        lane = self._scheduler.open_lane(max_workers=max_workers)
         self._jobs.add(task)
         try:
-            yield
+            yield lane
         except asyncio.CancelledError:
             if task in self._cancelled and task.uncancel() == 0:
                 # Cancelled by aclose(cancel=True) and by nobody else: say so.
@@ -197,6 +224,7 @@ class Engine:
                 ) from None
             raise
         finally:
+            lane.close()
             self._jobs.discard(task)
             self._cancelled.discard(task)
             if not self._jobs and self._idle is not None:
@@ -216,14 +244,26 @@ class Engine:
         ordered: bool = False,
         chunk_size: int | None = None,
         max_in_flight: int | None = None,
+        max_workers: int | None = None,
         retry: RetryPolicy | None = None,
         on_error: OnError = "raise",
         dead_letter: str | os.PathLike[str] | None = None,
         stats: JobStats | None = None,
     ) -> AsyncIterator[AsyncIterator[Snapshot[Any]]]:
-        """Run a job and watch its running result; see `aiomr.open_stream`."""
+        """Run a job and watch its running result; see `aiomr.open_stream`.
+
+        ``max_workers`` caps the workers the job holds at once, as in `map_reduce`.
+        """
         options = JobOptions(
-            initial, "record", ordered, chunk_size, max_in_flight, retry, on_error, dead_letter
+            initial,
+            "record",
+            ordered,
+            chunk_size,
+            max_in_flight,
+            retry,
+            on_error,
+            dead_letter,
+            max_workers,
         )
         pace = StreamOptions(every_seconds, every_partials, view)
         check_callable("mapper", mapper)
@@ -234,9 +274,9 @@ class Engine:
         folder = Folder(reducer, initial=options.initial, ordered=options.ordered)
 
         async def job() -> Any:
-            async with self._job():
+            async with self._job(options.max_workers) as lane:
                 return await run_map_reduce(
-                    self._executor, source, mapper, reducer, options, job_stats, folder
+                    lane, source, mapper, reducer, options, job_stats, folder
                 )
 
         async with running(asyncio.create_task(job()), folder, job_stats, pace) as snapshots:
@@ -255,14 +295,26 @@ class Engine:
         initial: V = MISSING,
         chunk_size: int | None = None,
         max_in_flight: int | None = None,
+        max_workers: int | None = None,
         retry: RetryPolicy | None = None,
         on_error: OnError = "raise",
         dead_letter: str | os.PathLike[str] | None = None,
     ) -> AsyncIterator[AsyncIterator[Window[Any]]]:
-        """A result per window of an endless source; see `aiomr.open_windows`."""
+        """A result per window of an endless source; see `aiomr.open_windows`.
+
+        ``max_workers`` caps the workers each window's job holds at once, as in `map_reduce`.
+        """
         spec = WindowSpec(size, slide if slide is not None else size, by)
         options = JobOptions(
-            MISSING, "record", False, chunk_size, max_in_flight, retry, on_error, dead_letter
+            MISSING,
+            "record",
+            False,
+            chunk_size,
+            max_in_flight,
+            retry,
+            on_error,
+            dead_letter,
+            max_workers,
         )
         check_callable("mapper", mapper)
         check_callable("reducer", reducer)
@@ -290,6 +342,7 @@ class Engine:
         temp_dir: str | None = ...,
         chunk_size: int | None = ...,
         max_in_flight: int | None = ...,
+        max_workers: int | None = ...,
         retry: RetryPolicy | None = ...,
         on_error: OnError = ...,
         dead_letter: str | os.PathLike[str] | None = ...,
@@ -308,6 +361,7 @@ class Engine:
         temp_dir: str | None = ...,
         chunk_size: int | None = ...,
         max_in_flight: int | None = ...,
+        max_workers: int | None = ...,
         retry: RetryPolicy | None = ...,
         on_error: OnError = ...,
         dead_letter: str | os.PathLike[str] | None = ...,
@@ -326,6 +380,7 @@ class Engine:
         temp_dir: str | None = ...,
         chunk_size: int | None = ...,
         max_in_flight: int | None = ...,
+        max_workers: int | None = ...,
         retry: RetryPolicy | None = ...,
         on_error: OnError = ...,
         dead_letter: str | os.PathLike[str] | None = ...,
@@ -343,12 +398,16 @@ class Engine:
         temp_dir: str | None = None,
         chunk_size: int | None = None,
         max_in_flight: int | None = None,
+        max_workers: int | None = None,
         retry: RetryPolicy | None = None,
         on_error: OnError = "raise",
         dead_letter: str | os.PathLike[str] | None = None,
         stats: JobStats | None = None,
     ) -> dict[Any, Any]:
         """Run a key-based job and return ``{key: result}``; see `aiomr.map_reduce_by_key`.
+
+        ``max_workers`` caps the workers the job's map and reduce tasks hold at once, as in
+        `map_reduce`.
 
         Cancellation: cancelling the call closes the source, cancels the job's tasks and
         removes its temporary files; the engine stays usable.
@@ -363,6 +422,7 @@ class Engine:
             retry,
             on_error,
             dead_letter,
+            max_workers,
         )
         return await self._run_by_key(source, spec, options, stats)
 
@@ -370,10 +430,8 @@ class Engine:
         self, source: AnySource, spec: KeyedSpec, options: KeyedOptions, stats: JobStats | None
     ) -> dict[Any, Any]:
         plan_of = _plan_factory(spec, options)
-        async with self._job():
-            result: dict[Any, Any] = await collect_keyed(
-                self._executor, source, plan_of, options, stats
-            )
+        async with self._job(options.max_workers) as lane:
+            result: dict[Any, Any] = await collect_keyed(lane, source, plan_of, options, stats)
             return result
 
     @contextlib.asynccontextmanager
@@ -388,6 +446,7 @@ class Engine:
         temp_dir: str | None = None,
         chunk_size: int | None = None,
         max_in_flight: int | None = None,
+        max_workers: int | None = None,
         retry: RetryPolicy | None = None,
         on_error: OnError = "raise",
         dead_letter: str | os.PathLike[str] | None = None,
@@ -395,7 +454,8 @@ class Engine:
     ) -> AsyncIterator[AsyncIterator[tuple[Any, Any]]]:
         """Run a key-based job, then stream its ``(key, result)`` pairs.
 
-        See `aiomr.open_by_key`.
+        See `aiomr.open_by_key`; ``max_workers`` caps the workers the job holds at once, as
+        in `map_reduce`.
         """
         options = KeyedOptions(
             partitions,
@@ -407,11 +467,12 @@ class Engine:
             retry,
             on_error,
             dead_letter,
+            max_workers,
         )
         plan_of = _plan_factory(spec, options)
         async with (
-            self._job(),
-            open_keyed(self._executor, source, plan_of, options, stats) as pairs,
+            self._job(options.max_workers) as lane,
+            open_keyed(lane, source, plan_of, options, stats) as pairs,
         ):
             yield pairs
 

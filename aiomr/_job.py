@@ -54,7 +54,13 @@ from .executors import Executor, ShippedCode
 from .sources._lines import LineSource
 from .sources._splits import FileSource
 
-__all__ = ["JobOptions", "check_callable", "run_map_phase", "run_map_reduce"]
+__all__ = [
+    "JobOptions",
+    "check_callable",
+    "check_max_workers",
+    "run_map_phase",
+    "run_map_reduce",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +75,12 @@ class JobOptions:
     retry: RetryPolicy | None = None
     on_error: OnError = "raise"
     dead_letter: str | os.PathLike[str] | None = None
+    max_workers: int | None = None
+    """On an engine: the most workers the job's tasks hold at once (``None``: all)."""
 
     def __post_init__(self) -> None:
         check_on_error(self.on_error, self.dead_letter)
+        check_max_workers(self.max_workers)
         if self.on_error != "raise" and self.mode != "record":
             raise ValueError("on_error='skip' and 'collect' need mode='record'")
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
@@ -88,6 +97,16 @@ class JobOptions:
 
 
 log = logging.getLogger(__name__)
+
+
+def check_max_workers(value: object) -> None:
+    """Validate a job's ``max_workers`` (``None`` or a positive int)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_workers must be an int or None, got {value!r}")
+    if value < 1:
+        raise ValueError("max_workers must be >= 1")
 
 
 def check_callable(name: str, value: object) -> None:

@@ -194,19 +194,19 @@ class Job:
         async with contextlib.AsyncExitStack() as stack:
             if engine is None:
                 engine = await stack.enter_async_context(Engine(executor, max_workers=max_workers))
-            await stack.enter_async_context(engine._job())
+            lane = await stack.enter_async_context(engine._job(None))
             current: AnySource = source
             last = len(steps) - 1
             for index, step in enumerate(steps):
                 plan_of = _plan_factory(step, index == 0, options)
                 if index == last:
                     pairs: list[tuple[Any, Any]] = await collect_keyed(
-                        engine.executor, current, plan_of, options, stats, as_pairs=True
+                        lane, current, plan_of, options, stats, as_pairs=True
                     )
                     return pairs
                 # Earlier steps stream their pairs from disk straight into the next step.
                 current = await stack.enter_async_context(
-                    open_keyed(engine.executor, current, plan_of, options, None)
+                    open_keyed(lane, current, plan_of, options, None)
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 

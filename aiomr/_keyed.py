@@ -36,7 +36,7 @@ from typing import Any
 from ._badrecords import DeadLetterFile, OnError, check_on_error
 from ._chunker import AnySource
 from ._dispatch import judge, lost_worker_error, outcome_of
-from ._job import run_map_phase
+from ._job import check_max_workers, run_map_phase
 from ._reducer import Folder
 from ._retry import RetryPolicy
 from ._shuffle import (
@@ -83,9 +83,12 @@ class KeyedOptions:
     retry: RetryPolicy | None = None
     on_error: OnError = "raise"
     dead_letter: str | os.PathLike[str] | None = None
+    max_workers: int | None = None
+    """On an engine: the most workers the job's tasks hold at once (``None``: all)."""
 
     def __post_init__(self) -> None:
         check_on_error(self.on_error, self.dead_letter)
+        check_max_workers(self.max_workers)
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
             raise TypeError(f"retry must be an aiomr.RetryPolicy, got {self.retry!r}")
         for name in ("partitions", "memory_budget", "chunk_size", "max_in_flight"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import operator
 import os
 import pathlib
@@ -64,16 +65,16 @@ async def big_chunks_during_a_small_job(engine: aiomr.Engine, **big_options: int
 async def test_a_small_job_is_not_queued_behind_a_big_one() -> None:
     async with aiomr.Engine(max_workers=2) as engine:
         during = await big_chunks_during_a_small_job(engine)
-    # Each job keeps at most its window (2 per worker) of chunks in the pool's queue, so the
-    # queue alternates between them: the big job finishes about as many chunks as the small
-    # one needs (20), not the hundreds it would if it could fill the queue.
+    # The jobs share the workers by time and their chunks take the same time: the big job
+    # finishes about as many chunks as the small one needs (20), not the hundreds it would
+    # if it could fill the pool's queue.
     assert during <= 2 * 20 + 8, during
 
 
 async def test_max_in_flight_caps_what_one_job_takes() -> None:
     async with aiomr.Engine(max_workers=2) as engine:
         during = await big_chunks_during_a_small_job(engine, max_in_flight=1)
-    # One chunk at a time: the big job holds one worker, the small job has the other.
+    # One chunk at a time: the big job holds at most one worker, the small job the other.
     assert during <= 20 + 4, during
 
 
@@ -126,3 +127,161 @@ async def test_hundreds_of_jobs_with_cancellations_and_lost_workers(
     # Flat memory: after the first rounds warmed everything up, no steady growth.
     growth = rss[-1] - rss[1]
     assert growth < 40 * 1024 * 1024, [r // 1024 // 1024 for r in rss]
+
+
+def nap(seconds: float, x: int) -> int:
+    time.sleep(seconds)
+    return x
+
+
+async def endless_job(
+    engine: aiomr.Engine, seconds: float, stats: aiomr.JobStats, **options: int
+) -> asyncio.Task[int]:
+    """Start a job of one-record tasks of ``seconds`` each that never ends by itself."""
+    mapper = functools.partial(nap, seconds)
+    return asyncio.create_task(
+        engine.map_reduce(endless(), mapper, operator.add, chunk_size=1, stats=stats, **options)
+    )
+
+
+async def stop(*jobs: asyncio.Task[int]) -> None:
+    for job in jobs:
+        job.cancel()
+    for job in jobs:
+        with contextlib.suppress(asyncio.CancelledError):
+            await job
+
+
+async def wait_chunks(stats: aiomr.JobStats, count: int) -> None:
+    while stats.chunks_done < count:
+        await asyncio.sleep(0.005)
+
+
+async def test_a_job_of_short_tasks_gets_its_share_of_worker_time() -> None:
+    async with aiomr.Engine(max_workers=2) as engine:
+        big = aiomr.JobStats()
+        job = await endless_job(engine, 0.3, big)
+        try:
+            await wait_chunks(big, 2)
+            before = big.task_seconds
+            small = aiomr.JobStats()
+            mapper = functools.partial(nap, 0.03)
+            total = await engine.map_reduce(
+                range(40), mapper, operator.add, chunk_size=1, stats=small
+            )
+            big_seconds = big.task_seconds - before
+        finally:
+            await stop(job)
+    assert total == sum(range(40))
+    # Shared by worker time, each job holds about one of the two workers while both run: the
+    # small job gets about half (the big job's tasks that were running when it arrived
+    # count too, in full). Shared task by task, as the pool's own queue would, it got a
+    # tenth: one 30 ms task for every 300 ms task.
+    share = small.task_seconds / (small.task_seconds + big_seconds)
+    assert share > 0.25, (small.task_seconds, big_seconds)
+
+
+async def test_a_late_job_gets_no_credit_for_time_it_was_not_running() -> None:
+    async with aiomr.Engine(max_workers=2) as engine:
+        first, second = aiomr.JobStats(), aiomr.JobStats()
+        early = await endless_job(engine, 0.02, first)
+        late: asyncio.Task[int] | None = None
+        try:
+            while first.task_seconds < 3.0:  # a long head start, alone
+                await asyncio.sleep(0.01)
+            late = await endless_job(engine, 0.02, second)
+            await wait_chunks(second, 1)
+            before = first.chunks_done
+            await wait_chunks(second, 41)
+            during = first.chunks_done - before
+        finally:
+            await stop(early, *([late] if late is not None else []))
+    # Even shares from the moment the second job arrives: the first job goes on about as
+    # fast. Had the newcomer started from zero worker time, it would hold both workers
+    # for the first job's 3 s head start (150 of its tasks) before the first ran again.
+    assert during >= 10, during
+
+
+def interval(seconds: float, records: list[int]) -> list[tuple[float, float]]:
+    started = time.time()
+    time.sleep(seconds)
+    return [(started, time.time())]
+
+
+async def test_max_workers_caps_the_workers_one_job_holds() -> None:
+    async with aiomr.Engine(max_workers=2) as engine:
+        mapper = functools.partial(interval, 0.02)
+        spans = await engine.map_reduce(
+            range(30), mapper, operator.add, mode="chunk", chunk_size=1, max_workers=1
+        )
+        both = await engine.map_reduce(range(30), mapper, operator.add, mode="chunk", chunk_size=1)
+    spans.sort()
+    assert len(spans) == 30
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
+    both.sort()
+    assert any(a_end > b_start for (_, a_end), (b_start, _) in itertools.pairwise(both))
+
+
+async def test_max_workers_leaves_the_other_workers_to_other_jobs() -> None:
+    async with aiomr.Engine(max_workers=2) as engine:
+        capped = aiomr.JobStats()
+        job = await endless_job(engine, 0.05, capped, max_workers=1)
+        try:
+            await wait_chunks(capped, 2)
+            before = capped.chunks_done
+            started = time.monotonic()
+            mapper = functools.partial(nap, 0.05)
+            small = aiomr.JobStats()
+            await engine.map_reduce(range(20), mapper, operator.add, chunk_size=1, stats=small)
+            elapsed = time.monotonic() - started
+            during = capped.chunks_done - before
+        finally:
+            await stop(job)
+    # The capped job never takes the second worker, so the other job holds it throughout
+    # and the capped job keeps its one worker: both go on, neither waits for the other.
+    assert during >= 3, during
+    assert small.task_seconds >= 0.4 * elapsed, (small.task_seconds, elapsed)
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)]
+)
+async def test_max_workers_is_checked(value: object, error: type[Exception]) -> None:
+    async with aiomr.Engine("thread", max_workers=2) as engine:
+        with pytest.raises(error, match="max_workers"):
+            await engine.map_reduce(range(3), abs, operator.add, max_workers=value)  # type: ignore[arg-type]
+        with pytest.raises(error, match="max_workers"):
+            await engine.run_by_key(
+                range(3),
+                aiomr.ReduceByKey(lambda x: [(x, 1)], operator.add),
+                max_workers=value,  # type: ignore[arg-type]
+            )
+
+
+def note_run(directory: str, seconds: float, x: int) -> int:
+    pathlib.Path(directory, f"{x}-{os.getpid()}-{time.monotonic_ns()}").touch()
+    time.sleep(seconds)
+    return x
+
+
+async def test_cancelling_a_job_drops_its_waiting_tasks(tmp_path: pathlib.Path) -> None:
+    async with aiomr.Engine(max_workers=2) as engine:
+        other = aiomr.JobStats()
+        busy = await endless_job(engine, 0.05, other)
+        stats = aiomr.JobStats()
+        mapper = functools.partial(note_run, str(tmp_path), 0.05)
+        job = asyncio.create_task(
+            engine.map_reduce(endless(), mapper, operator.add, chunk_size=1, stats=stats)
+        )
+        try:
+            await wait_chunks(stats, 3)
+            assert stats.chunks - stats.chunks_done >= 2  # some wait for a worker
+            await stop(job)
+            ran = len(list(tmp_path.iterdir()))
+            before = other.chunks_done
+            await wait_chunks(other, before + 6)  # every worker has moved on since
+        finally:
+            await stop(busy)
+    # At most the tasks already running when the job was cancelled ran to their end; none
+    # of those waiting for a worker started afterwards.
+    assert len(list(tmp_path.iterdir())) <= ran + 2

@@ -94,9 +94,10 @@ class Settings:
     max_finished_jobs: int = 200
     """Finished jobs remembered for ``GET``; the oldest are forgotten first."""
     split_bytes: int = 1024 * 1024
-    """Input bytes per map task: small enough that a cancelled job frees its workers and the
-    page's table moves within a fraction of a second, large enough that the per-task cost
-    (a few hundred microseconds) does not show."""
+    """Input bytes per map task: small enough that a cancelled job frees its workers, a job
+    started beside a big one gets its first worker (running tasks are never interrupted) and
+    the page's table moves within a fraction of a second, large enough that the per-task
+    cost (a few hundred microseconds) does not show."""
     grace: float = 5.0
     """Seconds running jobs get to finish at shutdown before they are cancelled."""
 

@@ -499,8 +499,7 @@ CONTENDERS: tuple[Contender, ...] = (
     ),
     Contender(
         "limit-mapper",
-        "practical limit for the idiomatic mapper: 2 byte ranges, `word_and_count` per line "
-        "into a dict, 2 processes",
+        "practical limit, idiomatic mapper: 2 byte ranges, 2 processes",
         run_limit_mapper,
     ),
 )

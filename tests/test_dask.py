@@ -325,24 +325,29 @@ async def test_cancelling_a_job_cancels_its_dask_futures(
             max_in_flight=20,
         )
     )
-    await wait_for(both_started(tmp_path), "both workers to start a task")
+    try:
+        await wait_for(both_started(tmp_path), "both workers to start a task")
 
-    async def running_there() -> bool:
-        # The engine hands the cluster one task per worker; the other 18 wait in the job's
-        # own queue (aiomr._scheduler).
-        return len(await aiomr_tasks_on_scheduler(client)) >= 2
+        async def running_there() -> bool:
+            # The engine hands the cluster one task per worker; the other 18 wait in the
+            # job's own queue (aiomr._scheduler).
+            return len(await aiomr_tasks_on_scheduler(client)) >= 2
 
-    await wait_for(running_there, "the scheduler to hold the running tasks")
-    job.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await job
+        await wait_for(running_there, "the scheduler to hold the running tasks")
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
 
-    async def all_forgotten() -> bool:
-        return not await aiomr_tasks_on_scheduler(client)
+        async def all_forgotten() -> bool:
+            return not await aiomr_tasks_on_scheduler(client)
 
-    # The scheduler forgets every task, and those still queued never run.
-    await wait_for(all_forgotten, "the scheduler to forget the cancelled tasks")
-    (tmp_path / "gate").touch()
+        # The scheduler forgets every task, and those still queued never run.
+        await wait_for(all_forgotten, "the scheduler to forget the cancelled tasks")
+    finally:
+        # Whatever happened, free the workers: tasks held at the gate would starve the
+        # tests that follow on the same cluster.
+        job.cancel()
+        (tmp_path / "gate").touch()
     assert await aiomr.map_reduce(range(1, 11), square, operator.add, executor=executor) == 385
     assert len(started(tmp_path)) < 20
 

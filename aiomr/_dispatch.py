@@ -15,23 +15,20 @@ when there is room.
 from __future__ import annotations
 
 import asyncio
-import logging
 import pickle
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Literal
+from typing import Any
 
 from ._badrecords import SAMPLE_SIZE, BadRecord, DeadLetterFile, OnError
 from ._chunker import Chunk, ChunkReader, ChunkSizer
 from ._exceptions import BrokenWorkerError, RecordError, UnpicklableError, WorkerTraceback
 from ._reducer import Folder
-from ._retry import RetryPolicy
+from ._retry import RetryPolicy, Tally, Verdict
 from ._stats import JobStats
 from ._worker import Failure, Outcome, Skipped
 from .executors import Executor, ShippedCode
 
 __all__ = ["Verdict", "dispatch", "judge", "lost_worker_error", "outcome_of"]
-
-log = logging.getLogger(__name__)
 
 _DEADLINE_POLL = 0.05
 """Seconds between looks at a task that was due to time out but had not run long enough."""
@@ -73,8 +70,7 @@ async def dispatch(
     timed_out: set[int] = set()
     pending: dict[asyncio.Future[Any], Chunk[Any]] = {}
     waiting: dict[asyncio.Future[Any], Chunk[Any]] = {}
-    attempts: dict[int, int] = {}
-    kills: dict[int, int] = {}
+    tally = Tally(policy)
     replaced_before = getattr(executor, "workers_replaced", 0)
     exhausted = False
     try:
@@ -135,59 +131,18 @@ async def dispatch(
                 try:
                     outcome = _outcome(future, finished, executor)
                 except Exception as exc:
-                    runs = attempts.get(finished.index, 1)
                     verdict = judge(exc, executor, code, finished.start, future)
-                    if verdict == "bystander":
-                        # Its worker was terminated because another one died: not its fault.
-                        log.info("running %s again: its worker was stopped", finished.location)
-                        stats.chunks_retried += 1
-                        waiting[asyncio.ensure_future(asyncio.sleep(0))] = finished
-                        continue
-                    if verdict == "killed":
-                        lost = kills.get(finished.index, 0) + 1
-                        kills[finished.index] = lost
-                        if lost <= policy.max_kills:
-                            log.warning(
-                                "%s: its worker was killed from outside; running it again "
-                                "(kill %d of at most %d)",
-                                finished.location,
-                                lost,
-                                policy.max_kills,
-                            )
-                            stats.chunks_retried += 1
-                            waiting[asyncio.ensure_future(asyncio.sleep(0))] = finished
-                            continue
-                        exc.add_note(
-                            f"aiomr: {finished.location} lost its worker to SIGKILL {lost} "
-                            f"times (max_kills={policy.max_kills}); giving up on it"
-                        )
-                        raise
-                    if finished.index in timed_out:
+                    if verdict == "failed" and finished.index in timed_out:
                         timed_out.discard(finished.index)
                         exc.add_note(
                             f"aiomr: {finished.location} ran longer than "
                             f"task_timeout={timeout}s; its worker was killed"
                         )
-                    if not policy.retriable(exc) or runs >= policy.max_attempts:
-                        if runs > 1:
-                            exc.add_note(
-                                f"aiomr: {finished.location} failed {runs} times "
-                                f"(max_attempts={policy.max_attempts}); giving up on it"
-                            )
+                    delay = tally.again_after(finished.index, verdict, exc, finished.location)
+                    if delay is None:
                         raise
-                    attempts[finished.index] = runs + 1
                     stats.chunks_retried += 1
-                    log.warning(
-                        "%s failed (%s: %s); running it again in %.2f s (run %d of at most %d)",
-                        finished.location,
-                        type(exc).__name__,
-                        exc,
-                        policy.delay(runs),
-                        runs + 1,
-                        policy.max_attempts,
-                    )
-                    timer = asyncio.ensure_future(asyncio.sleep(policy.delay(runs)))
-                    waiting[timer] = finished
+                    waiting[asyncio.ensure_future(asyncio.sleep(delay))] = finished
                     continue
                 stats.chunks_done += 1
                 if finished.split is not None:
@@ -230,12 +185,6 @@ def _is_pickling_error(exc: BaseException) -> bool:
     if isinstance(exc, pickle.PicklingError):
         return True
     return isinstance(exc, TypeError | AttributeError) and "pickle" in str(exc)
-
-
-Verdict = Literal["failed", "killed", "bystander"]
-"""How a failed task is judged: it ``failed`` (counts against its attempts), its worker was
-``killed`` from outside (counts against ``max_kills`` only), or it was a ``bystander`` of
-another worker's death (runs again, counts against nothing)."""
 
 
 def judge(

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import functools
 import itertools
-import logging
 import os
 import shutil
 import tempfile
@@ -38,7 +37,7 @@ from ._chunker import AnySource
 from ._dispatch import judge, lost_worker_error, outcome_of
 from ._job import check_max_workers, run_map_phase
 from ._reducer import Folder
-from ._retry import RetryPolicy
+from ._retry import RetryPolicy, Tally
 from ._shuffle import (
     RESULT_BATCH,
     Guard,
@@ -61,8 +60,6 @@ __all__ = ["DEFAULT_MEMORY_BUDGET", "KeyedOptions", "open_keyed", "run_keyed"]
 DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 """Bytes of key state one reduce task holds before it spills a sorted run to disk. Two
 workers reducing at once stay near half a gigabyte; larger budgets spill less."""
-log = logging.getLogger(__name__)
-
 _STREAM_BATCHES = 8
 """Result batches read per helper-thread hop while streaming."""
 _REMOVE_ATTEMPTS = 50
@@ -127,8 +124,7 @@ async def _reduce_phase(
     code = executor.ship(functools.partial(execute, _ReduceBody(plan)))
     running: dict[asyncio.Future[Any], int] = {}
     waiting: dict[asyncio.Future[Any], int] = {}
-    attempts: dict[int, int] = {}
-    kills: dict[int, int] = {}
+    tally = Tally(policy)
     replaced_before = getattr(executor, "workers_replaced", 0)
 
     def submit(partition: int) -> None:
@@ -153,34 +149,11 @@ async def _reduce_phase(
                         raise lost_worker_error(executor, f"reducing {where}", future) from exc
                 except Exception as exc:
                     verdict = judge(exc, executor, code, partition, future)
-                    if verdict == "bystander":
-                        stats.partitions_retried += 1
-                        submit(partition)
-                        continue
-                    if verdict == "killed":
-                        kills[partition] = kills.get(partition, 0) + 1
-                        if kills[partition] <= policy.max_kills:
-                            log.warning("%s: its worker was killed; running it again", where)
-                            stats.partitions_retried += 1
-                            submit(partition)
-                            continue
-                        exc.add_note(
-                            f"aiomr: {where} lost its worker to SIGKILL {kills[partition]} "
-                            f"times (max_kills={policy.max_kills}); giving up on it"
-                        )
+                    delay = tally.again_after(partition, verdict, exc, where)
+                    if delay is None:
                         raise
-                    runs = attempts.get(partition, 1)
-                    if not policy.retriable(exc) or runs >= policy.max_attempts:
-                        if runs > 1:
-                            exc.add_note(
-                                f"aiomr: {where} failed {runs} times "
-                                f"(max_attempts={policy.max_attempts}); giving up on it"
-                            )
-                        raise
-                    attempts[partition] = runs + 1
                     stats.partitions_retried += 1
-                    log.warning("%s failed (%r); running it again", where, exc)
-                    waiting[asyncio.ensure_future(asyncio.sleep(policy.delay(runs)))] = partition
+                    waiting[asyncio.ensure_future(asyncio.sleep(delay))] = partition
                     continue
                 results.append(outcome.value)
                 stats.task_seconds += outcome.seconds

@@ -17,11 +17,20 @@ tell one because the kernel counts every kill of its OOM killer (``oom_kill`` in
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Literal
 
 from ._exceptions import BrokenWorkerError, UnpicklableError
 
-__all__ = ["RetryPolicy"]
+__all__ = ["RetryPolicy", "Tally", "Verdict"]
+
+log = logging.getLogger(__name__)
+
+Verdict = Literal["failed", "killed", "bystander"]
+"""How a failed task is judged: it ``failed`` (counts against its attempts), its worker was
+``killed`` from outside (counts against ``max_kills`` only), or it was a ``bystander`` of
+another worker's death (runs again, counts against nothing)."""
 
 
 @dataclass(frozen=True)
@@ -84,3 +93,60 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Seconds to wait before run ``attempt + 1``, after ``attempt`` failed runs."""
         return float(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
+
+
+class Tally:
+    """One job's failed runs, per task, and what each new failure earns under ``policy``."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self._runs: dict[int, int] = {}
+        self._kills: dict[int, int] = {}
+
+    def again_after(
+        self, task: int, verdict: Verdict, exc: BaseException, where: str
+    ) -> float | None:
+        """Seconds to wait before running ``task`` (described by ``where``) again after it
+        failed with ``exc``; ``None`` when it must not run again, ``exc`` then carrying a
+        note that says why (the caller re-raises it)."""
+        policy = self.policy
+        if verdict == "bystander":
+            log.info("running %s again: its worker was stopped", where)
+            return 0.0
+        if verdict == "killed":
+            lost = self._kills.get(task, 0) + 1
+            self._kills[task] = lost
+            if lost <= policy.max_kills:
+                log.warning(
+                    "%s: its worker was killed from outside; running it again "
+                    "(kill %d of at most %d)",
+                    where,
+                    lost,
+                    policy.max_kills,
+                )
+                return 0.0
+            exc.add_note(
+                f"aiomr: {where} lost its worker to SIGKILL {lost} "
+                f"times (max_kills={policy.max_kills}); giving up on it"
+            )
+            return None
+        runs = self._runs.get(task, 1)
+        if not policy.retriable(exc) or runs >= policy.max_attempts:
+            if runs > 1:
+                exc.add_note(
+                    f"aiomr: {where} failed {runs} times "
+                    f"(max_attempts={policy.max_attempts}); giving up on it"
+                )
+            return None
+        self._runs[task] = runs + 1
+        delay = policy.delay(runs)
+        log.warning(
+            "%s failed (%s: %s); running it again in %.2f s (run %d of at most %d)",
+            where,
+            type(exc).__name__,
+            exc,
+            delay,
+            runs + 1,
+            policy.max_attempts,
+        )
+        return delay

@@ -51,6 +51,21 @@ _JOIN_SECONDS = 5.0
 """How long a terminated worker may take to exit before it is killed."""
 
 
+def _settled(pool: Any) -> Any:
+    """Return ``pool`` once a broken pool has finished reading how its workers ended.
+
+    A worker's exit status is read once from a pipe, by whichever thread asks first; a
+    second reader at the same moment finds the pipe empty and multiprocessing then records
+    status 255, "unknown", for good. A broken pool's own thread reads every status while it
+    stops the workers, so wait for it (briefly: its workers are dead or terminated) before
+    asking.
+    """
+    thread = getattr(pool, "_executor_manager_thread", None)
+    if getattr(pool, "_broken", False) and thread is not None and thread.is_alive():
+        thread.join(_JOIN_SECONDS)
+    return pool
+
+
 def _oom_kills() -> int | None:
     """How many processes the kernel's OOM killer has killed since boot (``None``: unknown)."""
     try:
@@ -327,10 +342,14 @@ class ProcessExecutor(Executor):
         shared its pool. Deaths in other pools never count: a chunk blamed once is not
         blamed again for a later death it had no part in.
         """
-        ended = self._ended.get(self._generation_of.get(future, -1)) if future else None
+        ended = self._ended_for(future)
         if ended is not None:
             return None if ended.culprits is None else set(ended.culprits)
         return self._culprits(self._pool)
+
+    def _ended_for(self, future: asyncio.Future[Any] | None) -> _Ended | None:
+        """What is known of the broken pool that ran ``future``; None while it still runs."""
+        return self._ended.get(self._generation_of.get(future, -1)) if future else None
 
     def killed_tasks(self, future: asyncio.Future[Any] | None = None) -> set[tuple[str, int]]:
         """The tasks among `lost_tasks` whose worker was SIGKILLed from outside: not by the
@@ -340,7 +359,7 @@ class ProcessExecutor(Executor):
         running there did nothing wrong. A worker whose end multiprocessing could not learn
         (it then reports status 255) is not counted here: its task stays to blame.
         """
-        ended = self._ended.get(self._generation_of.get(future, -1)) if future else None
+        ended = self._ended_for(future)
         if ended is not None:
             return set(ended.killed)
         return self._killed(self._pool)
@@ -349,7 +368,7 @@ class ProcessExecutor(Executor):
         before = self._oom_kills_before
         if before is None or _oom_kills() != before:
             return set()  # the OOM killer may have acted: the tasks are to blame
-        processes = getattr(pool, "_processes", None) or {}
+        processes = getattr(_settled(pool), "_processes", None) or {}
         killed = set()
         for process in list(processes.values()):
             if process.exitcode != -signal.SIGKILL:
@@ -376,7 +395,7 @@ class ProcessExecutor(Executor):
         """The tasks running in the workers of ``pool`` that died by themselves; an empty set
         when those workers ran none (killed while idle or starting); ``None`` when no such
         death can be seen (yet), and so nobody can be cleared."""
-        processes = getattr(pool, "_processes", None) or {}
+        processes = getattr(_settled(pool), "_processes", None) or {}
         found: set[tuple[str, int]] | None = None
         for process in list(processes.values()):
             code = process.exitcode
@@ -424,11 +443,11 @@ class ProcessExecutor(Executor):
         Workers the pool itself terminated (SIGTERM) after the first death are left out
         when another cause is known.
         """
-        ended = self._ended.get(self._generation_of.get(future, -1)) if future else None
+        ended = self._ended_for(future)
         return ended.description if ended is not None else self._describe(self._pool)
 
     def _describe(self, pool: Any) -> str:
-        processes = getattr(pool, "_processes", None) or {}
+        processes = getattr(_settled(pool), "_processes", None) or {}
         causes: list[str] = []
         bystanders: list[str] = []
         for process in list(processes.values()):

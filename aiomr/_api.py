@@ -165,7 +165,7 @@ async def map_reduce(
     check_callable("mapper", mapper)
     check_callable("reducer", reducer)
     check_source(source)
-    async with Engine(executor, max_workers=max_workers) as engine:
+    async with Engine(executor, max_workers=max_workers, split_seconds=None) as engine:
         return await engine._map_reduce(source, mapper, reducer, options, stats)
 
 
@@ -242,7 +242,7 @@ async def open_stream(
     check_callable("reducer", reducer)
     check_source(source)
     async with (
-        Engine(executor, max_workers=max_workers) as engine,
+        Engine(executor, max_workers=max_workers, split_seconds=None) as engine,
         engine.open_stream(
             source,
             mapper,
@@ -333,7 +333,7 @@ async def open_windows(
     check_callable("reducer", reducer)
     check_source(source)
     async with (
-        Engine(executor, max_workers=max_workers) as engine,
+        Engine(executor, max_workers=max_workers, split_seconds=None) as engine,
         engine.open_windows(
             source,
             mapper,

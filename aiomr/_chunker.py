@@ -12,6 +12,19 @@ blow up memory) and never exceeds `MAX_CHUNK_SIZE`; it shrinks at once when task
 slow. Tiny records thus travel in tens of thousands per task (the per-task cost of a process
 pool, ~100 µs, becomes noise) and second-long records travel one by one.
 
+Splits on a shared engine
+-------------------------
+A file job cuts its byte-range splits one at a time, as it sends them out. On a private
+engine (``aiomr.map_reduce`` and friends) every split has the size ``split_size`` names, or
+`auto_split_size` chooses from the total. On a shared `aiomr.Engine` a task cannot be
+interrupted, so a job that arrives later waits for a worker until some running split ends;
+there, unless the job names its ``split_size``, splits are sized by time: the first is
+`FIRST_TIMED_SPLIT` bytes, and each next one is the bytes the finished splits read in
+the engine's ``split_seconds``: bytes per task-second in the worker, averaged with
+exponential weights while splits get faster and taken as measured when one is slower, so the
+size shrinks at once and grows at most `MAX_GROWTH` times per finished split, never above the
+automatic size.
+
 Pulling
 -------
 A `ChunkReader` pulls records only when the dispatcher asks for a chunk, so the source
@@ -36,7 +49,7 @@ from typing import Any, Generic, cast
 from ._types import R
 from .sources._db_rows import RowIterator
 from .sources._lines import LineSource
-from .sources._splits import FileSource, Split
+from .sources._splits import FileSource, Split, SplitCutter
 
 __all__ = ["DEFAULT_NOUN", "AnySource", "Chunk", "ChunkReader", "ChunkSizer", "check_source"]
 
@@ -56,6 +69,11 @@ MAX_CHUNK_SIZE = 65_536
 time to build one chunk in the caller."""
 PULL_SLICE_SECONDS = 0.002
 """Longest stretch the reader pulls from an async iterable without yielding to the loop."""
+FIRST_TIMED_SPLIT = 1 << 20
+"""Bytes in the first split of a file job sized by time: read in well under a second by
+anything that reads files at all, so the job's speed is known early."""
+MIN_TIMED_SPLIT = 64 << 10
+"""Smallest split sized by time: a split also costs a task and a partial result."""
 _EWMA_WEIGHT = 0.3
 DEFAULT_NOUN = ("record", "the source")
 """How messages name a source's records and the source: ``record 12 of the source``. A source
@@ -111,7 +129,9 @@ def check_source(source: object) -> None:
 class ChunkSizer:
     """Choose the size of the next chunk, fixed or adaptive (see the module docstring)."""
 
-    def __init__(self, chunk_size: int | None = None) -> None:
+    def __init__(
+        self, chunk_size: int | None = None, *, split_seconds: float | None = None
+    ) -> None:
         if chunk_size is not None:
             if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
                 raise TypeError(f"chunk_size must be an int or None, got {chunk_size!r}")
@@ -120,9 +140,29 @@ class ChunkSizer:
         self.adaptive = chunk_size is None
         self.size = FIRST_CHUNK_SIZE if chunk_size is None else chunk_size
         self._per_record: float | None = None
+        self.split_seconds = split_seconds
+        """Target seconds of a split task, or ``None`` to size splits by bytes alone."""
+        self._split_bytes = FIRST_TIMED_SPLIT
+        self._bytes_per_second: float | None = None
 
-    def observe(self, records: int, task_seconds: float) -> None:
-        """Take one completed task into account."""
+    def split_bytes(self, largest: int) -> int:
+        """Return the size of the next split of a file job; ``largest`` is the size it would
+        have without a time target (the job's ``split_size``, or the automatic one)."""
+        if self.split_seconds is None:
+            return largest
+        return min(largest, self._split_bytes)
+
+    def observe(self, records: int, task_seconds: float, nbytes: int | None = None) -> None:
+        """Take one completed task into account; ``nbytes`` for a split: the bytes it read."""
+        if nbytes is not None and self.split_seconds is not None and nbytes > 0:
+            rate = nbytes / max(task_seconds, 1e-6)
+            previous = self._bytes_per_second
+            if previous is None or rate < previous:  # slower: shrink at once
+                self._bytes_per_second = rate
+            else:
+                self._bytes_per_second = previous + _EWMA_WEIGHT * (rate - previous)
+            wanted = int(self._bytes_per_second * self.split_seconds)
+            self._split_bytes = max(MIN_TIMED_SPLIT, min(wanted, self._split_bytes * MAX_GROWTH))
         if not self.adaptive or records <= 0:
             return
         per_record = max(task_seconds, 1e-9) / records
@@ -145,7 +185,8 @@ class ChunkReader(Generic[R]):
         self._sizer = sizer
         self._workers = workers
         self._files: FileSource | None = None
-        self._splits: list[Split] | None = None
+        self._cutter: SplitCutter | None = None
+        self._split_size = 0
         self._batches: Any = None
         self._sequence: Sequence[Any] | None = None
         self._iterator: Iterator[R] | None = None
@@ -214,13 +255,16 @@ class ChunkReader(Generic[R]):
         return chunk
 
     async def _next_split(self, files: FileSource) -> Chunk[R] | None:
-        if self._splits is None:
-            self._splits = await asyncio.to_thread(files.plan, self._workers)
-            self.total_bytes = sum(s.size for s in self._splits)
-        if self._chunk_index >= len(self._splits):
+        if self._cutter is None:
+            cutter, self._split_size = await asyncio.to_thread(files.cutter, self._workers)
+            self._cutter, self.total_bytes = cutter, cutter.total
+        cutter = self._cutter
+        largest = self._split_size
+        size = largest if files.split_size is not None else self._sizer.split_bytes(largest)
+        split = await asyncio.to_thread(cutter.cut, size)
+        if split is None:
             self._exhausted = True
             return None
-        split = self._splits[self._chunk_index]
         chunk: Chunk[Any] = Chunk(self._chunk_index, self._chunk_index, [split], split=split)
         self._chunk_index += 1
         return chunk

@@ -151,7 +151,11 @@ async def dispatch(
                 stats.task_seconds += outcome.seconds
                 stats.task_seconds_max = max(stats.task_seconds_max, outcome.seconds)
                 stats.worker_pids.add(outcome.pid)
-                sizer.observe(outcome.records, outcome.seconds)
+                sizer.observe(
+                    outcome.records,
+                    outcome.seconds,
+                    None if finished.split is None else finished.split.size,
+                )
                 stats.records_reduced += outcome.records - len(outcome.skipped)
                 if outcome.skipped:
                     await _skip(finished, outcome.skipped, stats, on_error, dead_letter)

@@ -29,6 +29,12 @@ from .sources._splits import FileSource
 __all__ = ["Engine"]
 
 
+SHARED_SPLIT_SECONDS = 0.5
+"""The default ``split_seconds`` of an `Engine`: a job arriving beside a whole-file job waits
+about this long for a worker, and tasks stay long enough that their fixed cost (a task, a
+partial result) is small beside their work."""
+
+
 class Engine:
     """Keep workers warm and run map-reduce jobs on them, several at a time.
 
@@ -43,6 +49,11 @@ class Engine:
             Executors passed as instances are not closed by the engine.
         max_workers: workers to start when the engine creates the executor; defaults to the
             number of CPUs.
+        split_seconds: about how long each byte-range split of a file job runs in a worker
+            on this engine, when the job does not set ``split_size``: splits are sized by
+            the job's measured speed, so a job that arrives while a whole-file job runs waits
+            about this long for its first worker. ``None`` sizes splits by bytes alone, as
+            the one-job functions (`aiomr.map_reduce`, ...) do.
 
     Entering the context starts the workers (in a helper thread, so the event loop keeps
     running). Jobs started concurrently share the workers by worker time: each job's tasks
@@ -50,8 +61,8 @@ class Engine:
     that has had the least worker time so far (`aiomr._scheduler`), so a small job beside a
     big one takes about its own time multiplied by the number of running jobs. Every job
     method takes ``max_workers=`` (the most workers the job holds at once; all by default)
-    and ``max_in_flight=`` (its chunks outstanding). A running task is never interrupted:
-    keep file jobs' ``split_size`` small on a shared engine (docs/concepts/fairness.md).
+    and ``max_in_flight=`` (its chunks outstanding). A running task is never interrupted,
+    which is what ``split_seconds`` bounds for file jobs (docs/concepts/fairness.md).
 
     Cancellation: cancelling a job stops only that job; the engine stays usable.
     ``aclose()`` drains: it waits for running jobs to finish, then stops the workers.
@@ -60,10 +71,19 @@ class Engine:
     """
 
     def __init__(
-        self, executor: ExecutorSpec = "process", *, max_workers: int | None = None
+        self,
+        executor: ExecutorSpec = "process",
+        *,
+        max_workers: int | None = None,
+        split_seconds: float | None = SHARED_SPLIT_SECONDS,
     ) -> None:
+        if split_seconds is not None:
+            if isinstance(split_seconds, bool) or not isinstance(split_seconds, int | float):
+                raise TypeError(f"split_seconds must be a number or None, got {split_seconds!r}")
+            if not split_seconds > 0:
+                raise ValueError(f"split_seconds must be > 0 or None, got {split_seconds!r}")
         self._executor, self._owns_executor = resolve_executor(executor, max_workers=max_workers)
-        self._scheduler = FairScheduler(self._executor)
+        self._scheduler = FairScheduler(self._executor, split_seconds=split_seconds)
         self._jobs: set[asyncio.Task[Any]] = set()
         self._cancelled: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None

@@ -177,7 +177,7 @@ async def run_map_phase(
     descriptions of the files their map tasks wrote. ``parts`` names the user callables in
     ``body``, so an error about code that cannot be shipped names the culprit.
     """
-    sizer = ChunkSizer(chunk_size)
+    sizer = ChunkSizer(chunk_size, split_seconds=getattr(executor, "split_seconds", None))
     reader: ChunkReader[Any] = ChunkReader(source, sizer, executor.max_workers)
     code = ship_named(executor, functools.partial(execute, body), parts or {})
     bind = getattr(folder, "bind", None)

@@ -193,7 +193,9 @@ class Job:
         )
         async with contextlib.AsyncExitStack() as stack:
             if engine is None:
-                engine = await stack.enter_async_context(Engine(executor, max_workers=max_workers))
+                engine = await stack.enter_async_context(
+                    Engine(executor, max_workers=max_workers, split_seconds=None)
+                )
             lane = await stack.enter_async_context(engine._job(None))
             current: AnySource = source
             last = len(steps) - 1

@@ -238,7 +238,7 @@ async def _run(
     """Run one key-based job on workers started for it; arguments are checked first."""
     ChunkSizer(options.chunk_size)
     check_source(source)
-    async with Engine(executor, max_workers=max_workers) as engine:
+    async with Engine(executor, max_workers=max_workers, split_seconds=None) as engine:
         return await engine._run_by_key(source, spec, options, stats)
 
 
@@ -283,7 +283,7 @@ async def open_by_key(
     leaving early (``break``) is safe.
     """
     async with (
-        Engine(executor, max_workers=max_workers) as engine,
+        Engine(executor, max_workers=max_workers, split_seconds=None) as engine,
         engine.open_by_key(
             source,
             spec,

@@ -25,8 +25,8 @@ becomes active (new, or idle for a while) starts level with the least-served act
 time it did not ask for is not credit to spend later.
 
 A running task cannot be preempted: a job that arrives waits for the first running task to
-end, however long the tasks of the job running it are (see docs/concepts/fairness.md for
-split sizes).
+end. The scheduler's ``split_seconds``, which each lane passes on to its job, bounds how long
+the splits of file jobs run (see `aiomr._chunker` and docs/concepts/fairness.md).
 """
 
 from __future__ import annotations
@@ -98,14 +98,17 @@ class FairScheduler:
 
     Args:
         executor: where the tasks run; the scheduler never closes it.
+        split_seconds: how long the splits of file jobs should take in a worker (``None``:
+            no bound); read by each job through its lane.
 
     Each job submits through its own `Lane` (`open_lane`). The executor is given at most
     ``executor.max_workers`` tasks at a time (read afresh each time: a cluster may grow),
     twice as many while one job alone runs tasks shorter than `SHORT_TASK_SECONDS`.
     """
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, *, split_seconds: float | None = None) -> None:
         self.executor = executor
+        self.split_seconds = split_seconds
         self._lanes: dict[Lane, _Account] = {}
         self._running = 0
 
@@ -242,6 +245,11 @@ class Lane(Executor):
     @property
     def closed(self) -> bool:
         return self._scheduler.executor.closed
+
+    @property
+    def split_seconds(self) -> float | None:
+        """How long a split of a file job should take on this engine (``None``: no bound)."""
+        return self._scheduler.split_seconds
 
     def ship(self, fn: Callable[..., Any]) -> ShippedCode:
         return self._scheduler.executor.ship(fn)

@@ -207,7 +207,7 @@ def load_job(target: str) -> type[Job]:
 async def _wordcount(args: argparse.Namespace, stats: JobStats) -> None:
     async with (
         show_progress(stats) if not args.quiet else contextlib.nullcontext(),
-        Engine(args.executor, max_workers=args.workers) as engine,
+        Engine(args.executor, max_workers=args.workers, split_seconds=None) as engine,
     ):
         counts = await engine.run_by_key(
             files(args.paths, split_size=args.chunk_size, errors="replace"),

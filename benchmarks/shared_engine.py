@@ -12,6 +12,10 @@ split size of the big job:
    whole 1 GB file started on the engine (which is cancelled once the small job is done):
    its time to its first finished split and to its end.
 
+Split sizes: fixed (``split_size=``), or automatic: sized by time, the default on an
+``Engine``, or by bytes alone (``Engine(split_seconds=None)``, 62 MiB for the 1 GB file on 2
+workers, what the one-job functions use).
+
 A task that runs cannot be preempted, so the small job's first worker comes free only when
 one of the big job's running splits ends: the split size bounds that wait.
 
@@ -48,7 +52,7 @@ MIB = 1 << 20
 
 
 async def word_count(
-    engine: aiomr.Engine, path: str, split: int, stats: aiomr.JobStats
+    engine: aiomr.Engine, path: str, split: int | None, stats: aiomr.JobStats
 ) -> Counter[str]:
     files = aiomr.sources.files([path], split_size=split, errors="replace")
     return await engine.map_reduce(files, count_words, merge_counts, initial=Counter(), stats=stats)
@@ -74,12 +78,15 @@ async def timed(engine: aiomr.Engine, path: str, split: int) -> tuple[float, flo
     return first, time.perf_counter() - started
 
 
-async def one_split_size(engine: aiomr.Engine, inputs: Inputs, split: int) -> dict[str, float]:
+async def one_split_size(
+    engine: aiomr.Engine, inputs: Inputs, split: int | None
+) -> dict[str, float]:
     started = time.perf_counter()
     await word_count(engine, inputs.prefix, split, aiomr.JobStats())
     per_100mb = (time.perf_counter() - started) / (inputs.prefix_bytes / 100e6)
     _, alone = await timed(engine, inputs.small, MIB)
-    running = asyncio.create_task(word_count(engine, inputs.big, split, aiomr.JobStats()))
+    big = aiomr.JobStats()
+    running = asyncio.create_task(word_count(engine, inputs.big, split, big))
     try:
         await asyncio.sleep(1.0)
         first, beside = await timed(engine, inputs.small, MIB)
@@ -87,7 +94,27 @@ async def one_split_size(engine: aiomr.Engine, inputs: Inputs, split: int) -> di
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
-    return {"per_100mb": per_100mb, "alone": alone, "first": first, "beside": beside}
+    done = max(1, big.chunks_done)
+    return {
+        "per_100mb": per_100mb,
+        "alone": alone,
+        "first": first,
+        "beside": beside,
+        "big_split_mb": big.bytes_done / done / 1e6,
+        "big_task_s": big.task_seconds / done,
+    }
+
+
+TIMED = "automatic, sized by time (the engine's default `split_seconds=0.5`)"
+BY_BYTES = "automatic, by bytes (`Engine(split_seconds=None)`)"
+
+
+def _label(split: str) -> str:
+    if split == "timed":
+        return TIMED
+    if split == "bytes":
+        return BY_BYTES
+    return f"{int(split)} MiB"
 
 
 @dataclass(frozen=True)
@@ -112,18 +139,24 @@ def make_inputs(scratch: str, prefix_bytes: int) -> Inputs:
     return Inputs(big, prefix, os.path.getsize(prefix), small)
 
 
-async def main_async(args: argparse.Namespace, inputs: Inputs) -> dict[int, list[dict[str, float]]]:
-    results: dict[int, list[dict[str, float]]] = {}
-    async with aiomr.Engine(max_workers=2) as engine:
+async def main_async(args: argparse.Namespace, inputs: Inputs) -> dict[str, list[dict[str, float]]]:
+    results: dict[str, list[dict[str, float]]] = {}
+    async with (
+        aiomr.Engine(max_workers=2) as engine,
+        aiomr.Engine(max_workers=2, split_seconds=None) as by_bytes,
+    ):
         for round_ in range(args.rounds):
-            for mib in args.splits:
-                row = await one_split_size(engine, inputs, mib * MIB)
-                print(f"round {round_ + 1}, {mib} MiB: {row}", flush=True)
-                results.setdefault(mib, []).append(row)
+            for split in args.splits:
+                on, size = (by_bytes, None) if split == "bytes" else (engine, None)
+                if split not in ("timed", "bytes"):
+                    size = int(split) * MIB
+                row = await one_split_size(on, inputs, size)
+                print(f"round {round_ + 1}, {_label(split)}: {row}", flush=True)
+                results.setdefault(_label(split), []).append(row)
     return results
 
 
-def render(results: dict[int, list[dict[str, float]]], prefix: int) -> str:
+def render(results: dict[str, list[dict[str, float]]], prefix: int) -> str:
     lines = [
         "## A shared engine: split size against a small job's wait",
         "",
@@ -131,17 +164,20 @@ def render(results: dict[int, list[dict[str, float]]], prefix: int) -> str:
         "service's word count. *Big alone*: seconds per 100 MB to count the first "
         f"{prefix // MIB} MiB of the 1 GB n-gram file alone; *small*: a 4 MB text in 1 MiB "
         "splits, alone and submitted one second after the count of the whole 1 GB file "
-        f"started beside it (medians of {len(next(iter(results.values())))} round(s)).",
+        f"started beside it (medians of {len(next(iter(results.values())))} round(s)). "
+        "*Big job's splits*: the mean size and task time of the whole-file job's splits that "
+        "finished while it ran beside the small job.",
         "",
-        "| big job's split size | big alone, s per 100 MB | small alone | small beside: "
-        "first split done | small beside: done | slowdown |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| big job's split size | big alone, s per 100 MB | big job's splits | small alone "
+        "| small beside: first split done | small beside: done | slowdown |",
+        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for mib, rows in results.items():
+    for label, rows in results.items():
         med = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
         lines.append(
-            f"| {mib} MiB | {med['per_100mb']:.1f} | {med['alone']:.2f} s "
-            f"| {med['first']:.2f} s | {med['beside']:.2f} s "
+            f"| {label} | {med['per_100mb']:.1f} "
+            f"| {med['big_split_mb']:.1f} MB, {med['big_task_s']:.2f} s "
+            f"| {med['alone']:.2f} s | {med['first']:.2f} s | {med['beside']:.2f} s "
             f"| {med['beside'] / med['alone']:.1f}x |"
         )
     return "\n".join(lines)
@@ -151,7 +187,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--prefix", type=int, default=128 * MIB, help="bytes for 'big alone'")
-    parser.add_argument("--splits", type=int, nargs="+", default=[1, 4, 16, 62])
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        default=["1", "4", "16", "62", "timed", "bytes"],
+        help="split sizes of the big job: MiB, 'timed' (the engine's default) or 'bytes'",
+    )
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:

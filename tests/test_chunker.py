@@ -9,8 +9,10 @@ import pytest
 
 from aiomr._chunker import (
     FIRST_CHUNK_SIZE,
+    FIRST_TIMED_SPLIT,
     MAX_CHUNK_SIZE,
     MAX_GROWTH,
+    MIN_TIMED_SPLIT,
     TARGET_TASK_SECONDS,
     Chunk,
     ChunkReader,
@@ -53,6 +55,34 @@ class TestChunkSizer:
     def test_rejects_bad_sizes(self, size: object, error: type) -> None:
         with pytest.raises(error):
             ChunkSizer(size)  # type: ignore[arg-type]
+
+
+class TestSplitSizing:
+    MIB = 1 << 20
+
+    def test_without_a_time_target_splits_keep_their_size(self) -> None:
+        sizer = ChunkSizer()
+        sizer.observe(1000, 10.0, nbytes=self.MIB)
+        assert sizer.split_bytes(64 * self.MIB) == 64 * self.MIB
+
+    def test_timed_splits_start_small_then_follow_the_measured_speed(self) -> None:
+        sizer = ChunkSizer(split_seconds=0.5)
+        assert sizer.split_bytes(64 * self.MIB) == FIRST_TIMED_SPLIT
+        assert sizer.split_bytes(self.MIB // 2) == self.MIB // 2  # never above the largest
+        sizer.observe(1000, 0.1, nbytes=FIRST_TIMED_SPLIT)  # 10 MiB/s: 5 MiB in 0.5 s
+        assert sizer.split_bytes(64 * self.MIB) == MAX_GROWTH * FIRST_TIMED_SPLIT
+        for _ in range(30):
+            size = sizer.split_bytes(64 * self.MIB)
+            sizer.observe(1000, size / (10 * self.MIB), nbytes=size)
+        assert sizer.split_bytes(64 * self.MIB) == 5 * self.MIB
+        assert sizer.split_bytes(2 * self.MIB) == 2 * self.MIB
+
+    def test_slow_splits_shrink_at_once_down_to_the_minimum(self) -> None:
+        sizer = ChunkSizer(split_seconds=0.5)
+        sizer.observe(10, 4.0, nbytes=FIRST_TIMED_SPLIT)  # 256 KiB/s: 128 KiB in 0.5 s
+        assert sizer.split_bytes(64 * self.MIB) == 128 << 10
+        sizer.observe(10, 1000.0, nbytes=128 << 10)
+        assert sizer.split_bytes(64 * self.MIB) == MIN_TIMED_SPLIT
 
 
 async def read_all(reader: ChunkReader[int]) -> list[Chunk[int]]:

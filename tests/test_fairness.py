@@ -11,12 +11,13 @@ import os
 import pathlib
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import psutil
 import pytest
 
 import aiomr
+from aiomr._chunker import FIRST_TIMED_SPLIT
 from tests.conftest import alive
 
 pytestmark = pytest.mark.usefixtures("nothing_left_running")
@@ -285,3 +286,53 @@ async def test_cancelling_a_job_drops_its_waiting_tasks(tmp_path: pathlib.Path) 
     # At most the tasks already running when the job was cancelled ran to their end; none
     # of those waiting for a worker started afterwards.
     assert len(list(tmp_path.iterdir())) <= ran + 2
+
+
+def read_slowly(seconds_per_mib: float, blocks: Iterator[bytes]) -> list[int]:
+    """Read a split at a known speed; return its size."""
+    size = sum(len(block) for block in blocks)
+    time.sleep(seconds_per_mib * size / MIB)
+    return [size]
+
+
+MIB = 1 << 20
+
+
+def lines_file(path: pathlib.Path, mib: int) -> str:
+    line = b"x" * 99 + b"\n"
+    path.write_bytes(line * (mib * MIB // len(line)))
+    return str(path)
+
+
+async def split_sizes(engine: aiomr.Engine, path: str, **options: int) -> list[int]:
+    sizes: list[int] = await engine.map_reduce(
+        aiomr.sources.files([path], encoding=None, **options),
+        functools.partial(read_slowly, 0.1),
+        operator.add,
+        mode="blocks",
+        ordered=True,
+        max_workers=1,
+    )
+    return sizes
+
+
+async def test_a_shared_engine_sizes_splits_by_time(tmp_path: pathlib.Path) -> None:
+    # 8 MiB read at 10 MiB/s on one worker: the automatic size is 2 MiB (4 splits per
+    # worker). With split_seconds=0.025 the first splits are 1 MiB and the later ones hold
+    # what 25 ms reads, 256 KiB, or less when the machine is slow: never more.
+    path = lines_file(tmp_path / "lines.txt", 8)
+    async with aiomr.Engine(max_workers=2, split_seconds=0.025) as engine:
+        timed = await split_sizes(engine, path)
+        fixed = await split_sizes(engine, path, split_size=3 * MIB)
+    async with aiomr.Engine(max_workers=2, split_seconds=None) as engine:
+        by_bytes = await split_sizes(engine, path)
+    assert sum(timed) == sum(fixed) == sum(by_bytes) == os.path.getsize(path)
+    # Each split ends at the first line end (every 100 bytes) at or after its size. The job
+    # keeps two splits in flight (one worker): both are cut before any was measured.
+    assert all(0 <= size - FIRST_TIMED_SPLIT < 100 for size in timed[:2])
+    assert len(timed) > 8
+    assert max(timed[2:-1]) < MIB // 4 + 100
+    assert len(fixed) == 3
+    assert all(0 <= size - 3 * MIB < 100 for size in fixed[:2])
+    assert len(by_bytes) == 4
+    assert all(abs(size - 2 * MIB) < 200 for size in by_bytes)

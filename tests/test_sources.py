@@ -30,7 +30,14 @@ import aiomr.sources
 from aiomr.executors import ProcessExecutor
 from aiomr.sources._lines import DEFAULT_BLOCK_SIZE, LineSource
 from aiomr.sources._paths import expand_paths
-from aiomr.sources._splits import Segment, Split, SplitReader, plan_splits, read_blocks
+from aiomr.sources._splits import (
+    Segment,
+    Split,
+    SplitCutter,
+    SplitReader,
+    plan_splits,
+    read_blocks,
+)
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     ".gz": gzip.compress,
@@ -761,6 +768,40 @@ def test_splits_cover_every_byte_once_at_line_starts(
         assert b"".join(b for split in splits for b in as_bytes.blocks(split)) == b"".join(
             contents[path] for path in paths
         )
+
+
+@settings(max_examples=150, deadline=None)
+@given(specs=FILE_SPECS, sizes=st.lists(SPLIT_SIZES, min_size=1, max_size=12))
+def test_splits_cut_one_at_a_time_with_changing_sizes_cover_every_line_once(
+    specs: list[tuple[list[str], bool, str]], sizes: list[int]
+) -> None:
+    # What a job sized by time does: every split may ask for another size.
+    with tempfile.TemporaryDirectory() as directory:
+        paths = make_files(pathlib.Path(directory), specs)
+        contents = {path: content_of(spec) for path, spec in zip(paths, specs, strict=True)}
+        cutter = SplitCutter(paths)
+        assert cutter.total == sum(os.path.getsize(path) for path in paths)
+        splits, asked = [], itertools.cycle(sizes)
+        while (split := cutter.cut(size := next(asked))) is not None:
+            splits.append(split)
+            plain = [seg for seg in split.segments if seg.end >= 0]
+            if len(split.segments) > 1:  # packed whole small files, within the size asked
+                assert sum(seg.end for seg in split.segments) <= size
+                assert all(seg.start == 0 for seg in split.segments)
+            elif plain and plain[0].end - plain[0].start > size:  # cut: ends at a line end
+                seg = plain[0]
+                data = contents[seg.path]
+                assert seg.end == len(data) or data[seg.end - 1 : seg.end] == b"\n"
+        assert cutter.cut(1) is None
+        assert [split.index for split in splits] == list(range(len(splits)))
+        for path, ranges in segments_by_file(splits).items():
+            if ranges == [(0, -1)]:
+                continue
+            assert [start for start, _ in ranges] == [0, *(end for _, end in ranges[:-1])]
+            assert ranges[-1][1] == len(contents[path])
+        expected = [line for path in paths for line in own_lines(contents[path])]
+        reader = SplitReader(None, "strict", None)
+        assert [line for split in splits for line in reader.records(split)] == expected
 
 
 def test_small_files_are_packed_and_large_ones_cut(tmp_path: pathlib.Path) -> None:

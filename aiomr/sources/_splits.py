@@ -1,11 +1,12 @@
 """Byte-range input splits: the caller sends coordinates, each worker reads its own range.
 
-Planning (`plan_splits`, on a helper thread): every local uncompressed file is cut into ranges
-of about ``split_size`` bytes, each boundary moved forward to just after the next newline (a
-read of a few kilobytes per boundary), so every range holds whole lines and every line
-belongs to exactly one range. Files smaller than ``split_size`` are packed together, several
-per split, so a directory of small files does not cost one task each. A compressed file
-cannot be cut: it is one split, decompressed by the worker that reads it.
+Cutting (`SplitCutter`, on a helper thread, one split at a time as the job asks for them):
+every local uncompressed file is cut into ranges of about ``split_size`` bytes, each boundary
+moved forward to just after the next newline (a read of a few kilobytes per boundary), so
+every range holds whole lines and every line belongs to exactly one range. Files smaller than
+``split_size`` are packed together, several per split, so a directory of small files does
+not cost one task each. A compressed file cannot be cut: it is one split, decompressed by the
+worker that reads it.
 
 Reading (`read_blocks`, `read_lines`, in the worker): open, seek, read ``BLOCK_SIZE`` bytes at
 a time, cut each block after its last newline. Blocks of 16-64 KiB keep the working set in
@@ -26,7 +27,15 @@ from .._exceptions import RecordError
 from ._parse import Format, Parser, make_parser
 from ._paths import PathsLike, expand_paths, is_compressed, open_binary
 
-__all__ = ["BLOCK_SIZE", "FileSource", "Segment", "Split", "files", "plan_splits"]
+__all__ = [
+    "BLOCK_SIZE",
+    "FileSource",
+    "Segment",
+    "Split",
+    "SplitCutter",
+    "files",
+    "plan_splits",
+]
 
 BLOCK_SIZE = 64 * 1024
 """Bytes a worker reads at a time."""
@@ -103,45 +112,75 @@ def _next_line_start(f: Any, position: int, size: int) -> int:
     return size
 
 
+class SplitCutter:
+    """Cut ``paths`` into line-aligned splits one at a time, each of the size asked then.
+
+    `cut` is blocking (it reads a few kilobytes at a boundary): call it on a helper thread.
+    Cutting lazily lets a job size each split by what the earlier ones took (see
+    `aiomr._chunker.ChunkSizer.split_bytes`); with one size throughout it cuts exactly what
+    `plan_splits` plans.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self._paths = paths
+        self._sizes = [os.path.getsize(path) for path in paths]
+        self._file = 0
+        self._offset = 0
+        self._count = 0
+        self.total = sum(self._sizes)
+        """Bytes on disk the splits will cover (compressed files count their file size)."""
+
+    def cut(self, split_size: int) -> Split | None:
+        """Return the next split of about ``split_size`` bytes, or ``None`` at the end.
+
+        Files smaller than ``split_size`` are packed together while they fit; a larger file
+        is cut into ranges of ``split_size``, each ending just after a newline; a compressed
+        file is a split of its own.
+        """
+        packed: list[Segment] = []
+        packed_bytes = 0
+        while self._file < len(self._paths):
+            path, size = self._paths[self._file], self._sizes[self._file]
+            if self._offset == 0:  # at the start of a file: pack it, or cut it
+                if is_compressed(path):
+                    if packed:
+                        break
+                    self._file += 1
+                    return self._split((Segment(path, 0, -1),))
+                if size == 0:
+                    self._file += 1
+                    continue
+                if size < split_size:
+                    if packed and packed_bytes + size > split_size:
+                        break
+                    packed.append(Segment(path, 0, size))
+                    packed_bytes += size
+                    self._file += 1
+                    continue
+                if packed:
+                    break
+            start = self._offset
+            if size - start <= split_size:
+                end = size
+            else:
+                with open(path, "rb") as f:
+                    end = _next_line_start(f, start + split_size - 1, size)
+            self._offset = end
+            if end >= size:
+                self._file, self._offset = self._file + 1, 0
+            return self._split((Segment(path, start, end),))
+        return self._split(tuple(packed)) if packed else None
+
+    def _split(self, segments: tuple[Segment, ...]) -> Split:
+        split = Split(self._count, segments)
+        self._count += 1
+        return split
+
+
 def plan_splits(paths: list[str], split_size: int) -> list[Split]:
     """Cut ``paths`` into line-aligned splits of about ``split_size`` bytes (blocking)."""
-    splits: list[Split] = []
-    packed: list[Segment] = []
-    packed_bytes = 0
-
-    def flush() -> None:
-        nonlocal packed, packed_bytes
-        if packed:
-            splits.append(Split(len(splits), tuple(packed)))
-            packed, packed_bytes = [], 0
-
-    for path in paths:
-        if is_compressed(path):
-            flush()
-            splits.append(Split(len(splits), (Segment(path, 0, -1),)))
-            continue
-        size = os.path.getsize(path)
-        if size == 0:
-            continue
-        if size < split_size:
-            if packed_bytes + size > split_size:
-                flush()
-            packed.append(Segment(path, 0, size))
-            packed_bytes += size
-            continue
-        flush()
-        with open(path, "rb") as f:
-            start = 0
-            while start < size:
-                end = (
-                    size
-                    if size - start <= split_size
-                    else _next_line_start(f, start + split_size - 1, size)
-                )
-                splits.append(Split(len(splits), (Segment(path, start, end),)))
-                start = end
-    flush()
-    return splits
+    cutter = SplitCutter(paths)
+    return list(iter(lambda: cutter.cut(split_size), None))
 
 
 def read_blocks(split: Split, block_size: int = BLOCK_SIZE) -> Iterator[tuple[bytes, Segment, int]]:
@@ -192,13 +231,14 @@ class FileSource:
         self.split_size = split_size
         self.reader = SplitReader(encoding, errors, parser)
 
-    def plan(self, workers: int) -> list[Split]:
-        """Expand the paths and cut them into splits for ``workers`` workers (blocking)."""
-        paths = expand_paths(self.paths_arg)
+    def cutter(self, workers: int) -> tuple[SplitCutter, int]:
+        """Expand the paths (blocking); return a cutter for them and the split size to use
+        for ``workers`` workers: ``split_size``, or `auto_split_size` of the total."""
+        cutter = SplitCutter(expand_paths(self.paths_arg))
         size = self.split_size
         if size is None:
-            size = auto_split_size(sum(os.path.getsize(p) for p in paths), workers)
-        return plan_splits(paths, size)
+            size = auto_split_size(cutter.total, workers)
+        return cutter, size
 
 
 class SplitReader:
@@ -320,7 +360,8 @@ def files(
     Args:
         paths: paths, globs or directories, as for `aiomr.sources.lines`.
         split_size: bytes per split; ``None`` aims at four splits per worker (between 1 and
-            64 MiB), a multiple of the workers in all, of even size. Smaller files are
+            64 MiB), a multiple of the workers in all, of even size, and on a shared
+            `aiomr.Engine` at most what its ``split_seconds`` reads. Smaller files are
             packed several per split; compressed files (gzip, bzip2, xz) are one split
             each, decompressed by the worker.
         encoding: decode lines with it; ``None`` gives ``bytes``.

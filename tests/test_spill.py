@@ -122,6 +122,73 @@ def test_key_order_equals_a_plain_group_by_in_ascending_order(
     assert all(a < b for a, b in itertools.pairwise(keys))
 
 
+numbers = st.one_of(
+    st.integers(-100, 100),
+    st.floats(-1e6, 1e6, allow_nan=False),
+    st.sampled_from([0, 0.0, -0.0, 2**70, 0.1, True]),  # a bool is not summed in bulk
+    st.just("x"),  # nor a str: the general loop takes over
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pairs=st.lists(st.tuples(small_keys, numbers), max_size=150),
+    slices=st.lists(st.integers(1, 60), min_size=1, max_size=8),
+    budget=budgets,
+    many=st.booleans(),
+)
+def test_items_added_in_bulk_sum_like_one_by_one(
+    pairs: list[tuple[Any, Any]],
+    slices: list[int],
+    budget: int,
+    many: bool,
+    tmp_path_factory: Any,
+) -> None:
+    # add_items sums numbers with its own loop; it must agree with add, value and type alike.
+    pairs = [(k, v) for k, v in pairs if not isinstance(v, str)] or pairs
+    if many:  # long batches: several looks at the budget within one call
+        pairs = pairs * (9000 // max(1, len(pairs)))
+    one_by_one = {}
+    for key, value in pairs:
+        one_by_one[key] = one_by_one[key] + value if key in one_by_one else value
+    directory = tmp_path_factory.mktemp("spill")
+    store: KeyedStore[Any, Any] = KeyedStore(
+        operator.add, memory_budget=budget, directory=str(directory)
+    )
+    position, cuts = 0, itertools.cycle(slices)
+    while position < len(pairs):
+        step = next(cuts) * (100 if many else 1)
+        store.add_items(pairs[position : position + step])
+        position += step
+    got = dict(store.items())
+    assert got.keys() == one_by_one.keys()
+    for key, value in one_by_one.items():
+        # Floats summed in another order may differ in the last bits; types never.
+        assert type(got[key]) is type(value)
+        if isinstance(value, float):
+            assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-6)
+        else:
+            assert got[key] == value
+    assert os.listdir(directory) == []
+
+
+def test_sums_added_in_bulk_spill_when_the_budget_runs_out(tmp_path: Path) -> None:
+    # 300,000 keys of about 100 bytes each against a 5 MiB budget: the bulk loop must hand
+    # over to spilling several times, and every sum must survive the merge.
+    pairs = [(f"k{i % 300_000}", i % 7 + 0.5 * (i % 2)) for i in range(600_000)]
+    store: KeyedStore[Any, Any] = KeyedStore(
+        operator.add, memory_budget=5 << 20, directory=str(tmp_path)
+    )
+    for start in range(0, len(pairs), 50_000):
+        store.add_items(pairs[start : start + 50_000])
+    assert store.spills >= 3
+    expected: dict[str, float] = {}
+    for key, value in pairs:
+        expected[key] = expected.get(key, 0) + value
+    assert dict(store.items()) == expected
+    assert os.listdir(tmp_path) == []
+
+
 def test_budget_one_spills_every_add_and_needs_merge_passes(tmp_path: Path) -> None:
     pairs = [(i % 50, i) for i in range(MAX_FAN_IN**2 + 10)]  # enough runs for two passes
     store: KeyedStore[Any, Any] = KeyedStore(None, memory_budget=1, directory=str(tmp_path))

@@ -235,17 +235,17 @@ class _MapBody:
         if self.guarded:
             return self._skipping(records, start)
         if self.reader is not None:
-            outputs, count = map_keyed(self.plan, self.reader.records(records[0]), 0)
+            outputs, count = map_keyed(self.plan, self.reader.line_blocks(records[0]), 0)
             return Counted(outputs, count)
         if self.parser is not None:
             records = parse_records(self.parser, records)
-        return map_keyed(self.plan, records, start)[0]
+        return map_keyed(self.plan, (records,), start)[0]
 
     def _skipping(self, records: list[Any], start: int) -> Counted:
         """``on_error="skip"``/``"collect"``: map record by record, leaving bad ones out."""
         if self.reader is None:
             guard = Guard(self.parser)
-            outputs, count = map_keyed(self.plan, records, start, guard)
+            outputs, count = map_keyed(self.plan, (records,), start, guard)
             return Counted(outputs, count, tuple(guard.skipped))
         lines = list(self.reader.located_lines(records[0]))
 
@@ -254,7 +254,7 @@ class _MapBody:
             return f"{path}: line at byte offset {offset}"
 
         guard = Guard(self.reader.decode_and_parse, where)
-        outputs, count = map_keyed(self.plan, (line for _, _, line in lines), 0, guard)
+        outputs, count = map_keyed(self.plan, ([line for _, _, line in lines],), 0, guard)
         return Counted(outputs, count, tuple(guard.skipped))
 
     def __repr__(self) -> str:

@@ -288,6 +288,22 @@ class TestBadMapperOutput:
             await engine.run_by_key(source, aiomr.ReduceByKey(mapper, operator.add), chunk_size=2)  # type: ignore[arg-type]
         assert any("chunk" in note for note in info.value.__notes__)
 
+    async def test_a_bad_pair_deep_in_a_split_is_located_by_its_line(
+        self, engine: aiomr.Engine, tmp_path: pathlib.Path
+    ) -> None:
+        # 30,000 equal lines span several blocks of the split; line 25,000 is the bad one.
+        path = tmp_path / "lines.txt"
+        path.write_text("".join("bad\n" if i == 25_000 else "same\n" for i in range(30_000)))
+
+        def mapper(line: str) -> list[object]:
+            return [line] if line == "bad" else [(line, 1)]
+
+        with pytest.raises(aiomr.MapperOutputError, match=r"for record 25000 \('bad'\)"):
+            await engine.run_by_key(
+                aiomr.sources.files([path], split_size=1 << 30),
+                aiomr.ReduceByKey(mapper, operator.add),  # type: ignore[arg-type]
+            )
+
     async def test_unpicklable_key(self, engine: aiomr.Engine) -> None:
         import threading
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import sys
 
 import pytest
 
 import aiomr
+from aiomr._loop import SWITCH_INTERVAL
 
 uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed on this platform")
 
@@ -31,3 +33,38 @@ async def test_jobs_run_on_the_current_loop() -> None:
     # Runs once per loop factory (asyncio and uvloop; see conftest).
     result = await aiomr.map_reduce(range(100), abs, operator.add, executor="thread")
     assert result == 4950
+
+
+def test_run_shortens_the_gil_switch_interval_while_it_runs() -> None:
+    async def interval() -> float:
+        return sys.getswitchinterval()
+
+    before = sys.getswitchinterval()
+    assert aiomr.run(interval()) == SWITCH_INTERVAL
+    assert sys.getswitchinterval() == before
+    assert aiomr.run(interval(), switch_interval=0.002) == 0.002
+    assert aiomr.run(interval(), switch_interval=None) == before
+    assert sys.getswitchinterval() == before
+
+
+def test_run_puts_the_switch_interval_back_after_an_error() -> None:
+    async def fail() -> None:
+        raise RuntimeError("boom")
+
+    before = sys.getswitchinterval()
+    with pytest.raises(RuntimeError, match="boom"):
+        aiomr.run(fail())
+    assert sys.getswitchinterval() == before
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(0, ValueError), (-1.0, ValueError), (True, TypeError), ("1", TypeError)]
+)
+def test_run_checks_the_switch_interval(value: object, error: type[Exception]) -> None:
+    async def nothing() -> None:
+        return None
+
+    coroutine = nothing()
+    with pytest.raises(error, match="switch_interval"):
+        aiomr.run(coroutine, switch_interval=value)  # type: ignore[arg-type]
+    coroutine.close()

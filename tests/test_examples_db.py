@@ -68,9 +68,12 @@ def test_sqlite_totals_match_the_rows(partitions: str) -> None:
     assert "equal to SQL GROUP BY over SQLite; 9 totals written back" in done.stdout
 
 
-def test_postgres_totals_match_the_rows() -> None:
+@pytest.mark.parametrize("transfer", [(), ("--copy",)], ids=["rows", "copy"])
+def test_postgres_totals_match_the_rows(transfer: tuple[str, ...]) -> None:
     dsn = reachable_postgres()
-    done = run_example("--dsn", dsn, "--rows", "20000", "--seed", "5", "--partitions", "4")
+    done = run_example(
+        "--dsn", dsn, "--rows", "20000", "--seed", "5", "--partitions", "4", *transfer
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("TOTAL SALES PER STORE (PostgreSQL, 20,000 rows)\n")
     assert printed_table(done.stdout) == expected_table(20000, 5)
@@ -81,3 +84,9 @@ def test_a_bad_dsn_is_refused() -> None:
     done = run_example("--dsn", "mysql://localhost/db")
     assert done.returncode == 2
     assert "--dsn must be a postgresql:// DSN" in done.stderr
+
+
+def test_copy_needs_postgresql() -> None:
+    done = run_example("--copy")
+    assert done.returncode == 2
+    assert "--copy reads with PostgreSQL's COPY: it needs --dsn" in done.stderr

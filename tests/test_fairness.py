@@ -336,3 +336,11 @@ async def test_a_shared_engine_sizes_splits_by_time(tmp_path: pathlib.Path) -> N
     assert all(0 <= size - 3 * MIB < 100 for size in fixed[:2])
     assert len(by_bytes) == 4
     assert all(abs(size - 2 * MIB) < 200 for size in by_bytes)
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(0, ValueError), (-0.5, ValueError), (True, TypeError), ("1", TypeError)]
+)
+def test_split_seconds_is_checked(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="split_seconds must be"):
+        aiomr.Engine(executor="inline", split_seconds=value)  # type: ignore[arg-type]

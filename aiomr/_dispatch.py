@@ -25,7 +25,7 @@ from ._exceptions import BrokenWorkerError, RecordError, UnpicklableError, Worke
 from ._reducer import Folder
 from ._retry import RetryPolicy, Tally, Verdict
 from ._stats import JobStats
-from ._worker import Failure, Outcome, Skipped
+from ._worker import SEAL_MIN_ITEMS, Failure, Outcome, Skipped, seal_records
 from .executors import Executor, ShippedCode
 
 __all__ = ["Verdict", "dispatch", "judge", "lost_worker_error", "outcome_of"]
@@ -72,6 +72,7 @@ async def dispatch(
     waiting: dict[asyncio.Future[Any], Chunk[Any]] = {}
     tally = Tally(policy)
     replaced_before = getattr(executor, "workers_replaced", 0)
+    seals = bool(getattr(executor, "seals_chunks", False))
     exhausted = False
     try:
         while True:
@@ -88,7 +89,7 @@ async def dispatch(
                     stats.records += count
                 elif stats.bytes_total is None:
                     stats.bytes_total = reader.total_bytes
-                future = executor.submit(code.fn, chunk.records, chunk.start)
+                future = executor.submit(code.fn, await _payload(chunk, seals), chunk.start)
                 pending[future] = chunk
                 if timeout is not None:
                     deadlines[future] = loop.time() + timeout
@@ -118,7 +119,8 @@ async def dispatch(
             for future in done:
                 if future in waiting:  # a backoff ended: run the chunk again
                     again = waiting.pop(future)
-                    resubmitted = executor.submit(code.fn, again.records, again.start)
+                    payload = await _payload(again, seals)
+                    resubmitted = executor.submit(code.fn, payload, again.start)
                     pending[resubmitted] = again
                     if timeout is not None:
                         deadlines[resubmitted] = loop.time() + timeout
@@ -191,6 +193,28 @@ def _is_pickling_error(exc: BaseException) -> bool:
     return isinstance(exc, TypeError | AttributeError) and "pickle" in str(exc)
 
 
+def _unpicklable(chunk: Chunk[Any], exc: BaseException, *, back: bool) -> UnpicklableError:
+    way = "its partial result" if back else "one of its records"
+    return UnpicklableError(
+        f"{chunk.location}: {way} cannot be pickled to cross to "
+        f"{'the caller' if back else 'a worker'}: {exc}"
+    )
+
+
+async def _payload(chunk: Chunk[Any], seals: bool) -> Any:
+    """What to send for ``chunk``: its records, or, for an executor whose workers unseal them
+    (``seals_chunks``), a large chunk pickled on a helper thread (`seal_records`)."""
+    records = chunk.records
+    if seals and chunk.split is None and type(records) is list and len(records) >= SEAL_MIN_ITEMS:
+        try:
+            return await asyncio.to_thread(seal_records, records)
+        except Exception as exc:
+            if _is_pickling_error(exc):
+                raise _unpicklable(chunk, exc, back=False) from exc
+            raise
+    return records
+
+
 def judge(
     exc: Exception,
     executor: Executor,
@@ -244,12 +268,7 @@ def _outcome(future: asyncio.Future[Any], chunk: Chunk[Any], executor: Executor)
         # a record on its way out (the caller's feeder thread) or a partial on its way back
         # (the worker, whose traceback then comes as the cause).
         if _is_pickling_error(exc):
-            back = "_sendback_result" in str(exc.__cause__)
-            way = "its partial result" if back else "one of its records"
-            raise UnpicklableError(
-                f"{chunk.location}: {way} cannot be pickled to cross to "
-                f"{'the caller' if back else 'a worker'}: {exc}"
-            ) from exc
+            raise _unpicklable(chunk, exc, back="_sendback_result" in str(exc.__cause__)) from exc
         exc.add_note(f"aiomr: the executor failed {chunk.location}")
         raise
     if isinstance(result, Failure):

@@ -81,3 +81,59 @@ async def test_a_first_partial_that_is_sealed_becomes_the_value() -> None:
         range(10_000), chunk_counts, operator.add, mode="chunk", chunk_size=10_000, max_workers=1
     )
     assert counts == chunk_counts(list(range(10_000)))
+
+
+# Large chunks of records go out sealed: pickled by the caller in frames, on a helper thread.
+
+
+def test_a_large_chunk_is_pickled_frame_by_frame() -> None:
+    records = [f"word{i}\t{i}\t{i % 7}" for i in range(65_536)]
+    sink = _worker._FrameSink()
+    pickle.Pickler(sink, pickle.HIGHEST_PROTOCOL).dump(records)
+    # One write per frame of about 64 KiB: each is a chance for the event loop to run.
+    assert len(sink.parts) >= sum(map(len, records)) // (128 * 1024)
+    sealed = _worker.seal_records(records)
+    assert pickle.loads(sealed.data) == records
+
+
+def test_execute_unseals_a_sealed_chunk_before_the_body_sees_it() -> None:
+    records = list(range(5_000))
+    outcome = _worker.execute(
+        lambda rs, start: (type(rs), sum(rs), start), _worker.seal_records(records), 7
+    )
+    assert isinstance(outcome, _worker.Outcome)
+    assert outcome.value == (list, sum(records), 7)
+    assert outcome.records == len(records)
+
+
+def triple(x: int) -> int:
+    return 3 * x
+
+
+async def test_large_chunks_reach_worker_processes_sealed_and_whole() -> None:
+    # chunk_size above SEAL_MIN_ITEMS: every chunk is sealed on its way out.
+    async with aiomr.Engine(max_workers=2) as engine:
+        stats = aiomr.JobStats()
+        total = await engine.map_reduce(
+            range(30_000), triple, operator.add, chunk_size=SEAL_MIN_ITEMS * 3, stats=stats
+        )
+    assert total == 3 * sum(range(30_000))
+    assert stats.records == stats.records_reduced == 30_000
+
+
+class Locked:
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+
+
+async def test_a_large_chunk_that_cannot_be_pickled_is_named() -> None:
+    records = [1] * SEAL_MIN_ITEMS + [Locked()]
+    async with aiomr.Engine(max_workers=2) as engine:
+        with pytest.raises(
+            aiomr.UnpicklableError,
+            match=r"^chunk 0 \(records 0\.\.2000 of the source\): one of its records cannot be "
+            r"pickled to cross to a worker",
+        ):
+            await engine.map_reduce(records, id, operator.add, chunk_size=len(records))

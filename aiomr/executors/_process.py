@@ -229,6 +229,10 @@ class ProcessExecutor(Executor):
     then SIGKILL after a grace period) and waits for them, so no process outlives it.
     """
 
+    seals_chunks = True
+    """Large chunks of records may come sealed (pickled by the caller on a helper thread,
+    `aiomr._worker.seal_records`); the task's ``execute`` unseals them in the worker."""
+
     def __init__(
         self,
         max_workers: int | None = None,

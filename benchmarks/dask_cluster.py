@@ -59,7 +59,6 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import _common
@@ -405,19 +404,6 @@ def render(m: Measurements, jobs: Sequence[str]) -> str:
     )
 
 
-def write_own_section(body: str, page: Path = _common.DOCS_PAGE) -> None:
-    """Replace this benchmark's section of the docs page, or append it at the end."""
-    begin = f"<!-- benchmark:{SECTION}:begin -->"
-    end = f"<!-- benchmark:{SECTION}:end -->"
-    text = page.read_text(encoding="utf-8") if page.exists() else ""
-    if begin in text and end in text:
-        _common.write_section(SECTION, body, page)
-        return
-    if not text:
-        text = _common.page_skeleton()
-    page.write_text(f"{text.rstrip()}\n\n{begin}\n{body.strip()}\n{end}\n", encoding="utf-8")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, help=f"rounds (default {DEFAULT_RUNS}, 1 with --quick)")
@@ -452,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     body = render(m, jobs)
     print(body)
     if args.write_docs:
-        write_own_section(body)
+        _common.write_extra_section(SECTION, body)
         _common.progress(f"wrote {_common.DOCS_PAGE.relative_to(_common.REPO_ROOT)}")
     return 0
 

@@ -485,20 +485,6 @@ LIMITS = (
 )
 
 
-def write_docs(text: str) -> None:
-    """Replace this benchmark's section of the docs page, or append it at the end."""
-    begin, end = "<!-- benchmark:db:begin -->", "<!-- benchmark:db:end -->"
-    page = _common.DOCS_PAGE
-    current = page.read_text(encoding="utf-8")
-    block = f"{begin}\n{text.strip()}\n{end}"
-    if begin in current and end in current:
-        head, rest = current.split(begin, 1)
-        current = head + block + rest.split(end, 1)[1]
-    else:
-        current = f"{current.rstrip()}\n\n{block}\n"
-    page.write_text(current, encoding="utf-8")
-
-
 async def run_all(runs: int, rows: int, databases: list[str]) -> dict[str, dict[str, Samples]]:
     results: dict[str, dict[str, Samples]] = {}
     makers = {"postgres": postgres, "sqlite": sqlite}
@@ -526,7 +512,7 @@ def main(argv: list[str] | None = None) -> None:
     text = render(results, runs, rows, args.loop)
     print(text)
     if args.write_docs:
-        write_docs(text)
+        _common.write_extra_section("db", text)
 
 
 if __name__ == "__main__":

@@ -1148,23 +1148,6 @@ def render(m: Measurements) -> str:
     return "\n".join(parts)
 
 
-def write_own_section(body: str, page: Path = _common.DOCS_PAGE) -> None:
-    """Replace this benchmark's section of the docs page, or append it; keep everything else.
-
-    The page is read right before it is written, so sections written meanwhile survive.
-    """
-    begin = f"<!-- benchmark:{SECTION}:begin -->"
-    end = f"<!-- benchmark:{SECTION}:end -->"
-    text = page.read_text(encoding="utf-8") if page.exists() else ""
-    if begin in text and end in text:
-        _common.write_section(SECTION, body, page)
-        return
-    if not text:
-        text = _common.page_skeleton()
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(f"{text.rstrip()}\n\n{begin}\n{body.strip()}\n{end}\n", encoding="utf-8")
-
-
 # Saving and loading measurements ---------------------------------------------------------------
 
 
@@ -1249,7 +1232,7 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     if args.write_docs:
         draw_chart(m, CHART)
-        write_own_section(body)
+        _common.write_extra_section(SECTION, body)
         _common.progress(
             f"wrote {_common.DOCS_PAGE.relative_to(_common.REPO_ROOT)} and "
             f"{CHART.relative_to(_common.REPO_ROOT)}"

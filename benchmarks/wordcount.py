@@ -54,7 +54,6 @@ import operator
 import os
 import pickle
 import random
-import re
 import resource
 import string
 import subprocess
@@ -1106,29 +1105,6 @@ def load_results() -> tuple[Any, ...]:
     return inputs, contenders, samples, spill, data["runs"], data["machine"]
 
 
-# The docs page ---------------------------------------------------------------------------------
-
-BEGIN = "<!-- benchmark:wordcount:begin -->"
-END = "<!-- benchmark:wordcount:end -->"
-
-
-def write_own_section(body: str, page: Path = _common.DOCS_PAGE) -> None:
-    """Replace this benchmark's section of the docs page, or append it; touch nothing else.
-
-    The page is read right before it is written, so sections other scripts wrote in the
-    meantime survive.
-    """
-    text = page.read_text(encoding="utf-8") if page.exists() else "# Benchmarks\n"
-    section = f"{BEGIN}\n{body.strip()}\n{END}"
-    if BEGIN in text and END in text:
-        pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(text, encoding="utf-8")
-
-
 # Command line ----------------------------------------------------------------------------------
 
 
@@ -1197,7 +1173,7 @@ def main(argv: list[str] | None = None) -> None:
     text = render(*load_results()) if args.render_last else measure_all(args)
     print(text)
     if args.write_docs:
-        write_own_section(text)
+        _common.write_extra_section("wordcount", text)
 
 
 def measure_all(args: argparse.Namespace) -> str:

@@ -147,17 +147,14 @@ async def dispatch(
                     waiting[asyncio.ensure_future(asyncio.sleep(delay))] = finished
                     continue
                 stats.chunks_done += 1
-                if finished.split is not None:
+                split_bytes = None if finished.split is None else finished.split.size
+                if split_bytes is not None:
                     stats.records += outcome.records
-                    stats.bytes_done += finished.split.size
+                    stats.bytes_done += split_bytes
                 stats.task_seconds += outcome.seconds
                 stats.task_seconds_max = max(stats.task_seconds_max, outcome.seconds)
                 stats.worker_pids.add(outcome.pid)
-                sizer.observe(
-                    outcome.records,
-                    outcome.seconds,
-                    None if finished.split is None else finished.split.size,
-                )
+                sizer.observe(outcome.records, outcome.seconds, split_bytes)
                 stats.records_reduced += outcome.records - len(outcome.skipped)
                 if outcome.skipped:
                     await _skip(finished, outcome.skipped, stats, on_error, dead_letter)

@@ -9,19 +9,20 @@
                                      get it too)                        them on first use
     submit(call, records, start)
       pickle the arguments (helper thread)
-      client.submit(_run_task, call, payload) ──────────────────────► _run_task: load code,
+      client.submit(run_task, call, payload) ───────────────────────► run_task: load code,
                                                                       run it, pickle the result
       as_completed (one per connection) ◄── finished ────────────────┘
         └► fetch task (the connection's) ◄── bytes
       unpickle (helper thread when large)
 
-Large partials may instead stay on the workers and be combined there: see `_dask_tree`.
+What runs on the workers is in `_dask_worker`. Large partials may instead stay on the workers
+and be combined there: see `_dask_tree`.
 
 Shipping code once per job
 --------------------------
 A job's code is pickled once with cloudpickle and registered as a worker plugin named after
 its token: the scheduler sends it once to every worker, and to every worker that joins or is
-restarted later, before that worker runs any task. Tasks carry a `_DaskCall`, a token of a
+restarted later, before that worker runs any task. Tasks carry a `DaskCall`, a token of a
 few dozen bytes. A scattered object would do the same until the one worker holding it died;
 a plugin lives on the scheduler. Releasing the code unregisters the plugin.
 
@@ -48,7 +49,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import pickle
-import traceback
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -67,19 +67,20 @@ from ._dask_tree import (
     TreeFolder,
     combine,
     envelope,
-    hold_large,
     reducer_error,
 )
 
 try:
     import dask.config
     import distributed
-    from distributed.diagnostics.plugin import WorkerPlugin
 except ImportError as exc:  # pragma: no cover - the test environment installs the extra
     raise ImportError(
         "aiomr's Dask executor needs Dask's distributed scheduler, which is not installed: "
         "pip install 'aiomr[dask]'"
     ) from exc
+
+# After the check above: the worker side imports distributed itself.
+from ._dask_worker import CodePlugin, DaskCall, Unsendable, dumps, run_task
 
 __all__ = ["DaskExecutor"]
 
@@ -93,105 +94,9 @@ _UNPICKLE_INLINE_BYTES = 128 * 1024
 larger ones on a helper thread, where a long unpickling cannot delay other callbacks."""
 
 
-# Worker side ---------------------------------------------------------------------------------
-
-_STORED: dict[str, bytes] = {}
-"""Pickled code of the jobs registered on this worker, by token (filled by `_CodePlugin`)."""
-_LOADED: dict[str, Callable[..., Any]] = {}
-"""The same code, unpickled on its first task here."""
-
-
-class _CodePlugin(WorkerPlugin):
-    """Hold one job's pickled code on every worker of the cluster, present and future."""
-
-    def __init__(self, token: str, data: bytes) -> None:
-        self.token = token
-        self.data = data
-
-    def setup(self, worker: distributed.Worker) -> None:
-        _STORED[self.token] = self.data
-
-    def teardown(self, worker: distributed.Worker) -> None:
-        _STORED.pop(self.token, None)
-        _LOADED.pop(self.token, None)
-
-
-class _DaskCall:
-    """Stand-in for a job's code inside tasks: a token that names the plugin's bytes."""
-
-    __slots__ = ("token",)
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def __call__(self, *args: Any) -> Any:
-        fn = _LOADED.get(self.token)
-        if fn is None:
-            try:
-                data = _STORED[self.token]
-            except KeyError:
-                raise LookupError(
-                    f"the code of job {self.token} is not on this worker: it was released"
-                ) from None
-            fn = _LOADED[self.token] = pickle.loads(data)
-        return fn(*args)
-
-    def __reduce__(self) -> tuple[type[_DaskCall], tuple[str]]:
-        return (_DaskCall, (self.token,))
-
-
-def _dumps(value: Any) -> bytes:
-    """Pickle ``value`` with the fastest protocol; by value what only ``__main__`` defines.
-
-    Plain pickle refers to classes and functions by module and name, and a Dask worker's
-    ``__main__`` is not the caller's: those go by value through cloudpickle, which also
-    lets the caller recognise its own classes when they come back.
-    """
-    try:
-        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, TypeError, AttributeError):
-        data = b"__main__"
-    if b"__main__" in data:
-        data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return data
-
-
-class _Unsendable:
-    """What a task sends back when its result cannot be pickled: the error and where."""
-
-    def __init__(self, message: str, formatted: str) -> None:
-        self.message = message
-        self.formatted = formatted
-
-
-def _sendback_result(result: Any) -> bytes:
-    # The dispatcher tells a result that could not travel back from a record that could not
-    # travel out by this function's name in the worker's traceback, as for the stdlib pool.
-    try:
-        return _dumps(result)
-    except Exception as exc:
-        return _dumps(_Unsendable(f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-
-
-def _run_task(call: Callable[..., Any], payload: bytes, hold_above: int | None) -> bytes | Held:
-    """The Dask task: unpickle the arguments, run the job's code, pickle its result.
-
-    With ``hold_above``, a partial that pickles to more bytes stays here (`Held`).
-    """
-    result = call(*pickle.loads(payload))
-    if hold_above is not None:
-        held = hold_large(result, hold_above, _dumps)
-        if held is not None:
-            return held
-    return _sendback_result(result)
-
-
-# Caller side ---------------------------------------------------------------------------------
-
-
 class _DaskShippedCode(ShippedCode):
     def __init__(self, executor: DaskExecutor, token: str) -> None:
-        super().__init__(_DaskCall(token))
+        super().__init__(DaskCall(token))
         self._executor = executor
         self._token = token
 
@@ -474,15 +379,15 @@ class DaskExecutor(Executor):
     async def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         connection = await self._connect()
         connection.threads = _total_threads(connection.client) or connection.threads
-        if isinstance(fn, _DaskCall):
+        if isinstance(fn, DaskCall):
             await self._register(connection, fn.token)
-        payload = await asyncio.to_thread(_dumps, args)
+        payload = await asyncio.to_thread(dumps, args)
         token = getattr(fn, "token", None)
         holding = self._holding.get(token) if isinstance(token, str) else None
         client = connection.client
         key = f"aiomr-{uuid.uuid4().hex}"
         future = client.submit(
-            _run_task, fn, payload, self._combine_above if holding else None, key=key, pure=False
+            run_task, fn, payload, self._combine_above if holding else None, key=key, pure=False
         )
         # A job that holds its partials fetches only the envelope: a task on the same worker.
         fetched = client.submit(envelope, future, key=f"{key}-envelope") if holding else future
@@ -502,7 +407,7 @@ class DaskExecutor(Executor):
             result = await asyncio.to_thread(pickle.loads, data)
         else:
             result = pickle.loads(data)
-        if isinstance(result, _Unsendable):
+        if isinstance(result, Unsendable):
             error = pickle.PicklingError(result.message)
             error.__cause__ = WorkerTraceback(result.formatted)
             raise error
@@ -523,7 +428,7 @@ class DaskExecutor(Executor):
     ) -> distributed.Future[Any]:
         """Combine two held partials on a worker; return the held result once it is there."""
         connection = await self._connect()
-        if isinstance(reducer, _DaskCall):
+        if isinstance(reducer, DaskCall):
             await self._register(connection, reducer.token)
         future = connection.client.submit(
             combine, reducer, left, right, key=f"aiomr-combine-{uuid.uuid4().hex}", pure=False
@@ -557,7 +462,7 @@ class DaskExecutor(Executor):
             data = self._code.get(token)
             if data is None:
                 raise LookupError(f"the code of job {token} was released")
-            plugin = _CodePlugin(token, data)
+            plugin = CodePlugin(token, data)
             registration = asyncio.ensure_future(
                 connection.client.register_plugin(plugin, name=_PLUGIN_PREFIX + token)
             )

@@ -2,48 +2,58 @@
 
 ``await aiomr.map_reduce(source, mapper, reducer)`` maps records in worker processes and folds
 the results as they complete, while the event loop keeps serving everything else.
+
+Every name below is imported on first use (PEP 562): ``import aiomr`` costs next to nothing,
+and a worker process, which imports ``aiomr`` to reach its task code, loads only what its
+tasks run, not the event-loop side or the database drivers.
 """
 
-import logging as _logging
+from __future__ import annotations
 
-from . import executors as executors
-from . import sinks as sinks
-from . import sources as sources
-from ._api import map_reduce as map_reduce
-from ._api import open_stream as open_stream
-from ._api import open_windows as open_windows
-from ._badrecords import BadRecord as BadRecord
-from ._engine import Engine as Engine
-from ._exceptions import AiomrError as AiomrError
-from ._exceptions import BrokenWorkerError as BrokenWorkerError
-from ._exceptions import ClosedResourceError as ClosedResourceError
-from ._exceptions import EmptySourceError as EmptySourceError
-from ._exceptions import MapperOutputError as MapperOutputError
-from ._exceptions import RecordError as RecordError
-from ._exceptions import UnpicklableError as UnpicklableError
-from ._exceptions import WorkerTraceback as WorkerTraceback
-from ._jobclass import Job as Job
-from ._jobclass import Step as Step
-from ._keyed_api import fold_by_key as fold_by_key
-from ._keyed_api import group_by_key as group_by_key
-from ._keyed_api import map_reduce_by_key as map_reduce_by_key
-from ._keyed_api import open_by_key as open_by_key
-from ._keyspec import FoldByKey as FoldByKey
-from ._keyspec import GroupByKey as GroupByKey
-from ._keyspec import ReduceByKey as ReduceByKey
-from ._loop import loop_factory as loop_factory
-from ._loop import run as run
-from ._progress import Progress as Progress
-from ._progress import progress as progress
-from ._progress import report_progress as report_progress
-from ._progress import show_progress as show_progress
-from ._results import top as top
-from ._results import write_csv as write_csv
-from ._results import write_jsonl as write_jsonl
-from ._retry import RetryPolicy as RetryPolicy
-from ._stats import JobStats as JobStats
-from ._stream import Snapshot as Snapshot
-from ._windows import Window as Window
+import logging as _logging
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports as _lazy_exports
+
+if TYPE_CHECKING:
+    from . import executors as executors
+    from . import sinks as sinks
+    from . import sources as sources
+    from ._api import map_reduce as map_reduce
+    from ._api import open_stream as open_stream
+    from ._api import open_windows as open_windows
+    from ._badrecords import BadRecord as BadRecord
+    from ._engine import Engine as Engine
+    from ._exceptions import AiomrError as AiomrError
+    from ._exceptions import BrokenWorkerError as BrokenWorkerError
+    from ._exceptions import ClosedResourceError as ClosedResourceError
+    from ._exceptions import EmptySourceError as EmptySourceError
+    from ._exceptions import MapperOutputError as MapperOutputError
+    from ._exceptions import RecordError as RecordError
+    from ._exceptions import UnpicklableError as UnpicklableError
+    from ._exceptions import WorkerTraceback as WorkerTraceback
+    from ._jobclass import Job as Job
+    from ._jobclass import Step as Step
+    from ._keyed_api import fold_by_key as fold_by_key
+    from ._keyed_api import group_by_key as group_by_key
+    from ._keyed_api import map_reduce_by_key as map_reduce_by_key
+    from ._keyed_api import open_by_key as open_by_key
+    from ._keyspec import FoldByKey as FoldByKey
+    from ._keyspec import GroupByKey as GroupByKey
+    from ._keyspec import ReduceByKey as ReduceByKey
+    from ._loop import loop_factory as loop_factory
+    from ._loop import run as run
+    from ._progress import Progress as Progress
+    from ._progress import progress as progress
+    from ._progress import report_progress as report_progress
+    from ._progress import show_progress as show_progress
+    from ._results import top as top
+    from ._results import write_csv as write_csv
+    from ._results import write_jsonl as write_jsonl
+    from ._retry import RetryPolicy as RetryPolicy
+    from ._stats import JobStats as JobStats
+    from ._stream import Snapshot as Snapshot
+    from ._windows import Window as Window
 
 __version__ = "0.1.0"
 
@@ -87,6 +97,52 @@ __all__ = [
     "write_csv",
     "write_jsonl",
 ]
+
+_WHERE: dict[str, str] = {
+    "AiomrError": "._exceptions",
+    "BadRecord": "._badrecords",
+    "BrokenWorkerError": "._exceptions",
+    "ClosedResourceError": "._exceptions",
+    "EmptySourceError": "._exceptions",
+    "Engine": "._engine",
+    "FoldByKey": "._keyspec",
+    "GroupByKey": "._keyspec",
+    "Job": "._jobclass",
+    "JobStats": "._stats",
+    "MapperOutputError": "._exceptions",
+    "Progress": "._progress",
+    "RecordError": "._exceptions",
+    "ReduceByKey": "._keyspec",
+    "RetryPolicy": "._retry",
+    "Snapshot": "._stream",
+    "Step": "._jobclass",
+    "UnpicklableError": "._exceptions",
+    "Window": "._windows",
+    "WorkerTraceback": "._exceptions",
+    "executors": ".",
+    "fold_by_key": "._keyed_api",
+    "group_by_key": "._keyed_api",
+    "loop_factory": "._loop",
+    "map_reduce": "._api",
+    "map_reduce_by_key": "._keyed_api",
+    "open_by_key": "._keyed_api",
+    "open_stream": "._api",
+    "open_windows": "._api",
+    "progress": "._progress",
+    "report_progress": "._progress",
+    "run": "._loop",
+    "show_progress": "._progress",
+    "sinks": ".",
+    "sources": ".",
+    "top": "._results",
+    "write_csv": "._results",
+    "write_jsonl": "._results",
+}
+"""The module each public name comes from (``"."``: a subpackage of that name)."""
+
+
+if not TYPE_CHECKING:  # type checkers read the imports above instead
+    __getattr__, __dir__ = _lazy_exports(__name__, _WHERE)
 
 # The library logs, never prints; where the application configures no logging, say nothing.
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())

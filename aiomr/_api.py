@@ -11,7 +11,7 @@ from ._badrecords import OnError
 from ._chunker import AnySource, check_source
 from ._engine import Engine
 from ._job import JobOptions, check_callable
-from ._reducer import MISSING
+from ._missing import MISSING
 from ._retry import RetryPolicy
 from ._stats import JobStats
 from ._stream import Snapshot, StreamOptions

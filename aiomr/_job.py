@@ -34,7 +34,8 @@ from ._badrecords import DeadLetterFile, OnError, check_on_error
 from ._chunker import AnySource, ChunkReader, ChunkSizer
 from ._dispatch import dispatch
 from ._exceptions import EmptySourceError
-from ._reducer import MISSING, Folder
+from ._missing import MISSING
+from ._reducer import Folder
 from ._retry import RetryPolicy
 from ._stats import JobStats
 from ._types import Mode

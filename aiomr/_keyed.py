@@ -36,21 +36,19 @@ from ._badrecords import DeadLetterFile, OnError, check_on_error
 from ._chunker import AnySource
 from ._dispatch import judge, lost_worker_error, outcome_of
 from ._job import check_max_workers, run_map_phase
+from ._keyed_tasks import MapBody, ReduceBody
 from ._reducer import Folder
 from ._retry import RetryPolicy, Tally
 from ._shuffle import (
     RESULT_BATCH,
-    Guard,
     MapOutput,
     ReduceOutput,
     ReducePlan,
     iter_result_file,
     iter_sorted,
-    map_keyed,
-    reduce_partition,
 )
 from ._stats import JobStats
-from ._worker import Counted, execute, parse_records
+from ._worker import execute
 from .executors import Executor
 from .sources._lines import LineSource
 from .sources._splits import FileSource
@@ -121,7 +119,7 @@ async def _reduce_phase(
     sections = [
         [(output.path, output.offsets[p]) for output in outputs] for p in range(plan.partitions)
     ]
-    code = executor.ship(functools.partial(execute, _ReduceBody(plan)))
+    code = executor.ship(functools.partial(execute, ReduceBody(plan)))
     running: dict[asyncio.Future[Any], int] = {}
     waiting: dict[asyncio.Future[Any], int] = {}
     tally = Tally(policy)
@@ -179,7 +177,12 @@ async def run_keyed(
     partitions = options.partitions or 2 * executor.max_workers
     plan: ReducePlan = plan_of(partitions, directory)
     # The plan goes into the map body, so it is shipped once per job with it.
-    body = _MapBody(plan, source, guarded=options.on_error != "raise")
+    body = MapBody(
+        plan,
+        reader=source.reader if isinstance(source, FileSource) else None,
+        parser=source.parser if isinstance(source, LineSource) else None,
+        guarded=options.on_error != "raise",
+    )
     dead_letter = DeadLetterFile(options.dead_letter) if options.dead_letter else None
     try:
         outputs: list[MapOutput] = await run_map_phase(
@@ -206,59 +209,6 @@ def _spec_parts(plan: ReducePlan) -> dict[str, object]:
     spec = plan.spec
     names = ("mapper", "reducer", "combiner", "binop", "combine", "initial_factory")
     return {name: getattr(spec, name) for name in names if getattr(spec, name, None) is not None}
-
-
-class _ReduceBody:
-    """The reduce task body: reduce one partition of every map output file."""
-
-    def __init__(self, plan: ReducePlan) -> None:
-        self.plan = plan
-
-    def __call__(self, sections: list[tuple[str, int]], partition: int) -> ReduceOutput:
-        return reduce_partition(self.plan, sections, partition)
-
-
-class _MapBody:
-    """The map task body of a key-based job; a class so its repr names the job's mapper.
-
-    For file sources read by the workers, the records are read from the split here; for
-    lines streamed by the caller with a format, they are parsed here.
-    """
-
-    def __init__(self, plan: ReducePlan, source: object, *, guarded: bool = False) -> None:
-        self.plan = plan
-        self.reader = source.reader if isinstance(source, FileSource) else None
-        self.parser = source.parser if isinstance(source, LineSource) else None
-        self.guarded = guarded
-
-    def __call__(self, records: list[Any], start: int) -> Any:
-        if self.guarded:
-            return self._skipping(records, start)
-        if self.reader is not None:
-            outputs, count = map_keyed(self.plan, self.reader.line_blocks(records[0]), 0)
-            return Counted(outputs, count)
-        if self.parser is not None:
-            records = parse_records(self.parser, records)
-        return map_keyed(self.plan, (records,), start)[0]
-
-    def _skipping(self, records: list[Any], start: int) -> Counted:
-        """``on_error="skip"``/``"collect"``: map record by record, leaving bad ones out."""
-        if self.reader is None:
-            guard = Guard(self.parser)
-            outputs, count = map_keyed(self.plan, (records,), start, guard)
-            return Counted(outputs, count, tuple(guard.skipped))
-        lines = list(self.reader.located_lines(records[0]))
-
-        def where(index: int, raw: Any) -> str:
-            path, offset, _ = lines[index]
-            return f"{path}: line at byte offset {offset}"
-
-        guard = Guard(self.reader.decode_and_parse, where)
-        outputs, count = map_keyed(self.plan, ([line for _, _, line in lines],), 0, guard)
-        return Counted(outputs, count, tuple(guard.skipped))
-
-    def __repr__(self) -> str:
-        return f"<map task of {self.plan.spec.mapper!r}>"
 
 
 def make_directory(temp_dir: str | None) -> str:

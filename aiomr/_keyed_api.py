@@ -12,7 +12,7 @@ from ._chunker import AnySource, ChunkSizer, check_source
 from ._engine import Engine
 from ._keyed import DEFAULT_MEMORY_BUDGET, KeyedOptions
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
-from ._reducer import MISSING
+from ._missing import MISSING
 from ._retry import RetryPolicy
 from ._stats import JobStats
 from ._types import A, K, R, T, V

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ._reducer import MISSING
+from ._missing import MISSING
 
 __all__ = ["FoldByKey", "GroupByKey", "KeyedSpec", "ReduceByKey"]
 

@@ -13,22 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from typing import Any
 
+from ._missing import MISSING
 from ._worker import EMPTY, unseal
 
-__all__ = ["MISSING", "Folder"]
-
-
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final[Any] = _Missing()
-"""Marks "no value": no ``initial`` given, or nothing folded yet."""
+__all__ = ["Folder"]
 
 
 class Folder:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._exceptions import EmptySourceError
-from ._reducer import MISSING
+from ._missing import MISSING
 
 __all__ = ["Window", "WindowSpec", "windows"]
 

@@ -28,9 +28,11 @@ __all__ = [
     "Failure",
     "Outcome",
     "Sealed",
+    "ShippedCall",
     "execute",
     "fold_records",
     "load_shipped",
+    "ping",
     "seal_records",
     "unseal",
 ]
@@ -124,6 +126,16 @@ def _poll_caller(caller: int) -> None:
             continue
 
 
+def ping(hold: float) -> int:
+    """Answer with this worker's process id after ``hold`` seconds (see `ProcessExecutor.start`).
+
+    Holding the worker a moment keeps one fast worker from answering every ping while
+    another is still booting.
+    """
+    time.sleep(hold)
+    return os.getpid()
+
+
 def load_shipped(token: str, path: str) -> Callable[..., Any]:
     """Return the job code stored at ``path``, unpickling it once per worker."""
     fn = _CODE_CACHE.get(token)
@@ -136,6 +148,29 @@ def load_shipped(token: str, path: str) -> Callable[..., Any]:
     else:
         _CODE_CACHE.move_to_end(token)
     return fn
+
+
+class ShippedCall:
+    """Stand-in for a job's code inside tasks: loads the real callable once per worker."""
+
+    __slots__ = ("path", "token")
+
+    def __init__(self, token: str, path: str) -> None:
+        self.token = token
+        self.path = path
+
+    def __call__(self, *args: Any) -> Any:
+        fn = load_shipped(self.token, self.path)
+        if len(args) > 1 and isinstance(args[1], int):
+            # Leave a note of what this worker runs: if it dies, the caller reads it to tell
+            # the chunk that killed it from the ones that died alongside (`lost_tasks`).
+            marker = os.path.join(os.path.dirname(self.path), f"running-{os.getpid()}")
+            with open(marker, "w") as f:
+                f.write(f"{self.token} {args[1]}")
+        return fn(*args)
+
+    def __reduce__(self) -> tuple[type[ShippedCall], tuple[str, str]]:
+        return (ShippedCall, (self.token, self.path))
 
 
 def _portable(exc: BaseException) -> bytes:

@@ -17,13 +17,13 @@ import logging
 import operator
 import os
 import signal
-import string
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import cloudpickle
 
 from ._api import map_reduce
+from ._cli_jobs import count_ngram_blocks, merge_totals, words_of
 from ._engine import Engine
 from ._jobclass import Job
 from ._keyspec import ReduceByKey
@@ -35,7 +35,7 @@ from .executors import ExecutorSpec
 from .sources._paths import expand_paths
 from .sources._splits import files
 
-__all__ = ["main"]
+__all__ = ["count_ngram_blocks", "main", "merge_totals", "words_of"]
 
 EXAMPLES = """\
 examples:
@@ -46,37 +46,9 @@ examples:
   aiomr run mypackage.jobs:Sessions data/ --json   ... one found by module name
 """
 
-_PUNCTUATION = str.maketrans(string.punctuation, " " * len(string.punctuation))
-
 
 class UsageError(Exception):
     """Bad arguments or unreadable input: one line on stderr, exit status 2."""
-
-
-def words_of(line: str) -> Iterator[tuple[str, int]]:
-    """Yield ``(word, 1)`` for each alphabetic word of a line, lower-cased."""
-    for word in line.translate(_PUNCTUATION).lower().split():
-        if word.isalpha():
-            yield word, 1
-
-
-def count_ngram_blocks(blocks: Iterator[bytes]) -> dict[bytes, int]:
-    """Total match_count per word over 1-gram blocks (``word, year, match, volumes``)."""
-    totals: dict[bytes, int] = {}
-    get = totals.get
-    for block in blocks:
-        fields = block.replace(b"\n", b"\t").split(b"\t")
-        for word, count in zip(fields[0::4], map(int, fields[2:-1:4]), strict=False):
-            totals[word] = get(word, 0) + count
-    return totals
-
-
-def merge_totals(first: dict[bytes, int], second: dict[bytes, int]) -> dict[bytes, int]:
-    """Add the totals of ``second`` into ``first``."""
-    get = first.get
-    for word, count in second.items():
-        first[word] = get(word, 0) + count
-    return first
 
 
 def _parser() -> argparse.ArgumentParser:

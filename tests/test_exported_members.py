@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+
+import pytest
+
 import aiomr
 import aiomr.executors
 
@@ -96,3 +101,31 @@ def test_exception_tree() -> None:
     assert issubclass(aiomr.UnpicklableError, aiomr.BrokenWorkerError)
     assert issubclass(aiomr.UnpicklableError, TypeError)
     assert issubclass(aiomr.WorkerTraceback, aiomr.AiomrError)
+
+
+PACKAGES = ["aiomr", "aiomr.executors", "aiomr.sinks", "aiomr.sources"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_public_name_resolves_to_its_module_object(name: str) -> None:
+    package = importlib.import_module(name)
+    where = package._WHERE
+    assert sorted(where) == package.__all__
+    for member in package.__all__:
+        if member == "DaskExecutor" and importlib.util.find_spec("distributed") is None:
+            continue  # the optional extra is not installed
+        value = getattr(package, member)
+        if where[member] == ".":
+            assert value is importlib.import_module(f"{name}.{member}")
+        else:
+            assert value is getattr(importlib.import_module(where[member], name), member)
+        assert member in dir(package)
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_an_unknown_name_is_an_attribute_error(name: str) -> None:
+    package = importlib.import_module(name)
+    with pytest.raises(AttributeError, match=f"module '{name}' has no attribute 'map_reduse'"):
+        package.map_reduse  # noqa: B018
+    with pytest.raises(ImportError, match="map_reduse"):
+        exec(f"from {name} import map_reduse", {})

@@ -10,19 +10,22 @@
 Subclass `Executor` to add a backend.
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
-from ._base import Executor as Executor
-from ._base import ShippedCode as ShippedCode
-from ._futures import FuturesExecutor as FuturesExecutor
-from ._inline import InlineExecutor as InlineExecutor
-from ._process import ProcessExecutor as ProcessExecutor
-from ._resolve import ExecutorSpec as ExecutorSpec
-from ._resolve import resolve_executor as resolve_executor
-from ._thread import ThreadExecutor as ThreadExecutor
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
+    from ._base import Executor as Executor
+    from ._base import ShippedCode as ShippedCode
     from ._dask import DaskExecutor as DaskExecutor
+    from ._futures import FuturesExecutor as FuturesExecutor
+    from ._inline import InlineExecutor as InlineExecutor
+    from ._process import ProcessExecutor as ProcessExecutor
+    from ._resolve import ExecutorSpec as ExecutorSpec
+    from ._resolve import resolve_executor as resolve_executor
+    from ._thread import ThreadExecutor as ThreadExecutor
 
 __all__ = [
     "DaskExecutor",
@@ -36,11 +39,17 @@ __all__ = [
     "resolve_executor",
 ]
 
+_WHERE: dict[str, str] = {
+    "DaskExecutor": "._dask",
+    "Executor": "._base",
+    "ExecutorSpec": "._resolve",
+    "FuturesExecutor": "._futures",
+    "InlineExecutor": "._inline",
+    "ProcessExecutor": "._process",
+    "ShippedCode": "._base",
+    "ThreadExecutor": "._thread",
+    "resolve_executor": "._resolve",
+}
 
-def __getattr__(name: str) -> Any:
-    # Dask is an optional dependency: import it only when its executor is asked for.
-    if name == "DaskExecutor":
-        from ._dask import DaskExecutor
-
-        return DaskExecutor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if not TYPE_CHECKING:  # imported on first use: see aiomr._lazy
+    __getattr__, __dir__ = _lazy_exports(__name__, _WHERE)

@@ -6,7 +6,7 @@ The stdlib pool pickles the callable with every task, by reference: lambdas, clo
 functions defined in ``__main__`` fail, and a large closure is copied once per task. Here
 `ProcessExecutor.ship` pickles a job's code once with cloudpickle (by value where
 needed) into a file in a private directory (``/dev/shm`` when present, so it never touches a
-disk), and every task carries a `_ShippedCall` instead: a token and a path, a few dozen
+disk), and every task carries a `aiomr._worker.ShippedCall` instead: a token and a path, a few dozen
 bytes. Each worker unpickles the code on its first task of the job and caches it
 (`aiomr._worker.load_shipped`).
 
@@ -42,7 +42,7 @@ from typing import Any, NamedTuple
 import cloudpickle
 
 from .._exceptions import BrokenWorkerError
-from .._worker import initialize_worker, load_shipped
+from .._worker import ShippedCall, initialize_worker, ping
 from ._base import Executor, ShippedCode, default_max_workers
 
 __all__ = ["ProcessExecutor"]
@@ -86,32 +86,9 @@ class _Ended(NamedTuple):
     description: str
 
 
-class _ShippedCall:
-    """Stand-in for a job's code inside tasks: loads the real callable once per worker."""
-
-    __slots__ = ("path", "token")
-
-    def __init__(self, token: str, path: str) -> None:
-        self.token = token
-        self.path = path
-
-    def __call__(self, *args: Any) -> Any:
-        fn = load_shipped(self.token, self.path)
-        if len(args) > 1 and isinstance(args[1], int):
-            # Leave a note of what this worker runs: if it dies, the caller reads it to tell
-            # the chunk that killed it from the ones that died alongside (`lost_tasks`).
-            marker = os.path.join(os.path.dirname(self.path), f"running-{os.getpid()}")
-            with open(marker, "w") as f:
-                f.write(f"{self.token} {args[1]}")
-        return fn(*args)
-
-    def __reduce__(self) -> tuple[type[_ShippedCall], tuple[str, str]]:
-        return (_ShippedCall, (self.token, self.path))
-
-
 class _FileShippedCode(ShippedCode):
     def __init__(self, token: str, path: str) -> None:
-        super().__init__(_ShippedCall(token, path))
+        super().__init__(ShippedCall(token, path))
         self._path = path
 
     def release(self) -> None:
@@ -202,13 +179,6 @@ def _preload_in_forkserver(context: multiprocessing.context.BaseContext) -> None
 
 _WARM_ROUNDS = 100
 """Rounds of pings `ProcessExecutor.start` sends at most, waiting for every worker to answer."""
-
-
-def _ping(hold: float) -> int:
-    # Holding the worker a moment keeps one fast worker from answering every ping while
-    # another is still booting.
-    time.sleep(hold)
-    return os.getpid()
 
 
 class ProcessExecutor(Executor):
@@ -321,7 +291,7 @@ class ProcessExecutor(Executor):
             # Until every worker has answered, one may still be importing modules and
             # running its initializer: the first job would wait for it.
             for _ in range(_WARM_ROUNDS):
-                futures = [pool.submit(_ping, 0.005) for _ in range(self._max_workers)]
+                futures = [pool.submit(ping, 0.005) for _ in range(self._max_workers)]
                 answered.update(future.result() for future in futures)
                 if len(answered) >= self._max_workers:
                     break

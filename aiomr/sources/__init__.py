@@ -12,15 +12,22 @@ Any iterable or async iterable is a source as it is. These add what files and da
   at once (`RangeSplit`), or with asyncpg as ``COPY`` text decoded by the workers.
 """
 
-from ._db import QuerySource as QuerySource
-from ._db import query as query
-from ._db_ranges import RangeSplit as RangeSplit
-from ._lines import LineSource as LineSource
-from ._lines import lines as lines
-from ._parse import Parser as Parser
-from ._splits import FileSource as FileSource
-from ._splits import Split as Split
-from ._splits import files as files
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports as _lazy_exports
+
+if TYPE_CHECKING:
+    from ._db import QuerySource as QuerySource
+    from ._db import query as query
+    from ._db_ranges import RangeSplit as RangeSplit
+    from ._lines import LineSource as LineSource
+    from ._lines import lines as lines
+    from ._parse import Parser as Parser
+    from ._splits import FileSource as FileSource
+    from ._splits import Split as Split
+    from ._splits import files as files
 
 __all__ = [
     "FileSource",
@@ -33,3 +40,18 @@ __all__ = [
     "lines",
     "query",
 ]
+
+_WHERE: dict[str, str] = {
+    "FileSource": "._splits",
+    "LineSource": "._lines",
+    "Parser": "._parse",
+    "QuerySource": "._db",
+    "RangeSplit": "._db_ranges",
+    "Split": "._splits",
+    "files": "._splits",
+    "lines": "._lines",
+    "query": "._db",
+}
+
+if not TYPE_CHECKING:  # imported on first use: see aiomr._lazy
+    __getattr__, __dir__ = _lazy_exports(__name__, _WHERE)

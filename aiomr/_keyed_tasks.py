@@ -1,0 +1,82 @@
+"""Key-based jobs, worker side: the map and reduce task bodies.
+
+These run in the workers. They live apart from the caller's side (`aiomr._keyed`) so that a
+worker unpickling them imports only what it runs (the shuffle, the split reader), never the
+event loop, the dispatcher or the database drivers: a worker then starts in a fraction of
+the time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._shuffle import Guard, ReduceOutput, ReducePlan, map_keyed, reduce_partition
+from ._worker import Counted, parse_records
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .sources._splits import SplitReader
+
+__all__ = ["MapBody", "ReduceBody"]
+
+
+class ReduceBody:
+    """The reduce task body: reduce one partition of every map output file."""
+
+    def __init__(self, plan: ReducePlan) -> None:
+        self.plan = plan
+
+    def __call__(self, sections: list[tuple[str, int]], partition: int) -> ReduceOutput:
+        return reduce_partition(self.plan, sections, partition)
+
+
+class MapBody:
+    """The map task body of a key-based job; a class so its repr names the job's mapper.
+
+    With a ``reader`` (a file source read by the workers) each task's one record is a split,
+    read here; with a ``parser`` (lines streamed by the caller with a format) the lines are
+    parsed here. ``guarded``: leave bad records out instead of failing the task.
+    """
+
+    def __init__(
+        self,
+        plan: ReducePlan,
+        *,
+        reader: SplitReader | None = None,
+        parser: Callable[[Any], Any] | None = None,
+        guarded: bool = False,
+    ) -> None:
+        self.plan = plan
+        self.reader = reader
+        self.parser = parser
+        self.guarded = guarded
+
+    def __call__(self, records: list[Any], start: int) -> Any:
+        if self.guarded:
+            return self._skipping(records, start)
+        if self.reader is not None:
+            outputs, count = map_keyed(self.plan, self.reader.line_blocks(records[0]), 0)
+            return Counted(outputs, count)
+        if self.parser is not None:
+            records = parse_records(self.parser, records)
+        return map_keyed(self.plan, (records,), start)[0]
+
+    def _skipping(self, records: list[Any], start: int) -> Counted:
+        """``on_error="skip"``/``"collect"``: map record by record, leaving bad ones out."""
+        if self.reader is None:
+            guard = Guard(self.parser)
+            outputs, count = map_keyed(self.plan, (records,), start, guard)
+            return Counted(outputs, count, tuple(guard.skipped))
+        lines = list(self.reader.located_lines(records[0]))
+
+        def where(index: int, raw: Any) -> str:
+            path, offset, _ = lines[index]
+            return f"{path}: line at byte offset {offset}"
+
+        guard = Guard(self.reader.decode_and_parse, where)
+        outputs, count = map_keyed(self.plan, ([line for _, _, line in lines],), 0, guard)
+        return Counted(outputs, count, tuple(guard.skipped))
+
+    def __repr__(self) -> str:
+        return f"<map task of {self.plan.spec.mapper!r}>"

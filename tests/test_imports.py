@@ -1,0 +1,116 @@
+"""What each side imports: ``import aiomr`` loads nothing yet; workers load only task code.
+
+A worker process starts by importing what its tasks name. Were that the event loop's side,
+the executors or the database drivers, each worker (and the forkserver) would spend most of
+its start-up importing code it never runs. These run real programs in fresh interpreters,
+since the test process itself has imported everything long ago.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+CALLER_SIDE = [
+    "aiofiles",
+    "aiomr._chunker",
+    "aiomr._dispatch",
+    "aiomr._engine",
+    "aiomr._job",
+    "aiomr._keyed",
+    "aiomr._scheduler",
+    "aiomr.cli",
+    "aiomr.executors._process",
+    "aiomr.sources._db",
+    "aiomr.sources._lines",
+    "asyncio",
+]
+"""Modules a worker running a file job must never need."""
+
+
+def _run(code: str, tmp_path: Path) -> str:
+    script = tmp_path / "program.py"
+    script.write_text(textwrap.dedent(code))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_import_aiomr_loads_no_submodule_until_a_name_is_used(tmp_path: Path) -> None:
+    out = _run(
+        """
+        import json, sys
+        import aiomr
+        before = sorted(m for m in sys.modules if m.startswith("aiomr") or m == "asyncio")
+        aiomr.RecordError
+        after = sorted(m for m in sys.modules if m.startswith("aiomr") or m == "asyncio")
+        print(json.dumps([before, after]))
+        """,
+        tmp_path,
+    )
+    before, after = json.loads(out)
+    assert before == ["aiomr", "aiomr._lazy"]
+    assert after == ["aiomr", "aiomr._exceptions", "aiomr._lazy"]
+
+
+def test_workers_of_file_jobs_import_no_caller_side_module(tmp_path: Path) -> None:
+    """The mappers report, from inside the workers, which modules are loaded there."""
+    (tmp_path / "input.txt").write_text("".join(f"line {i}\\n" for i in range(2000)))
+    out = _run(
+        """
+        import json
+        import operator
+        import sys
+
+        import aiomr
+
+        WATCHED = ("aiomr", "asyncio", "aiofiles")
+
+
+        def loaded():
+            return frozenset(m for m in sys.modules if m.split(".")[0] in WATCHED)
+
+
+        def keyed_mapper(line):
+            for module in loaded():
+                yield module, 1
+
+
+        def block_mapper(blocks):
+            for _ in blocks:
+                pass
+            return loaded()
+
+
+        async def main():
+            source = aiomr.sources.files("input.txt")
+            keyed = await aiomr.map_reduce_by_key(source, keyed_mapper, operator.add)
+            blocks = await aiomr.map_reduce(
+                aiomr.sources.files("input.txt", encoding=None),
+                block_mapper,
+                operator.or_,
+                mode="blocks",
+            )
+            print(json.dumps({"keyed": sorted(keyed), "blocks": sorted(blocks)}))
+
+
+        if __name__ == "__main__":
+            aiomr.run(main())
+        """,
+        tmp_path,
+    )
+    found = json.loads(out)
+    for job in ("keyed", "blocks"):
+        assert "aiomr._worker" in found[job], found[job]  # the mappers did run in workers
+        assert sorted(set(CALLER_SIDE) & set(found[job])) == [], job
+    assert "aiomr._shuffle" in found["keyed"]

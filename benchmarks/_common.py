@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import importlib
 import importlib.metadata
 import math
 import os
@@ -83,6 +84,28 @@ def loop_label(loop: str) -> str:
 
 
 # Statistics ----------------------------------------------------------------------------------
+
+
+def import_names(names: Iterable[str]) -> None:
+    """Import each dotted name: a module, or a module's attribute (``aiomr.map_reduce``).
+
+    A contender's imports happen before its clock starts. A package that imports its public
+    names on first use (aiomr does) loads its code when a name is looked up, not at
+    ``import``: naming the functions the contender calls loads what a script's
+    ``from ... import`` lines at its top would.
+    """
+    for name in names:
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):
+            try:
+                value: Any = importlib.import_module(".".join(parts[:cut]))
+            except ModuleNotFoundError:
+                if cut == 1:
+                    raise
+                continue
+            for attribute in parts[cut:]:
+                value = getattr(value, attribute)
+            break
 
 
 def median(values: Iterable[float]) -> float:

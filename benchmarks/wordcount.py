@@ -450,14 +450,26 @@ def run_aiomr_split_counter(paths: list[str]) -> dict[str, int]:
     return aiomr.run(job(), use_uvloop=Settings.use_uvloop())
 
 
+AIOMR_NAMES = (
+    "aiomr.map_reduce",
+    "aiomr.map_reduce_by_key",
+    "aiomr.run",
+    "aiomr.sources.files",
+    "aiomr.cli.words_of",
+)
+"""What a script using aiomr imports at its top: the names these contenders call."""
+DASK_NAMES = ("dask.bag", "dask.base", "dask.multiprocessing")
+
+
 @dataclass(frozen=True)
 class Contender:
-    """One way of counting words, and how to describe it."""
+    """One way of counting words, how to describe it, and what it imports before the timer."""
 
     key: str
     label: str
     run: Callable[[list[str]], dict[str, int]]
     aiomr: bool = False
+    imports: tuple[str, ...] = ()
 
 
 LOOP = Contender("loop", "single process: `Counter` loop over lines", run_loop)
@@ -473,24 +485,27 @@ CONTENDERS = (
         "`multiprocessing.Pool(2)`, a `Counter` per task (fairer)",
         run_pool_counters,
     ),
-    Contender("dask", "`dask.bag`, processes scheduler, 2 workers", run_dask),
+    Contender("dask", "`dask.bag`, processes scheduler, 2 workers", run_dask, imports=DASK_NAMES),
     Contender(
         "aiomr_keyed",
         "aiomr `map_reduce_by_key(files(...), words_of, operator.add)`",
         run_aiomr_keyed,
         aiomr=True,
+        imports=AIOMR_NAMES,
     ),
     Contender(
         "aiomr_keyed_per_line",
         "aiomr `map_reduce_by_key`, mapper pre-combines each line",
         run_aiomr_keyed_per_line,
         aiomr=True,
+        imports=AIOMR_NAMES,
     ),
     Contender(
         "aiomr_split_counter",
         "aiomr `map_reduce(files(...), mode='blocks')`, a `Counter` per split",
         run_aiomr_split_counter,
         aiomr=True,
+        imports=AIOMR_NAMES,
     ),
 )
 BY_KEY = {c.key: c for c in CONTENDERS}
@@ -534,7 +549,12 @@ def _cpu_seconds(before: os.times_result, after: os.times_result) -> float:
 def contender_main(key: str, list_file: str, result_file: str) -> None:
     """Run one contender in this (fresh) process; print its measurements as JSON."""
     paths = Path(list_file).read_text(encoding="utf-8").splitlines()
-    run = BY_KEY[key].run
+    contender = BY_KEY[key]
+    _common.import_names(contender.imports)  # imports are not part of the time
+    if contender.aiomr and Settings.use_uvloop() is not False:
+        with contextlib.suppress(ImportError):
+            _common.import_names(["uvloop"])
+    run = contender.run
     before = os.times()
     started = time.perf_counter()
     counts = run(paths)

@@ -18,14 +18,14 @@ from ._stream import Snapshot, StreamOptions
 from ._types import Mode, R, V
 from ._windows import Window, WindowSpec
 from .executors import ExecutorSpec
-from .sources._splits import FileSource
+from .sources._splits import SplitSource
 
 __all__ = ["map_reduce", "open_stream", "open_windows"]
 
 
 @overload
 async def map_reduce(
-    source: Iterable[R] | AsyncIterable[R] | FileSource,
+    source: Iterable[R] | AsyncIterable[R] | SplitSource,
     mapper: Callable[[R], V],
     reducer: Callable[[V, V], V],
     *,
@@ -45,7 +45,7 @@ async def map_reduce(
 
 @overload
 async def map_reduce(
-    source: FileSource,
+    source: SplitSource,
     mapper: Callable[[Iterator[bytes]], V],
     reducer: Callable[[V, V], V],
     *,
@@ -65,7 +65,7 @@ async def map_reduce(
 
 @overload
 async def map_reduce(
-    source: Iterable[R] | AsyncIterable[R] | FileSource,
+    source: Iterable[R] | AsyncIterable[R] | SplitSource,
     mapper: Callable[[list[R]], V],
     reducer: Callable[[V, V], V],
     *,
@@ -171,7 +171,7 @@ async def map_reduce(
 
 @contextlib.asynccontextmanager
 async def open_stream(
-    source: Iterable[R] | AsyncIterable[R] | FileSource,
+    source: Iterable[R] | AsyncIterable[R] | SplitSource,
     mapper: Callable[[R], V],
     reducer: Callable[[V, V], V],
     *,

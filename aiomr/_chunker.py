@@ -49,11 +49,11 @@ from typing import Any, Generic, cast
 from ._types import R
 from .sources._db_rows import RowIterator
 from .sources._lines import LineSource
-from .sources._splits import FileSource, Split, SplitCutter
+from .sources._splits import AnySplit, SplitPlan, SplitSource
 
 __all__ = ["DEFAULT_NOUN", "AnySource", "Chunk", "ChunkReader", "ChunkSizer", "check_source"]
 
-AnySource = Iterable[Any] | AsyncIterable[Any] | FileSource
+AnySource = Iterable[Any] | AsyncIterable[Any] | SplitSource
 """What jobs accept as a source: iterables, async iterables and file sources."""
 
 FIRST_CHUNK_SIZE = 64
@@ -91,7 +91,7 @@ class Chunk(Generic[R]):
     records: list[R]
     origins: tuple[tuple[int, str, int], ...] = ()
     """For lines of files: ``(index in records, path, line number)`` where each run starts."""
-    split: Split | None = None
+    split: AnySplit | None = None
     """For file sources read by the workers: the byte ranges (``records`` is ``[split]``)."""
     noun: tuple[str, str] = DEFAULT_NOUN
     """What messages call one record and the source (see `DEFAULT_NOUN`)."""
@@ -120,7 +120,7 @@ class Chunk(Generic[R]):
 
 def check_source(source: object) -> None:
     """Raise `TypeError` unless ``source`` is an iterable or an async iterable."""
-    if not isinstance(source, Iterable | AsyncIterable | FileSource):
+    if not isinstance(source, Iterable | AsyncIterable | SplitSource):
         raise TypeError(
             f"source must be an Iterable or an AsyncIterable, got {type(source).__qualname__}"
         )
@@ -184,15 +184,15 @@ class ChunkReader(Generic[R]):
     def __init__(self, source: AnySource, sizer: ChunkSizer, workers: int = 1) -> None:
         self._sizer = sizer
         self._workers = workers
-        self._files: FileSource | None = None
-        self._cutter: SplitCutter | None = None
+        self._files: SplitSource | None = None
+        self._cutter: SplitPlan | None = None
         self._split_size = 0
         self._batches: Any = None
         self._sequence: Sequence[Any] | None = None
         self._iterator: Iterator[R] | None = None
         self._async_iterator: AsyncIterator[R] | None = None
         self._thread: ThreadPoolExecutor | None = None
-        if isinstance(source, FileSource):
+        if isinstance(source, SplitSource):
             self._files = source
         elif isinstance(source, LineSource):
             source.claim()
@@ -254,7 +254,7 @@ class ChunkReader(Generic[R]):
         self._position += len(records)
         return chunk
 
-    async def _next_split(self, files: FileSource) -> Chunk[R] | None:
+    async def _next_split(self, files: SplitSource) -> Chunk[R] | None:
         if self._cutter is None:
             cutter, self._split_size = await asyncio.to_thread(files.cutter, self._workers)
             self._cutter, self.total_bytes = cutter, cutter.total

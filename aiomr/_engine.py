@@ -25,7 +25,7 @@ from ._stream import Snapshot, StreamOptions, running
 from ._types import A, K, Mode, R, T, V
 from ._windows import Window, WindowSpec, windows
 from .executors import Executor, ExecutorSpec, resolve_executor
-from .sources._splits import FileSource
+from .sources._splits import SplitSource
 
 __all__ = ["Engine"]
 
@@ -121,7 +121,7 @@ class Engine:
     @overload
     async def map_reduce(
         self,
-        source: Iterable[R] | AsyncIterable[R] | FileSource,
+        source: Iterable[R] | AsyncIterable[R] | SplitSource,
         mapper: Callable[[R], V],
         reducer: Callable[[V, V], V],
         *,
@@ -140,7 +140,7 @@ class Engine:
     @overload
     async def map_reduce(
         self,
-        source: FileSource,
+        source: SplitSource,
         mapper: Callable[[Iterator[bytes]], V],
         reducer: Callable[[V, V], V],
         *,
@@ -159,7 +159,7 @@ class Engine:
     @overload
     async def map_reduce(
         self,
-        source: Iterable[R] | AsyncIterable[R] | FileSource,
+        source: Iterable[R] | AsyncIterable[R] | SplitSource,
         mapper: Callable[[list[R]], V],
         reducer: Callable[[V, V], V],
         *,
@@ -254,7 +254,7 @@ class Engine:
     @contextlib.asynccontextmanager
     async def open_stream(
         self,
-        source: Iterable[R] | AsyncIterable[R] | FileSource,
+        source: Iterable[R] | AsyncIterable[R] | SplitSource,
         mapper: Callable[[R], V],
         reducer: Callable[[V, V], V],
         *,
@@ -354,7 +354,7 @@ class Engine:
     @overload
     async def run_by_key(
         self,
-        source: Iterable[R] | AsyncIterable[R] | FileSource,
+        source: Iterable[R] | AsyncIterable[R] | SplitSource,
         spec: ReduceByKey[R, K, V],
         *,
         partitions: int | None = ...,
@@ -373,7 +373,7 @@ class Engine:
     @overload
     async def run_by_key(
         self,
-        source: Iterable[R] | AsyncIterable[R] | FileSource,
+        source: Iterable[R] | AsyncIterable[R] | SplitSource,
         spec: GroupByKey[R, K, V, T],
         *,
         partitions: int | None = ...,
@@ -392,7 +392,7 @@ class Engine:
     @overload
     async def run_by_key(
         self,
-        source: Iterable[R] | AsyncIterable[R] | FileSource,
+        source: Iterable[R] | AsyncIterable[R] | SplitSource,
         spec: FoldByKey[R, K, V, A],
         *,
         partitions: int | None = ...,

@@ -53,7 +53,7 @@ from ._worker import (
 )
 from .executors import Executor, ShippedCode
 from .sources._lines import LineSource
-from .sources._splits import FileSource
+from .sources._splits import SplitSource
 
 __all__ = [
     "JobOptions",
@@ -119,7 +119,7 @@ def _body_for(
     source: object, mode: Mode, mapper: Callable[[Any], Any], reducer: Callable[[Any, Any], Any]
 ) -> Callable[[Any, int], Any]:
     """Choose the task body for the kind of source and the mode."""
-    if isinstance(source, FileSource):
+    if isinstance(source, SplitSource):
         reader = source.reader
         if mode == "record":
             return functools.partial(fold_split_records, reader, mapper, reducer)
@@ -236,7 +236,7 @@ async def run_map_reduce(
     check_callable("reducer", reducer)
     if options.on_error == "raise":
         body = _body_for(source, options.mode, mapper, reducer)
-    elif isinstance(source, FileSource):
+    elif isinstance(source, SplitSource):
         body = functools.partial(fold_split_guarded, source.reader, mapper, reducer)
     else:
         parser = source.parser if isinstance(source, LineSource) else None

@@ -51,7 +51,7 @@ from ._stats import JobStats
 from ._worker import execute
 from .executors import Executor
 from .sources._lines import LineSource
-from .sources._splits import FileSource
+from .sources._splits import SplitSource
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "KeyedOptions", "open_keyed", "run_keyed"]
 
@@ -179,7 +179,7 @@ async def run_keyed(
     # The plan goes into the map body, so it is shipped once per job with it.
     body = MapBody(
         plan,
-        reader=source.reader if isinstance(source, FileSource) else None,
+        reader=source.reader if isinstance(source, SplitSource) else None,
         parser=source.parser if isinstance(source, LineSource) else None,
         guarded=options.on_error != "raise",
     )

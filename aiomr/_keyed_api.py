@@ -17,13 +17,13 @@ from ._retry import RetryPolicy
 from ._stats import JobStats
 from ._types import A, K, R, T, V
 from .executors import ExecutorSpec
-from .sources._splits import FileSource
+from .sources._splits import SplitSource
 
 __all__ = ["fold_by_key", "group_by_key", "map_reduce_by_key", "open_by_key"]
 
 
 async def map_reduce_by_key(
-    source: Iterable[R] | AsyncIterable[R] | FileSource,
+    source: Iterable[R] | AsyncIterable[R] | SplitSource,
     mapper: Callable[[R], Iterable[tuple[K, V]]],
     reducer: Callable[[V, V], V],
     *,
@@ -111,7 +111,7 @@ async def map_reduce_by_key(
 
 
 async def group_by_key(
-    source: Iterable[R] | AsyncIterable[R] | FileSource,
+    source: Iterable[R] | AsyncIterable[R] | SplitSource,
     mapper: Callable[[R], Iterable[tuple[K, V]]],
     reducer: Callable[[K, Iterator[V]], T],
     *,
@@ -167,7 +167,7 @@ async def group_by_key(
 
 
 async def fold_by_key(
-    source: Iterable[R] | AsyncIterable[R] | FileSource,
+    source: Iterable[R] | AsyncIterable[R] | SplitSource,
     mapper: Callable[[R], Iterable[tuple[K, V]]],
     binop: Callable[[A, V], A],
     combine: Callable[[A, A], A],

@@ -16,7 +16,7 @@ from ._worker import Counted, parse_records
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .sources._splits import SplitReader
+    from .sources._splits import SplitReading
 
 __all__ = ["MapBody", "ReduceBody"]
 
@@ -34,16 +34,16 @@ class ReduceBody:
 class MapBody:
     """The map task body of a key-based job; a class so its repr names the job's mapper.
 
-    With a ``reader`` (a file source read by the workers) each task's one record is a split,
-    read here; with a ``parser`` (lines streamed by the caller with a format) the lines are
-    parsed here. ``guarded``: leave bad records out instead of failing the task.
+    With a ``reader`` (a source the workers read: files, SQLite ranges) each task's one record
+    is a split, read here; with a ``parser`` (lines streamed by the caller with a format) the
+    lines are parsed here. ``guarded``: leave bad records out instead of failing the task.
     """
 
     def __init__(
         self,
         plan: ReducePlan,
         *,
-        reader: SplitReader | None = None,
+        reader: SplitReading | None = None,
         parser: Callable[[Any], Any] | None = None,
         guarded: bool = False,
     ) -> None:
@@ -68,13 +68,14 @@ class MapBody:
             guard = Guard(self.parser)
             outputs, count = map_keyed(self.plan, (records,), start, guard)
             return Counted(outputs, count, tuple(guard.skipped))
-        lines = list(self.reader.located_lines(records[0]))
+        reader = self.reader
+        lines = list(reader.located_lines(records[0]))
 
         def where(index: int, raw: Any) -> str:
-            path, offset, _ = lines[index]
-            return f"{path}: line at byte offset {offset}"
+            place, offset, _ = lines[index]
+            return reader.where(place, offset)
 
-        guard = Guard(self.reader.decode_and_parse, where)
+        guard = Guard(reader.decode_and_parse, where)
         outputs, count = map_keyed(self.plan, ([line for _, _, line in lines],), 0, guard)
         return Counted(outputs, count, tuple(guard.skipped))
 

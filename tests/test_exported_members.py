@@ -79,9 +79,12 @@ def test_sources_members() -> None:
         "QuerySource",
         "RangeSplit",
         "Split",
+        "SplitSource",
+        "SqliteRangeSource",
         "files",
         "lines",
         "query",
+        "sqlite_ranges",
     ]
 
 

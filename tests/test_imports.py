@@ -16,6 +16,7 @@ from pathlib import Path
 
 CALLER_SIDE = [
     "aiofiles",
+    "aiosqlite",
     "aiomr._chunker",
     "aiomr._dispatch",
     "aiomr._engine",
@@ -70,11 +71,12 @@ def test_workers_of_file_jobs_import_no_caller_side_module(tmp_path: Path) -> No
         """
         import json
         import operator
+        import sqlite3
         import sys
 
         import aiomr
 
-        WATCHED = ("aiomr", "asyncio", "aiofiles")
+        WATCHED = ("aiomr", "asyncio", "aiofiles", "aiosqlite")
 
 
         def loaded():
@@ -101,7 +103,14 @@ def test_workers_of_file_jobs_import_no_caller_side_module(tmp_path: Path) -> No
                 operator.or_,
                 mode="blocks",
             )
-            print(json.dumps({"keyed": sorted(keyed), "blocks": sorted(blocks)}))
+            with sqlite3.connect("rows.db") as db:
+                db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v)")
+                db.executemany("INSERT INTO t VALUES (?, ?)", [(i, i) for i in range(500)])
+            split = aiomr.sources.RangeSplit("id", 0, 500, 2)
+            rows = aiomr.sources.sqlite_ranges("rows.db", "SELECT id, v FROM t", split=split)
+            table = await aiomr.map_reduce_by_key(rows, keyed_mapper, operator.add)
+            found = {"keyed": sorted(keyed), "blocks": sorted(blocks), "sqlite": sorted(table)}
+            print(json.dumps(found))
 
 
         if __name__ == "__main__":
@@ -110,7 +119,8 @@ def test_workers_of_file_jobs_import_no_caller_side_module(tmp_path: Path) -> No
         tmp_path,
     )
     found = json.loads(out)
-    for job in ("keyed", "blocks"):
+    for job in ("keyed", "blocks", "sqlite"):
         assert "aiomr._worker" in found[job], found[job]  # the mappers did run in workers
         assert sorted(set(CALLER_SIDE) & set(found[job])) == [], job
     assert "aiomr._shuffle" in found["keyed"]
+    assert "aiomr.sources._sqlite_ranges" in found["sqlite"]

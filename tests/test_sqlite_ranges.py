@@ -1,0 +1,199 @@
+"""`aiomr.sources.sqlite_ranges`: SQLite files read by the workers, on real files and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import operator
+import pathlib
+import sqlite3
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aiomr
+from aiomr.executors import ProcessExecutor
+from aiomr.sources import RangeSplit, sqlite_ranges
+
+ROWS = 3000
+SQL = "SELECT id, store, amount FROM sales"
+
+
+@pytest.fixture
+def sales(tmp_path: pathlib.Path) -> str:
+    """``sales``: ids 1..ROWS (the rowid), then three rows with no id, so NULL ids."""
+    path = str(tmp_path / "sales.db")
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE sales (n INTEGER PRIMARY KEY, id INTEGER, store, amount)")
+        db.execute("CREATE INDEX sales_id ON sales (id)")
+        rows = [(i, i % 7, (i * 37) % 1000) for i in range(1, ROWS + 1)]
+        rows += [(None, 3, 11 + n) for n in range(3)]
+        db.executemany("INSERT INTO sales (id, store, amount) VALUES (?, ?, ?)", rows)
+        db.commit()
+    return path
+
+
+def group_by(path: str) -> dict[int, int]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return dict(db.execute("SELECT store, sum(amount) FROM sales GROUP BY store"))
+
+
+def store_amount(row: tuple[Any, ...]) -> list[tuple[int, int]]:
+    return [(row[1], row[2])]
+
+
+def amount_of(row: tuple[Any, ...]) -> int:
+    return int(row[2])
+
+
+async def test_a_key_value_job_equals_group_by(
+    sales: str, process_executor: ProcessExecutor
+) -> None:
+    split = RangeSplit("id", 1, ROWS + 1, 8)
+    stats = aiomr.JobStats()
+    totals = await aiomr.map_reduce_by_key(
+        sqlite_ranges(sales, SQL, split=split, batch_size=250),
+        store_amount,
+        operator.add,
+        executor=process_executor,
+        stats=stats,
+    )
+    assert totals == group_by(sales)
+    assert stats.records == ROWS + 3
+    assert stats.chunks_done == 8  # one task per range
+    assert len(stats.worker_pids) >= 1
+
+
+async def test_every_mode_sees_every_row(sales: str, process_executor: ProcessExecutor) -> None:
+    source = sqlite_ranges(sales, SQL, split=RangeSplit("id", 1, ROWS + 1, 4), batch_size=400)
+    want = sum(group_by(sales).values())
+    by_record = await aiomr.map_reduce(source, amount_of, operator.add, executor=process_executor)
+
+    def chunk_total(rows: list[tuple[Any, ...]]) -> int:
+        assert 0 < len(rows) <= 400  # one fetched batch at a time
+        return sum(row[2] for row in rows)
+
+    by_chunk = await aiomr.map_reduce(
+        source, chunk_total, operator.add, mode="chunk", executor=process_executor
+    )
+
+    def blocks_total(blocks: Any) -> int:
+        return sum(row[2] for block in blocks for row in block)
+
+    by_blocks = await aiomr.map_reduce(
+        source, blocks_total, operator.add, mode="blocks", executor=process_executor
+    )
+    assert by_record == by_chunk == by_blocks == want
+
+
+async def test_parameters_and_dict_rows(sales: str) -> None:
+    split = RangeSplit("id", 1, ROWS + 1, 3)
+    sql = "SELECT id, store, amount FROM sales WHERE store = :store AND amount >= :least"
+    source = sqlite_ranges(sales, sql, {"store": 2, "least": 500}, split=split, row="dict")
+    got = await aiomr.map_reduce(source, lambda row: [row["id"]], operator.add, executor="inline")
+    with contextlib.closing(sqlite3.connect(sales)) as db:
+        want = [r[0] for r in db.execute("SELECT id FROM sales WHERE store = 2 AND amount >= 500")]
+    assert sorted(got) == sorted(want)
+    positional = sqlite_ranges(
+        sales, "SELECT id, store, amount FROM sales WHERE store = ?", 2, split=split
+    )
+    count = await aiomr.map_reduce(positional, lambda row: 1, operator.add, executor="inline")
+    assert count == len([i for i in range(1, ROWS + 1) if i % 7 == 2])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    lower=st.integers(-50, 3100),
+    width=st.integers(1, 4000),
+    partitions=st.integers(1, 12),
+)
+def test_every_row_is_read_exactly_once(
+    tmp_path_factory: pytest.TempPathFactory, lower: int, width: int, partitions: int
+) -> None:
+    path = str(tmp_path_factory.mktemp("ranges") / "values.db")
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE t (n INTEGER, x REAL)")
+        values = [*range(-30, 130), None, None, -1000, 10**6, 7, 7]
+        db.executemany("INSERT INTO t VALUES (?, ?)", [(v, v) for v in values])
+        db.commit()
+        everything = collections.Counter(db.execute("SELECT n, x FROM t"))
+    split = RangeSplit("n", lower, lower + width, partitions)
+    source = sqlite_ranges(path, "SELECT n, x FROM t", split=split)
+    got = asyncio.run(
+        aiomr.map_reduce(
+            source, lambda row: collections.Counter([row]), operator.add, executor="inline"
+        )
+    )
+    assert got == everything
+
+
+def test_bad_arguments_fail_at_once(sales: str, tmp_path: pathlib.Path) -> None:
+    split = RangeSplit("id", 1, 10, 2)
+    with pytest.raises(FileNotFoundError, match="missing.db: no such SQLite database file"):
+        sqlite_ranges(tmp_path / "missing.db", SQL, split=split)
+    with pytest.raises(TypeError, match="split must be an aiomr.sources.RangeSplit"):
+        sqlite_ranges(sales, SQL, split=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="row must be 'tuple' or 'dict'"):
+        sqlite_ranges(sales, SQL, split=split, row="list")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        sqlite_ranges(sales, SQL, split=split, batch_size=0)
+    with pytest.raises(TypeError, match="sql must be a str"):
+        sqlite_ranges(sales, b"SELECT 1", split=split)  # type: ignore[arg-type]
+
+
+async def test_a_query_sqlite_refuses_fails_before_any_row(
+    sales: str, tmp_path: pathlib.Path
+) -> None:
+    split = RangeSplit("id", 1, 10, 2)
+    source = sqlite_ranges(sales, "SELECT id, store FROM no_such_table", split=split)
+    with pytest.raises(sqlite3.OperationalError, match="no such table") as caught:
+        await aiomr.map_reduce(source, lambda row: 1, operator.add)
+    assert any("no_such_table" in note and "sales.db" in note for note in caught.value.__notes__)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+        await aiomr.map_reduce(sqlite_ranges(junk, SQL, split=split), lambda row: 1, operator.add)
+
+
+class Unlucky(Exception):
+    pass
+
+
+def fail_on_1234(row: tuple[Any, ...]) -> int:
+    if row[0] == 1234:
+        raise Unlucky(f"row {row}")
+    return 1
+
+
+async def test_a_mapper_error_names_the_range(
+    sales: str, process_executor: ProcessExecutor
+) -> None:
+    split = RangeSplit("id", 1, ROWS + 1, 4)
+    source = sqlite_ranges(sales, SQL, split=split)
+    with pytest.raises(Unlucky) as caught:
+        await aiomr.map_reduce(source, fail_on_1234, operator.add, executor=process_executor)
+    notes = " ".join(caught.value.__notes__)
+    assert "range 1 (id >= 751 and < 1501)" in notes
+
+
+async def test_skipped_rows_are_located_in_their_range(
+    sales: str, process_executor: ProcessExecutor
+) -> None:
+    split = RangeSplit("id", 1, ROWS + 1, 4)
+    source = sqlite_ranges(sales, SQL, split=split)
+    stats = aiomr.JobStats()
+    total = await aiomr.map_reduce(
+        source,
+        fail_on_1234,
+        operator.add,
+        on_error="collect",
+        executor=process_executor,
+        stats=stats,
+    )
+    assert total == ROWS + 3 - 1
+    (bad,) = stats.bad_records
+    assert bad.location == f"{sales}: row 483 of range 1 (id >= 751 and < 1501)"
+    assert bad.error.startswith("Unlucky")

@@ -15,7 +15,9 @@ total amount per store. Every variant runs in the same process, interleaved roun
   (the workers run the same function as the pool's) and in record mode by key
   (``run_by_key``);
 * ``aiomr, range split``: the same chunk-mode job reading four id ranges at once, over an
-  asyncpg pool or four SQLite connections.
+  asyncpg pool or four SQLite connections;
+* ``aiomr, sqlite_ranges`` (SQLite only): the workers read eight id ranges of the file
+  themselves, in chunk mode and by key; no row passes through the caller.
 
 For each run the caller's peak RSS growth is sampled every 5 ms (workers excluded), after
 returning freed memory to the system. Every answer is checked against SQL ``GROUP BY``.
@@ -54,6 +56,8 @@ WORKERS = 2
 BATCH = 5_000
 SLICE = 10_000
 PARTITIONS = 4
+WORKER_RANGES = 8
+"""Ranges of ``sqlite_ranges``: four tasks per worker, so neither waits long for the other."""
 TARGET_RATIO = 0.70
 DSN = os.environ.get("AIOMR_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 TABLE = "aiomr_bench_rows"
@@ -66,12 +70,20 @@ AIOMR_SPLIT = f"aiomr, `mode='chunk'`, range split into {PARTITIONS}"
 AIOMR_COPY = "aiomr, `mode='chunk'`, `transfer='copy'`"
 AIOMR_COPY_KEYED = "aiomr, `run_by_key`, `transfer='copy'`"
 AIOMR_COPY_SPLIT = f"aiomr, `mode='chunk'`, `transfer='copy'`, range split into {PARTITIONS}"
+AIOMR_WORKER_RANGES = (
+    f"aiomr, `mode='chunk'`, `sqlite_ranges`: {WORKER_RANGES} ranges read by the workers"
+)
+AIOMR_WORKER_RANGES_KEYED = (
+    f"aiomr, `run_by_key`, `sqlite_ranges`: {WORKER_RANGES} ranges read by the workers"
+)
+WORKER_RANGE_VARIANTS = (AIOMR_WORKER_RANGES, AIOMR_WORKER_RANGES_KEYED)
+"""SQLite only: the workers read the file themselves."""
 SOURCE_ONLY = "diagnostic: `async for` over `aiomr.sources.query`, no job"
 NO_GC = "diagnostic: aiomr, `mode='chunk'`, cyclic GC off"
 VARIANTS = (RAW, FETCH_ALL, AIOMR, AIOMR_KEYED, AIOMR_SPLIT, SOURCE_ONLY, NO_GC)
 COPY_VARIANTS = (AIOMR_COPY, AIOMR_COPY_KEYED, AIOMR_COPY_SPLIT)
 """PostgreSQL only: ``COPY`` text decoded by the workers."""
-AIOMR_VARIANTS = (AIOMR, AIOMR_KEYED, AIOMR_SPLIT, *COPY_VARIANTS)
+AIOMR_VARIANTS = (AIOMR, AIOMR_KEYED, AIOMR_SPLIT, *COPY_VARIANTS, *WORKER_RANGE_VARIANTS)
 
 
 # The work: total amount per store -------------------------------------------------------------
@@ -115,6 +127,8 @@ class Database:
     fetch_all: Callable[[], Awaitable[list[tuple[Any, ...]]]]
     expected: dict[int, int] = field(default_factory=dict)
     variants: tuple[str, ...] = VARIANTS
+    path: str | None = None
+    """The SQLite file, for the variants whose workers read it themselves."""
 
 
 @contextlib.asynccontextmanager
@@ -129,6 +143,7 @@ async def postgres(rows: int) -> AsyncIterator[Database]:
             f"DROP TABLE IF EXISTS {TABLE};"
             f"CREATE TABLE {TABLE} AS SELECT g AS id, g % {STORES} AS store,"
             f" (g::bigint * 7919) % 100000 AS amount FROM generate_series(1, {rows}) g;"
+            f"ALTER TABLE {TABLE} ADD PRIMARY KEY (id);"
             f"ANALYZE {TABLE}"
         )
 
@@ -185,7 +200,16 @@ async def sqlite(rows: int) -> AsyncIterator[Database]:
                 f"SELECT store, sum(amount) FROM {TABLE} GROUP BY store"
             )
             expected = dict(grouped)  # type: ignore[arg-type]
-            yield Database("aiosqlite (SQLite)", connection, connect, raw, fetch_all, expected)
+            yield Database(
+                "aiosqlite (SQLite)",
+                connection,
+                connect,
+                raw,
+                fetch_all,
+                expected,
+                (*VARIANTS[:5], *WORKER_RANGE_VARIANTS, *VARIANTS[5:]),
+                path,
+            )
 
 
 def _fill_sqlite(path: str, rows: int) -> None:
@@ -283,6 +307,14 @@ async def measure(db: Database, runs: int, rows: int) -> dict[str, Samples]:
                         gc.enable()
                 if name == FETCH_ALL:
                     return await fetch_all_then_pool()
+                if name in WORKER_RANGE_VARIANTS:
+                    assert db.path is not None
+                    ranges = aiomr.sources.RangeSplit("id", 1, rows + 1, WORKER_RANGES)
+                    tables = aiomr.sources.sqlite_ranges(db.path, sql, split=ranges)
+                    if name == AIOMR_WORKER_RANGES_KEYED:
+                        spec = aiomr.ReduceByKey(store_amount, operator.add)
+                        return await engine.run_by_key(tables, spec)
+                    return await engine.map_reduce(tables, chunk_totals, merge, mode="chunk")
                 transfer = "copy" if name in COPY_VARIANTS else "rows"
                 if name in (AIOMR_KEYED, AIOMR_COPY_KEYED):
                     spec = aiomr.ReduceByKey(store_amount, operator.add)
@@ -362,7 +394,7 @@ def targets(results: dict[str, dict[str, Samples]], rows: int) -> str:
     lines = []
     for db_name, samples in results.items():
         fetched = _common.median(samples[FETCH_ALL].growth) / 2**20
-        for name in (AIOMR, AIOMR_COPY):
+        for name in (AIOMR, AIOMR_COPY, *WORKER_RANGE_VARIANTS):
             if name not in samples:
                 continue
             ratio = paired_ratio(samples, name, rows)
@@ -378,7 +410,7 @@ def targets(results: dict[str, dict[str, Samples]], rows: int) -> str:
              f"at most {growth:.1f} MiB (fetch all: {fetched:.1f} MiB)",
              _common.verdict(growth < fetched / 4)]
         )  # fmt: skip
-        for name in (AIOMR_SPLIT, AIOMR_COPY_SPLIT):
+        for name in (AIOMR_SPLIT, AIOMR_COPY_SPLIT, *WORKER_RANGE_VARIANTS):
             if name not in samples:
                 continue
             ratio = paired_ratio(samples, name, rows)
@@ -418,7 +450,12 @@ def render(results: dict[str, dict[str, Samples]], runs: int, rows: int, loop: s
         "the caller passes the text blocks on and the workers decode them into the same "
         "tuples;",
         f"- range split: `RangeSplit('id', 1, {rows + 1:,}, {PARTITIONS})` over an asyncpg "
-        f"pool of {PARTITIONS} connections, or {PARTITIONS} SQLite connections.",
+        f"pool of {PARTITIONS} connections, or {PARTITIONS} SQLite connections; `id` is the "
+        "table's primary key (PostgreSQL) or `INTEGER PRIMARY KEY` (SQLite);",
+        f"- `sqlite_ranges` (SQLite only): `RangeSplit('id', 1, {rows + 1:,}, "
+        f"{WORKER_RANGES})`, each range read by a worker with the standard library's "
+        "`sqlite3` (fetches of 10,000 rows) and mapped there: the caller sends only each "
+        "range's query.",
         "",
     ]
     for db_name, samples in results.items():
@@ -481,7 +518,9 @@ LIMITS = (
     "folds, needs the least. A range split adds database backends and connections, so it "
     "can only beat a single raw cursor where there are CPUs to spare (or the query itself "
     "is slow: filters, joins, a busy or remote server), not on two CPUs already busy. "
-    "SQLite has no `COPY`: its rows always come through the caller, decoded by the driver."
+    "SQLite has no `COPY`, but its file can be read by the workers themselves "
+    "(`sqlite_ranges`): no row then passes through the caller at all, and the reading is "
+    "spread over both workers."
 )
 
 

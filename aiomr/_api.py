@@ -11,8 +11,8 @@ from ._badrecords import OnError
 from ._chunker import AnySource, check_source
 from ._engine import Engine
 from ._job import JobOptions, check_callable
-from ._missing import MISSING
 from ._retry import RetryPolicy
+from ._sentinels import MISSING
 from ._stats import JobStats
 from ._stream import Snapshot, StreamOptions
 from ._types import Mode, R, V

@@ -15,10 +15,10 @@ from ._exceptions import ClosedResourceError
 from ._job import JobOptions, check_callable, run_map_reduce
 from ._keyed import DEFAULT_MEMORY_BUDGET, KeyedOptions, collect_keyed, open_keyed
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
-from ._missing import MISSING
 from ._reducer import Folder
 from ._retry import RetryPolicy
 from ._scheduler import FairScheduler
+from ._sentinels import MISSING
 from ._shuffle import ReducePlan
 from ._stats import JobStats
 from ._stream import Snapshot, StreamOptions, running

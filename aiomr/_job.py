@@ -34,9 +34,9 @@ from ._badrecords import DeadLetterFile, OnError, check_on_error
 from ._chunker import AnySource, ChunkReader, ChunkSizer
 from ._dispatch import dispatch
 from ._exceptions import EmptySourceError
-from ._missing import MISSING
 from ._reducer import Folder
 from ._retry import RetryPolicy
+from ._sentinels import MISSING
 from ._stats import JobStats
 from ._types import Mode
 from ._worker import (

@@ -12,8 +12,8 @@ from ._chunker import AnySource, ChunkSizer, check_source
 from ._engine import Engine
 from ._keyed import DEFAULT_MEMORY_BUDGET, KeyedOptions
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
-from ._missing import MISSING
 from ._retry import RetryPolicy
+from ._sentinels import MISSING
 from ._stats import JobStats
 from ._types import A, K, R, T, V
 from .executors import ExecutorSpec

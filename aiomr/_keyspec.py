@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ._missing import MISSING
+from ._sentinels import MISSING
 
 __all__ = ["FoldByKey", "GroupByKey", "KeyedSpec", "ReduceByKey"]
 

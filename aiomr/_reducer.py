@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ._missing import MISSING
+from ._sentinels import MISSING
 from ._worker import EMPTY, unseal
 
 __all__ = ["Folder"]

@@ -22,8 +22,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ._missing import MISSING
 from ._reducer import Folder
+from ._sentinels import MISSING
 from ._stats import JobStats
 
 __all__ = ["Snapshot", "StreamOptions", "running", "watch"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._exceptions import EmptySourceError
-from ._missing import MISSING
+from ._sentinels import MISSING
 
 __all__ = ["Window", "WindowSpec", "windows"]
 

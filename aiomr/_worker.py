@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import cloudpickle
 
 from ._exceptions import RecordError, UnpicklableError
+from ._sentinels import Marker
 
 __all__ = [
     "Failure",
@@ -321,20 +322,9 @@ def execute(body: Callable[[Any, int], Any], payload: Any, start: int) -> Outcom
     return Outcome(seal(value), count, time.perf_counter() - started, os.getpid(), skipped)
 
 
-class _Empty:
-    """The partial of a task that read no record (an empty compressed file, say)."""
-
-    __slots__ = ()
-
-    def __reduce__(self) -> str:
-        return "EMPTY"  # unpickles as this module's singleton
-
-    def __repr__(self) -> str:
-        return "EMPTY"
-
-
-EMPTY: Any = _Empty()
-"""Folded as nothing at all by the caller."""
+EMPTY: Any = Marker(__name__, "EMPTY")
+"""The partial of a task that read no record (an empty compressed file, say): folded as
+nothing at all by the caller."""
 
 
 class Counted(NamedTuple):

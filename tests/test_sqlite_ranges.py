@@ -132,9 +132,9 @@ def test_every_row_is_read_exactly_once(
 
 def test_bad_arguments_fail_at_once(sales: str, tmp_path: pathlib.Path) -> None:
     split = RangeSplit("id", 1, 10, 2)
-    with pytest.raises(FileNotFoundError, match="missing.db: no such SQLite database file"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.db: no such SQLite database file"):
         sqlite_ranges(tmp_path / "missing.db", SQL, split=split)
-    with pytest.raises(TypeError, match="split must be an aiomr.sources.RangeSplit"):
+    with pytest.raises(TypeError, match=r"split must be an aiomr\.sources\.RangeSplit"):
         sqlite_ranges(sales, SQL, split=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="row must be 'tuple' or 'dict'"):
         sqlite_ranges(sales, SQL, split=split, row="list")  # type: ignore[arg-type]

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .._exceptions import WorkerTraceback
 from .._reducer import Folder
+from .._sentinels import Marker
 from .._worker import EMPTY, Failure, Outcome
 
 if TYPE_CHECKING:
@@ -57,19 +58,8 @@ __all__ = [
 # Worker side ---------------------------------------------------------------------------------
 
 
-class _HeldMarker:
-    """Stands in an envelope for the partial that stayed on the worker."""
-
-    __slots__ = ()
-
-    def __reduce__(self) -> str:
-        return "HELD"  # unpickles as this module's singleton
-
-    def __repr__(self) -> str:
-        return "HELD"
-
-
-HELD: Any = _HeldMarker()
+HELD: Any = Marker(__name__, "HELD")
+"""Stands in an envelope for the partial that stayed on the worker."""
 
 
 class Held:

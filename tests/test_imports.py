@@ -123,4 +123,4 @@ def test_workers_of_file_jobs_import_no_caller_side_module(tmp_path: Path) -> No
         assert "aiomr._worker" in found[job], found[job]  # the mappers did run in workers
         assert sorted(set(CALLER_SIDE) & set(found[job])) == [], job
     assert "aiomr._shuffle" in found["keyed"]
-    assert "aiomr.sources._sqlite_ranges" in found["sqlite"]
+    assert "aiomr.sources._query_ranges" in found["sqlite"]

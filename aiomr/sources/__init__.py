@@ -7,8 +7,9 @@ Any iterable or async iterable is a source as it is. These add what files and da
 * `lines`: the lines of files streamed through the caller with aiofiles, in large blocks;
 * both: globs and directories, gzip/bzip2/xz, text or bytes, and TSV, CSV or JSON Lines
   parsed in the workers;
-* `sqlite_ranges`: a query on an SQLite file, read by the workers themselves, one range of
-  a column per task (no row passes through the caller);
+* `sqlite_ranges`, `postgres_ranges`: a query read by the workers themselves, one range of
+  a column per task, with the standard library's sqlite3 or psycopg (no row passes through
+  the caller);
 * `query`: the rows of a database query, fetched in batches through asyncpg, psycopg,
   aiosqlite or SQLAlchemy, optionally read as ranges of a column over several connections
   at once (`RangeSplit`), or with asyncpg as ``COPY`` text decoded by the workers.
@@ -27,24 +28,26 @@ if TYPE_CHECKING:
     from ._lines import LineSource as LineSource
     from ._lines import lines as lines
     from ._parse import Parser as Parser
+    from ._query_ranges import QueryRangesSource as QueryRangesSource
+    from ._query_ranges import postgres_ranges as postgres_ranges
+    from ._query_ranges import sqlite_ranges as sqlite_ranges
     from ._splits import FileSource as FileSource
     from ._splits import Split as Split
     from ._splits import SplitSource as SplitSource
     from ._splits import files as files
-    from ._sqlite_ranges import SqliteRangeSource as SqliteRangeSource
-    from ._sqlite_ranges import sqlite_ranges as sqlite_ranges
 
 __all__ = [
     "FileSource",
     "LineSource",
     "Parser",
+    "QueryRangesSource",
     "QuerySource",
     "RangeSplit",
     "Split",
     "SplitSource",
-    "SqliteRangeSource",
     "files",
     "lines",
+    "postgres_ranges",
     "query",
     "sqlite_ranges",
 ]
@@ -53,15 +56,16 @@ _WHERE: dict[str, str] = {
     "FileSource": "._splits",
     "LineSource": "._lines",
     "Parser": "._parse",
+    "QueryRangesSource": "._query_ranges",
     "QuerySource": "._db",
     "RangeSplit": "._db_ranges",
     "Split": "._splits",
     "SplitSource": "._splits",
-    "SqliteRangeSource": "._sqlite_ranges",
     "files": "._splits",
     "lines": "._lines",
+    "postgres_ranges": "._query_ranges",
     "query": "._db",
-    "sqlite_ranges": "._sqlite_ranges",
+    "sqlite_ranges": "._query_ranges",
 }
 
 if not TYPE_CHECKING:  # imported on first use: see aiomr._lazy

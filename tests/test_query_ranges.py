@@ -1,4 +1,4 @@
-"""`aiomr.sources.sqlite_ranges`: SQLite files read by the workers, on real files and workers."""
+"""`sources.sqlite_ranges` and `sources.postgres_ranges`: queries read by the workers, for real."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ import pathlib
 import sqlite3
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aiomr
 from aiomr.executors import ProcessExecutor
-from aiomr.sources import RangeSplit, sqlite_ranges
+from aiomr.sources import RangeSplit, postgres_ranges, sqlite_ranges
+from tests.test_db import Pg, expected_totals, poll, table_rows
+from tests.test_db import pg as pg
+from tests.test_db import postgres_dsn as postgres_dsn
 
 ROWS = 3000
 SQL = "SELECT id, store, amount FROM sales"
@@ -197,3 +201,79 @@ async def test_skipped_rows_are_located_in_their_range(
     (bad,) = stats.bad_records
     assert bad.location == f"{sales}: row 483 of range 1 (id >= 751 and < 1501)"
     assert bad.error.startswith("Unlucky")
+
+
+# --- PostgreSQL: psycopg in the workers ---------------------------------------------------
+
+
+def with_app(dsn: str, app: str) -> str:
+    """``dsn`` with an ``application_name``, to find the workers' backends."""
+    return f"{dsn}{'&' if '?' in dsn else '?'}application_name={app}"
+
+
+def first_and_day(row: tuple[Any, ...]) -> list[tuple[str, int]]:
+    return [(type(row[3]).__name__, 1)]
+
+
+async def test_postgres_ranges_equal_group_by_and_close_their_connections(
+    pg: Pg, process_executor: ProcessExecutor
+) -> None:
+    split = RangeSplit("id", 1, 2001, 6)
+    dsn = with_app(pg.dsn, pg.table)
+    sql = f"SELECT id, store, amount, day FROM {pg.table}"
+    stats = aiomr.JobStats()
+    totals = await aiomr.map_reduce_by_key(
+        postgres_ranges(dsn, sql, split=split, batch_size=300),
+        store_amount,
+        operator.add,
+        executor=process_executor,
+        stats=stats,
+    )
+    assert totals == expected_totals()
+    assert stats.records == len(table_rows())  # the NULL ids too, once
+    assert stats.chunks_done == 6
+    kinds = await aiomr.map_reduce_by_key(
+        postgres_ranges(dsn, sql, split=split), first_and_day, operator.add, executor="inline"
+    )
+    assert kinds == {"date": len(table_rows())}  # rows come as psycopg decodes them
+    await poll(lambda: _no_backends(pg), "the workers' connections to close")
+
+
+async def _no_backends(pg: Pg) -> bool:
+    return not await pg.backends()
+
+
+async def test_postgres_ranges_take_parameters_and_give_dicts(pg: Pg) -> None:
+    sql = f"SELECT id, store, amount FROM {pg.table} WHERE store = %s"
+    source = postgres_ranges(pg.dsn, sql, 4, split=RangeSplit("id", 1, 2001, 3), row="dict")
+    ids = await aiomr.map_reduce(source, lambda row: [row["id"]], operator.add, executor="inline")
+    assert sorted(ids) == [r[0] for r in table_rows() if r[1] == 4 and r[0] is not None]
+
+
+async def test_postgres_ranges_refused_or_unreachable_fail_before_any_row(pg: Pg) -> None:
+    split = RangeSplit("id", 1, 10, 2)
+    source = postgres_ranges(pg.dsn, "SELECT id FROM no_such_table", split=split)
+    with pytest.raises(psycopg.errors.UndefinedTable) as caught:
+        await aiomr.map_reduce(source, lambda row: 1, operator.add, executor="inline")
+    assert any("no_such_table" in note for note in caught.value.__notes__)
+    unreachable = "postgresql://someone:hunter2@127.0.0.1:1/test"
+    source = postgres_ranges(unreachable, f"SELECT id FROM {pg.table}", split=split)
+    with pytest.raises(psycopg.OperationalError) as refused:
+        await aiomr.map_reduce(source, lambda row: 1, operator.add, executor="inline")
+    told = " ".join([str(refused.value), *refused.value.__notes__])
+    assert "connecting to postgresql://127.0.0.1/test" in told
+    assert "hunter2" not in told
+    assert "hunter2" not in repr(source)
+
+
+async def test_a_failing_mapper_leaves_no_backend_behind(
+    pg: Pg, process_executor: ProcessExecutor
+) -> None:
+    split = RangeSplit("id", 1, 2001, 4)
+    source = postgres_ranges(
+        with_app(pg.dsn, pg.table), f"SELECT id, store, amount FROM {pg.table}", split=split
+    )
+    with pytest.raises(Unlucky) as caught:
+        await aiomr.map_reduce(source, fail_on_1234, operator.add, executor=process_executor)
+    assert "range 2 (id >= 1001 and < 1501)" in " ".join(caught.value.__notes__)
+    await poll(lambda: _no_backends(pg), "the workers' connections to close")

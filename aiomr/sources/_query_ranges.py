@@ -1,0 +1,436 @@
+"""Queries read by the workers themselves, one range of a column per task.
+
+::
+
+    sqlite_ranges(path, ...) / postgres_ranges(dsn, ...) ──► QueryRangesSource
+        caller: check the database and the query (EXPLAIN), plan the ranges of the
+                RangeSplit, send each task one QueryRange: the range's query and bounds
+        worker: open its own connection (sqlite3 read-only; psycopg), run the range's
+                query, fetch its rows in batches, map them there
+
+The rows never pass through the caller: it neither decodes nor pickles them, so reading
+grows with the workers instead of stopping at what one cursor in the caller delivers
+(`query` streams every row through the caller). Each range is read in a transaction of its
+own, so the ranges do not share one snapshot (as with `RangeSplit` over a pool).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import itertools
+import os
+import pathlib
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._db_driver import Params, RowType
+from ._db_ranges import RangeSplit
+from ._db_sqlite import SqliteDriver
+from ._splits import SplitSource
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "QueryRange",
+    "QueryRangesSource",
+    "RangeReader",
+    "postgres_ranges",
+    "sqlite_ranges",
+]
+
+DEFAULT_BATCH_SIZE = 10_000
+"""Rows per fetch in a worker: a round trip is cheap next to the mapping of 10,000 rows,
+and they take about a megabyte; a key-value job combines each batch as one block."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRange:
+    """One task of a `QueryRangesSource`: a range's query, and how to name it."""
+
+    index: int
+    sql: str
+    params: Params
+    label: str
+    """``range 2 (id >= 500001 and < 750001)``."""
+
+    @property
+    def size(self) -> int:
+        """Bytes covered: unknown for a range of rows."""
+        return 0
+
+    def describe(self) -> str:
+        """Name the range for messages."""
+        return self.label
+
+
+class _RangePlan:
+    """The ranges, handed out one per task, in column order."""
+
+    total = None
+
+    def __init__(self, ranges: list[QueryRange]) -> None:
+        self._ranges = iter(ranges)
+
+    def cut(self, size: int) -> QueryRange | None:
+        return next(self._ranges, None)
+
+
+class RangeReader(abc.ABC):
+    """Read the rows of one range in a worker (see `aiomr.sources.SplitSource`).
+
+    Subclasses open a connection and a cursor; the reader fetches ``batch_size`` rows at a
+    time and turns them into tuples or dicts. It is pickled once per job with its code.
+    """
+
+    def __init__(self, name: str, row: RowType, batch_size: int) -> None:
+        self.name = name
+        """The database, for messages (no password)."""
+        self.row: RowType = row
+        self.batch_size = batch_size
+
+    @abc.abstractmethod
+    def connect(self) -> Any:
+        """Open a connection (in the worker, and once in the caller to check the query)."""
+
+    def execute(self, connection: Any, sql: str, params: Params) -> Any:
+        """Run the query; return a cursor to fetch from."""
+        return connection.execute(sql, params)
+
+    def explain(self, connection: Any, sql: str, params: Params) -> None:
+        """Have the database compile the query without running it."""
+        connection.execute(f"EXPLAIN {sql}", params).close()
+
+    @abc.abstractmethod
+    def restrict(
+        self, connection: Any, sql: str, params: Params, split: RangeSplit
+    ) -> list[QueryRange]:
+        """The query of each range of ``split``, with its parameters."""
+
+    def line_blocks(self, split: QueryRange) -> Iterator[list[Any]]:
+        """The range's rows, ``batch_size`` at a time, as tuples or dicts."""
+        connection = self.connect()
+        try:
+            try:
+                cursor = self.execute(connection, split.sql, split.params)
+            except Exception as exc:
+                exc.add_note(f"aiomr: reading {split.label} of {self.name}")
+                raise
+            try:
+                names = [column[0] for column in cursor.description or ()]
+                size = self.batch_size
+                dicts = self.row == "dict"
+                while batch := cursor.fetchmany(size):
+                    yield (
+                        [dict(zip(names, values, strict=True)) for values in batch]
+                        if dicts
+                        else batch
+                    )
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
+
+    def records(self, split: QueryRange) -> Iterator[Any]:
+        """The range's rows one by one."""
+        return itertools.chain.from_iterable(self.line_blocks(split))
+
+    def blocks(self, split: QueryRange) -> Iterator[list[Any]]:
+        """What a ``mode="blocks"`` mapper gets: the lists of rows of `line_blocks`."""
+        return self.line_blocks(split)
+
+    @staticmethod
+    def records_in_block(block: list[Any]) -> int:
+        """The rows in one block."""
+        return len(block)
+
+    def located_lines(self, split: QueryRange) -> Iterator[tuple[str, int, Any]]:
+        """Each row with its range and its position there, from 0."""
+        for position, row in enumerate(self.records(split)):
+            yield split.label, position, row
+
+    def where(self, place: str, offset: int) -> str:
+        """Name a row: ``sales.db: row 17 of range 2 (id >= 500001 and < 750001)``."""
+        return f"{self.name}: row {offset} of {place}"
+
+    @staticmethod
+    def decode_and_parse(raw: Any) -> Any:
+        """Rows need no decoding: the row as it is."""
+        return raw
+
+
+class SqliteReader(RangeReader):
+    """Ranges of an SQLite file, each read with its own read-only ``sqlite3`` connection."""
+
+    def __init__(self, path: str, row: RowType, batch_size: int) -> None:
+        super().__init__(path, row, batch_size)
+        self.uri = pathlib.Path(path).resolve().as_uri() + "?mode=ro"
+
+    def connect(self) -> Any:
+        """See `RangeReader.connect`."""
+        try:
+            return sqlite3.connect(self.uri, uri=True)
+        except sqlite3.Error as exc:
+            raise FileNotFoundError(
+                f"{self.name}: cannot open as an SQLite database ({exc})"
+            ) from exc
+
+    def restrict(
+        self, connection: Any, sql: str, params: Params, split: RangeSplit
+    ) -> list[QueryRange]:
+        """See `RangeReader.restrict`: the bounds are parameters, like `query`'s."""
+        driver = SqliteDriver()
+        ranges = []
+        for bounds in split.plan():
+            text, values = driver.restrict(connection, sql, params, split.column, bounds)
+            ranges.append(QueryRange(bounds.index, text, values, bounds.describe(split.column)))
+        return ranges
+
+
+class PostgresReader(RangeReader):
+    """Ranges of a PostgreSQL query, each read by a psycopg server-side cursor of its own."""
+
+    def __init__(self, dsn: str, name: str, row: RowType, batch_size: int) -> None:
+        super().__init__(name, row, batch_size)
+        self.dsn = dsn
+
+    def connect(self) -> Any:
+        """See `RangeReader.connect`: a new connection, in a transaction once used."""
+        return importlib.import_module("psycopg").connect(self.dsn)
+
+    def execute(self, connection: Any, sql: str, params: Params) -> Any:
+        """See `RangeReader.execute`: a named (server-side) cursor, binary results."""
+        cursor = connection.cursor("aiomr_range", binary=True)
+        cursor.execute(sql, params or None)
+        return cursor
+
+    def explain(self, connection: Any, sql: str, params: Params) -> None:
+        """See `RangeReader.explain`; with no parameters, a ``%`` in the query is itself."""
+        connection.execute(f"EXPLAIN {sql}", params or None).close()
+
+    def restrict(
+        self, connection: Any, sql: str, params: Params, split: RangeSplit
+    ) -> list[QueryRange]:
+        """See `RangeReader.restrict`: the bounds are SQL literals, like `query`'s."""
+        literal: Any = importlib.import_module("psycopg.sql").Literal
+        ranges = []
+        for bounds in split.plan():
+            condition = bounds.where(
+                split.column, lambda value: literal(value).as_string(connection)
+            )
+            body = sql.strip().rstrip(";")
+            text = f"SELECT * FROM ({body}) AS aiomr_range WHERE {condition}"
+            ranges.append(QueryRange(bounds.index, text, params, bounds.describe(split.column)))
+        return ranges
+
+
+class QueryRangesSource(SplitSource):
+    """A query read by the workers, one range of a column per task (see `sqlite_ranges`,
+    `postgres_ranges`)."""
+
+    record_noun = ("row", "the query")
+
+    def __init__(self, reader: RangeReader, sql: str, params: Params, split: RangeSplit) -> None:
+        self.reader: RangeReader = reader
+        self.sql = sql
+        """The query."""
+        self.params = params
+        """Its parameters: positional values or one mapping."""
+        self.split = split
+        """How the query is cut into ranges."""
+
+    def __repr__(self) -> str:
+        return f"QueryRangesSource({self.reader.name!r}, {self.sql!r}, split={self.split!r})"
+
+    def cutter(self, workers: int) -> tuple[_RangePlan, int]:
+        """Check the database and the query, then plan the ranges (blocking)."""
+        try:
+            connection = self.reader.connect()
+        except Exception as exc:
+            exc.add_note(f"aiomr: connecting to {self.reader.name} for the query {self.sql!r}")
+            raise
+        try:
+            ranges = self.reader.restrict(connection, self.sql, self.params, self.split)
+            # Compiling the first range's query finds a missing table or column, or a
+            # file that is no database, before any worker starts on it.
+            try:
+                self.reader.explain(connection, ranges[0].sql, ranges[0].params)
+            except Exception as exc:
+                exc.add_note(f"aiomr: the query {self.sql!r} on {self.reader.name}")
+                raise
+        finally:
+            connection.close()
+        return _RangePlan(ranges), 0
+
+
+def _check(sql: object, split: object, row: object, batch_size: object) -> None:
+    if not isinstance(sql, str):
+        raise TypeError(f"sql must be a str, got {type(sql).__qualname__}")
+    if not isinstance(split, RangeSplit):
+        raise TypeError(f"split must be an aiomr.sources.RangeSplit, got {split!r}")
+    if row not in ("tuple", "dict"):
+        raise ValueError(f"row must be 'tuple' or 'dict', got {row!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+
+
+def _pack(params: tuple[Any, ...]) -> Params:
+    if len(params) == 1 and isinstance(params[0], Mapping):
+        return params[0]
+    return params
+
+
+def sqlite_ranges(
+    path: str | os.PathLike[str],
+    sql: str,
+    *params: Any,
+    split: RangeSplit,
+    row: RowType = "tuple",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> QueryRangesSource:
+    """Read a query on an SQLite file in the workers, one range of a column per task.
+
+    ```python
+    import operator
+
+    import aiomr
+
+
+    def store_amount(row: tuple[int, int, int]) -> list[tuple[int, int]]:
+        _, store, amount = row
+        return [(store, amount)]
+
+
+    async def main() -> None:
+        split = aiomr.sources.RangeSplit("id", lower=1, upper=1_000_001, partitions=16)
+        source = aiomr.sources.sqlite_ranges(
+            "sales.db", "SELECT id, store, amount FROM sales", split=split
+        )
+        totals = await aiomr.map_reduce_by_key(source, store_amount, operator.add)
+        print(totals)
+
+
+    if __name__ == "__main__":
+        aiomr.run(main())
+    ```
+
+    Each worker opens the file read-only with the standard library's ``sqlite3`` and reads
+    the rows of one range, which its task then maps: the caller sends only the range's
+    query, so it decodes and pickles no row (`query` over aiosqlite streams every row through
+    the caller, which caps a job at what one cursor there delivers). Every row is read
+    exactly once (see `RangeSplit`); ``max_connections`` does not apply: as many ranges are
+    read at once as there are workers. More ranges than workers balance the load (a range
+    is one task, which cannot be split further) and let a shared `Engine` interleave jobs.
+    The split column should be indexed (an ``INTEGER PRIMARY KEY`` is), or every range
+    scans the whole table.
+
+    Args:
+        path: the database file; it must exist (it is opened read-only).
+        sql: the query.
+        params: its parameters: positional values (``?``) or one mapping (``:name``).
+        split: the ranges (`RangeSplit`): a column of the query's result and its bounds.
+        row: ``"tuple"`` (the default) or ``"dict"`` (column name to value).
+        batch_size: rows per fetch in a worker; a ``mode="chunk"`` mapper gets one batch.
+
+    Returns:
+        A `QueryRangesSource`, for the job functions (not an async iterable: its rows exist
+        only in the workers).
+
+    Raises:
+        TypeError, ValueError: bad arguments; FileNotFoundError: no such file (both at
+            once). When the job starts: `sqlite3.Error`, with a note naming the query and
+            the file, for a query SQLite refuses or a file that is no database. An error
+            while a range is read names the range.
+    """
+    _check(sql, split, row, batch_size)
+    name = os.fspath(path)
+    if not isinstance(name, str):
+        raise TypeError(f"path must be a str or os.PathLike[str], got {path!r}")
+    if not os.path.isfile(name):
+        raise FileNotFoundError(f"{name}: no such SQLite database file")
+    packed = _pack(params)
+    SqliteDriver().check_params(packed)
+    return QueryRangesSource(SqliteReader(name, row, batch_size), sql, packed, split)
+
+
+def postgres_ranges(
+    dsn: str,
+    sql: str,
+    *params: Any,
+    split: RangeSplit,
+    row: RowType = "tuple",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> QueryRangesSource:
+    """Read a PostgreSQL query in the workers, one range of a column per task, with psycopg.
+
+    ```python
+    import operator
+
+    import aiomr
+
+
+    def store_amount(row: tuple[int, int, int]) -> list[tuple[int, int]]:
+        _, store, amount = row
+        return [(store, amount)]
+
+
+    async def main() -> None:
+        split = aiomr.sources.RangeSplit("id", lower=1, upper=1_000_001, partitions=16)
+        source = aiomr.sources.postgres_ranges(
+            "postgresql://localhost/shop", "SELECT id, store, amount FROM sales", split=split
+        )
+        totals = await aiomr.map_reduce_by_key(source, store_amount, operator.add)
+        print(totals)
+
+
+    if __name__ == "__main__":
+        aiomr.run(main())
+    ```
+
+    Each worker connects with psycopg 3 (``pip install 'aiomr[psycopg]'``), reads one range
+    through a server-side cursor (binary, ``batch_size`` rows per fetch) and maps its rows
+    there; the caller sends only the range's query, so it decodes and pickles no row. The
+    ranges are those of `RangeSplit` (every row once, NULLs in the first range);
+    ``max_connections`` does not apply: each worker holds one connection while it reads a
+    range. Index the split column (a primary key is), or every range scans the whole
+    table. Rows come as psycopg returns them (``Decimal`` for ``numeric``, ``date`` for
+    ``date``...), as tuples or dicts.
+
+    Args:
+        dsn: a libpq connection string or URI, used by every worker; whatever a worker
+            needs to connect (a password, a ``sslmode``) must be in it or in its
+            environment (``PGPASSWORD``, ``~/.pgpass``).
+        sql: the query.
+        params: its parameters: positional values (``%s``) or one mapping (``%(name)s``).
+        split: the ranges (`RangeSplit`): a column of the query's result and its bounds.
+        row: ``"tuple"`` (the default) or ``"dict"`` (column name to value).
+        batch_size: rows per fetch in a worker; a ``mode="chunk"`` mapper gets one batch.
+
+    Returns:
+        A `QueryRangesSource`, for the job functions (its rows exist only in the workers).
+
+    Raises:
+        TypeError, ValueError: bad arguments; ImportError: psycopg is not installed (both
+            at once). When the job starts: psycopg's errors, with a note naming the query,
+            when the server cannot be reached or refuses the query. An error while a range
+            is read names the range. Messages name the server and the database, never
+            the password.
+    """
+    _check(sql, split, row, batch_size)
+    if not isinstance(dsn, str):
+        raise TypeError(f"dsn must be a str, got {type(dsn).__qualname__}")
+    try:
+        conninfo: Any = importlib.import_module("psycopg.conninfo")
+    except ImportError as exc:
+        raise ImportError(
+            "postgres_ranges reads with psycopg 3 in the workers: pip install 'aiomr[psycopg]'"
+        ) from exc
+    parts = conninfo.conninfo_to_dict(dsn)
+    name = f"postgresql://{parts.get('host', 'localhost')}/{parts.get('dbname', '')}"
+    packed = _pack(params)
+    if not isinstance(packed, tuple | Mapping):
+        raise TypeError(f"query parameters must be values or one mapping, got {packed!r}")
+    return QueryRangesSource(PostgresReader(dsn, name, row, batch_size), sql, packed, split)

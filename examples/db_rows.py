@@ -8,13 +8,16 @@ a table of its own, dropped at the end)::
     python3 examples/db_rows.py --rows 1000000 --partitions 4    # read as 4 id ranges
     python3 examples/db_rows.py --dsn postgresql://postgres@127.0.0.1:5432/test
     python3 examples/db_rows.py --dsn postgresql://postgres@127.0.0.1:5432/test --copy
+    python3 examples/db_rows.py --rows 1000000 --partitions 8 --in-workers
 
 The rows stream out of the database in batches (``aiomr.sources.query``), are mapped and
 combined by store in worker processes, and the totals are written back to a table in one
 transaction (``aiomr.sinks.write_rows``). The answer is compared with the database's own
 ``GROUP BY``; amounts are integer cents, so the comparison is exact. With ``--copy``
 PostgreSQL sends the rows as ``COPY`` text that the workers decode (``transfer="copy"``):
-the caller passes blocks of text on and builds no row, the fastest way to read a table.
+the caller passes blocks of text on and builds no row. With ``--in-workers`` the workers
+read the id ranges themselves (``aiomr.sources.sqlite_ranges``, or ``postgres_ranges`` with
+``--dsn``): no row passes through the caller at all.
 """
 
 from __future__ import annotations
@@ -81,38 +84,44 @@ def print_table(title: str, totals: dict[str, tuple[int, int]]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def sqlite_database(rows: int, seed: int) -> AsyncIterator[tuple[Any, str, str]]:
-    """A fresh SQLite file with the tables; yield a connection factory and table names."""
+async def sqlite_database(rows: int, seed: int) -> AsyncIterator[tuple[Any, str, str, Any]]:
+    """A fresh SQLite file with the tables; yield a connection factory, the table names and
+    the function that reads ranges in the workers."""
     import aiosqlite
 
     with tempfile.TemporaryDirectory(prefix="aiomr-db-rows-") as directory:
         path = os.path.join(directory, "sales.db")
         connect = functools.partial(aiosqlite.connect, path)
         async with connect() as db:
-            await db.execute("CREATE TABLE sales (id INTEGER, store TEXT, amount INTEGER)")
+            await db.execute(
+                "CREATE TABLE sales (id INTEGER PRIMARY KEY, store TEXT, amount INTEGER)"
+            )
             await db.execute("CREATE TABLE store_totals (store TEXT, total INTEGER, sales INTEGER)")
         await aiomr.sinks.write_rows(
             connect, "sales", generate_rows(rows, seed), columns=("id", "store", "amount")
         )
-        yield connect, "sales", "store_totals"
+        yield connect, "sales", "store_totals", functools.partial(aiomr.sources.sqlite_ranges, path)
 
 
 @contextlib.asynccontextmanager
-async def postgres_database(dsn: str, rows: int, seed: int) -> AsyncIterator[tuple[Any, str, str]]:
-    """Tables of this run's own in PostgreSQL, dropped at the end; yield a pool and names."""
+async def postgres_database(
+    dsn: str, rows: int, seed: int
+) -> AsyncIterator[tuple[Any, str, str, Any]]:
+    """Tables of this run's own in PostgreSQL, dropped at the end; yield a pool, the names
+    and the function that reads ranges in the workers."""
     import asyncpg
 
     sales, totals = f"aiomr_example_sales_{os.getpid()}", f"aiomr_example_totals_{os.getpid()}"
     async with asyncpg.create_pool(dsn, min_size=1, max_size=4) as pool:
         await pool.execute(
-            f"CREATE TABLE {sales} (id integer, store text, amount bigint);"
+            f"CREATE TABLE {sales} (id integer PRIMARY KEY, store text, amount bigint);"
             f"CREATE TABLE {totals} (store text, total bigint, sales bigint)"
         )
         try:
             await aiomr.sinks.write_rows(
                 pool, sales, generate_rows(rows, seed), columns=("id", "store", "amount")
             )
-            yield pool, sales, totals
+            yield pool, sales, totals, functools.partial(aiomr.sources.postgres_ranges, dsn)
         finally:
             await pool.execute(f"DROP TABLE IF EXISTS {sales}; DROP TABLE IF EXISTS {totals}")
 
@@ -137,6 +146,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="PostgreSQL only: read with COPY, the rows decoded by the workers",
     )
+    parser.add_argument(
+        "--in-workers",
+        action="store_true",
+        help="the workers read the id ranges themselves (needs --partitions > 1)",
+    )
     args = parser.parse_args(argv)
     if args.rows < 1:
         parser.error("--rows must be >= 1")
@@ -146,6 +160,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--dsn must be a postgresql:// DSN")
     if args.copy and args.dsn is None:
         parser.error("--copy reads with PostgreSQL's COPY: it needs --dsn")
+    if args.in_workers and args.partitions < 2:
+        parser.error("--in-workers reads id ranges: give --partitions 2 or more")
+    if args.in_workers and args.copy:
+        parser.error("--in-workers and --copy are two different ways to read: choose one")
     return args
 
 
@@ -156,16 +174,16 @@ async def main(args: argparse.Namespace) -> int:
         if args.dsn
         else sqlite_database(args.rows, args.seed)
     )
-    async with database as (db, sales, totals_table):
+    async with database as (db, sales, totals_table, in_workers):
         started = time.perf_counter()
         split = None
         if args.partitions > 1:
             split = aiomr.sources.RangeSplit("id", 1, args.rows + 1, args.partitions)
-        source = aiomr.sources.query(
-            db,
-            f"SELECT id, store, amount FROM {sales}",
-            split=split,
-            transfer="copy" if args.copy else "rows",
+        sql = f"SELECT id, store, amount FROM {sales}"
+        source = (
+            in_workers(sql, split=split)
+            if args.in_workers
+            else aiomr.sources.query(db, sql, split=split, transfer="copy" if args.copy else "rows")
         )
         totals = await aiomr.map_reduce_by_key(
             source, sale, add, sort=True, max_workers=args.workers

@@ -59,16 +59,20 @@ def printed_table(stdout: str) -> list[tuple[str, int, str]]:
     return [(store, int(count.replace(",", "")), total) for store, count, total in rows]
 
 
-@pytest.mark.parametrize("partitions", ["1", "3"])
-def test_sqlite_totals_match_the_rows(partitions: str) -> None:
-    done = run_example("--rows", "20000", "--seed", "11", "--partitions", partitions)
+@pytest.mark.parametrize(
+    "options", [("--partitions", "1"), ("--partitions", "3"), ("--partitions", "3", "--in-workers")]
+)
+def test_sqlite_totals_match_the_rows(options: tuple[str, ...]) -> None:
+    done = run_example("--rows", "20000", "--seed", "11", *options)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("TOTAL SALES PER STORE (SQLite, 20,000 rows)\n")
     assert printed_table(done.stdout) == expected_table(20000, 11)
     assert "equal to SQL GROUP BY over SQLite; 9 totals written back" in done.stdout
 
 
-@pytest.mark.parametrize("transfer", [(), ("--copy",)], ids=["rows", "copy"])
+@pytest.mark.parametrize(
+    "transfer", [(), ("--copy",), ("--in-workers",)], ids=["rows", "copy", "in-workers"]
+)
 def test_postgres_totals_match_the_rows(transfer: tuple[str, ...]) -> None:
     dsn = reachable_postgres()
     done = run_example(
@@ -84,6 +88,15 @@ def test_a_bad_dsn_is_refused() -> None:
     done = run_example("--dsn", "mysql://localhost/db")
     assert done.returncode == 2
     assert "--dsn must be a postgresql:// DSN" in done.stderr
+
+
+def test_in_workers_needs_ranges_and_no_copy() -> None:
+    done = run_example("--in-workers")
+    assert done.returncode == 2
+    assert "--in-workers reads id ranges: give --partitions 2 or more" in done.stderr
+    done = run_example("--dsn", "postgresql://x/y", "--partitions", "2", "--in-workers", "--copy")
+    assert done.returncode == 2
+    assert "--in-workers and --copy are two different ways to read" in done.stderr
 
 
 def test_copy_needs_postgresql() -> None:

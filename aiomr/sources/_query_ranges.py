@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._db_driver import Params, RowType
+from ._db_driver import Params, RowType, range_query
 from ._db_ranges import RangeSplit
 from ._db_sqlite import SqliteDriver
 from ._splits import SplitSource
@@ -216,11 +216,9 @@ class PostgresReader(RangeReader):
         literal: Any = importlib.import_module("psycopg.sql").Literal
         ranges = []
         for bounds in split.plan():
-            condition = bounds.where(
-                split.column, lambda value: literal(value).as_string(connection)
+            text = range_query(
+                sql, split.column, bounds, lambda value: literal(value).as_string(connection)
             )
-            body = sql.strip().rstrip(";")
-            text = f"SELECT * FROM ({body}) AS aiomr_range WHERE {condition}"
             ranges.append(QueryRange(bounds.index, text, params, bounds.describe(split.column)))
         return ranges
 

@@ -75,6 +75,7 @@ def test_sources_members() -> None:
     assert aiomr.sources.__all__ == [
         "FileSource",
         "LineSource",
+        "PageSplit",
         "Parser",
         "QueryRangesSource",
         "QuerySource",

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import aiomr
 from aiomr.executors import ProcessExecutor
-from aiomr.sources import RangeSplit, postgres_ranges, sqlite_ranges
+from aiomr.sources import PageSplit, RangeSplit, postgres_ranges, sqlite_ranges
 from tests.test_db import Pg, expected_totals, poll, table_rows
 from tests.test_db import pg as pg
 from tests.test_db import postgres_dsn as postgres_dsn
@@ -277,3 +277,43 @@ async def test_a_failing_mapper_leaves_no_backend_behind(
         await aiomr.map_reduce(source, fail_on_1234, operator.add, executor=process_executor)
     assert "range 2 (id >= 1001 and < 1501)" in " ".join(caught.value.__notes__)
     await poll(lambda: _no_backends(pg), "the workers' connections to close")
+
+
+async def test_a_page_split_reads_every_row_once_without_an_index(
+    pg: Pg, process_executor: ProcessExecutor
+) -> None:
+    await pg.monitor.execute(f"INSERT INTO {pg.table} SELECT * FROM {pg.table} WHERE id < 100")
+    everything = collections.Counter(
+        tuple(r) for r in await pg.monitor.fetch(f"SELECT id, store, amount FROM {pg.table}")
+    )
+    sql = f"SELECT id, store, amount FROM {pg.table} AS s WHERE s.amount >= 0 AND {{pages}}"
+    for partitions in (1, 2, 5, 40):  # 40: more ranges than the table has pages
+        split = PageSplit(pg.table, partitions, alias="s")
+        got = await aiomr.map_reduce(
+            postgres_ranges(pg.dsn, sql, split=split),
+            lambda row: collections.Counter([row]),
+            operator.add,
+            executor=process_executor,
+        )
+        assert got == everything, partitions
+
+
+def test_page_splits_are_checked() -> None:
+    with pytest.raises(ValueError, match="table must be a table name"):
+        PageSplit("sales; DROP TABLE x", 4)
+    with pytest.raises(ValueError, match="partitions must be >= 1"):
+        PageSplit("shop.sales", 0)
+    with pytest.raises(ValueError, match="alias must be a plain name"):
+        PageSplit("sales", 2, alias="s s")
+    with pytest.raises(ValueError, match=r"where the query says \{pages\}"):
+        postgres_ranges("postgresql://h/d", "SELECT 1 FROM sales", split=PageSplit("sales", 2))
+    with pytest.raises(TypeError, match=r"split must be an aiomr\.sources\.RangeSplit"):
+        sqlite_ranges(__file__, "SELECT 1 WHERE {pages}", split=PageSplit("t", 2))  # type: ignore[arg-type]
+    ranges = PageSplit("sales", 3).ranges(10)
+    assert [label for _, label in ranges] == [
+        "range 0 (pages 0 to 2 of sales)",
+        "range 1 (pages 3 to 5 of sales)",
+        "range 2 (pages 6 to the end of sales)",
+    ]
+    assert ranges[0][0] == "(sales.ctid < '(3,0)'::tid)"
+    assert PageSplit("sales", 4).ranges(0) == [("TRUE", "range 0 (pages 0 to the end of sales)")]

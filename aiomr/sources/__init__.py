@@ -24,6 +24,7 @@ from .._lazy import lazy_exports as _lazy_exports
 if TYPE_CHECKING:
     from ._db import QuerySource as QuerySource
     from ._db import query as query
+    from ._db_pages import PageSplit as PageSplit
     from ._db_ranges import RangeSplit as RangeSplit
     from ._lines import LineSource as LineSource
     from ._lines import lines as lines
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FileSource",
     "LineSource",
+    "PageSplit",
     "Parser",
     "QueryRangesSource",
     "QuerySource",
@@ -55,6 +57,7 @@ __all__ = [
 _WHERE: dict[str, str] = {
     "FileSource": "._splits",
     "LineSource": "._lines",
+    "PageSplit": "._db_pages",
     "Parser": "._parse",
     "QueryRangesSource": "._query_ranges",
     "QuerySource": "._db",

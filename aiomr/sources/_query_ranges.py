@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._db_driver import Params, RowType, range_query
+from ._db_pages import PAGES, PageSplit
 from ._db_ranges import RangeSplit
 from ._db_sqlite import SqliteDriver
 from ._splits import SplitSource
@@ -103,9 +104,7 @@ class RangeReader(abc.ABC):
         connection.execute(f"EXPLAIN {sql}", params).close()
 
     @abc.abstractmethod
-    def restrict(
-        self, connection: Any, sql: str, params: Params, split: RangeSplit
-    ) -> list[QueryRange]:
+    def restrict(self, connection: Any, sql: str, params: Params, split: Any) -> list[QueryRange]:
         """The query of each range of ``split``, with its parameters."""
 
     def line_blocks(self, split: QueryRange) -> Iterator[list[Any]]:
@@ -210,9 +209,19 @@ class PostgresReader(RangeReader):
         connection.execute(f"EXPLAIN {sql}", params or None).close()
 
     def restrict(
-        self, connection: Any, sql: str, params: Params, split: RangeSplit
+        self, connection: Any, sql: str, params: Params, split: RangeSplit | PageSplit
     ) -> list[QueryRange]:
-        """See `RangeReader.restrict`: the bounds are SQL literals, like `query`'s."""
+        """See `RangeReader.restrict`: the bounds are SQL literals, like `query`'s; a
+        `PageSplit` reads the table's size and puts each range's condition at ``{pages}``."""
+        if isinstance(split, PageSplit):
+            size = connection.execute(
+                "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
+                (split.table,),
+            ).fetchone()[0]
+            return [
+                QueryRange(i, sql.replace(PAGES, condition), params, label)
+                for i, (condition, label) in enumerate(split.ranges(int(size)))
+            ]
         literal: Any = importlib.import_module("psycopg.sql").Literal
         ranges = []
         for bounds in split.plan():
@@ -229,7 +238,9 @@ class QueryRangesSource(SplitSource):
 
     record_noun = ("row", "the query")
 
-    def __init__(self, reader: RangeReader, sql: str, params: Params, split: RangeSplit) -> None:
+    def __init__(
+        self, reader: RangeReader, sql: str, params: Params, split: RangeSplit | PageSplit
+    ) -> None:
         self.reader: RangeReader = reader
         self.sql = sql
         """The query."""
@@ -262,11 +273,20 @@ class QueryRangesSource(SplitSource):
         return _RangePlan(ranges), 0
 
 
-def _check(sql: object, split: object, row: object, batch_size: object) -> None:
+def _check(
+    sql: object, split: object, row: object, batch_size: object, *, pages: bool = False
+) -> None:
     if not isinstance(sql, str):
         raise TypeError(f"sql must be a str, got {type(sql).__qualname__}")
-    if not isinstance(split, RangeSplit):
-        raise TypeError(f"split must be an aiomr.sources.RangeSplit, got {split!r}")
+    if pages and isinstance(split, PageSplit):
+        if PAGES not in sql:
+            raise ValueError(
+                f"a PageSplit puts each range's condition where the query says {PAGES} "
+                f"(in its WHERE clause): {sql!r} has none"
+            )
+    elif not isinstance(split, RangeSplit):
+        kinds = "a RangeSplit or a PageSplit" if pages else "an aiomr.sources.RangeSplit"
+        raise TypeError(f"split must be {kinds}, got {split!r}")
     if row not in ("tuple", "dict"):
         raise ValueError(f"row must be 'tuple' or 'dict', got {row!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int):
@@ -358,7 +378,7 @@ def postgres_ranges(
     dsn: str,
     sql: str,
     *params: Any,
-    split: RangeSplit,
+    split: RangeSplit | PageSplit,
     row: RowType = "tuple",
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> QueryRangesSource:
@@ -390,12 +410,12 @@ def postgres_ranges(
 
     Each worker connects with psycopg 3 (``pip install 'aiomr[psycopg]'``), reads one range
     through a server-side cursor (binary, ``batch_size`` rows per fetch) and maps its rows
-    there; the caller sends only the range's query, so it decodes and pickles no row. The
-    ranges are those of `RangeSplit` (every row once, NULLs in the first range);
-    ``max_connections`` does not apply: each worker holds one connection while it reads a
-    range. Index the split column (a primary key is), or every range scans the whole
-    table. Rows come as psycopg returns them (``Decimal`` for ``numeric``, ``date`` for
-    ``date``...), as tuples or dicts.
+    there; the caller sends only the range's query, so it decodes and pickles no row.
+    Every row is read once, with either split. ``max_connections`` does not apply: each
+    worker holds one connection while it reads a range. Index a `RangeSplit`'s column (a
+    primary key is), or every range scans the whole table; a `PageSplit` needs no index and
+    reads each page once (PostgreSQL 14 or later). Rows come as psycopg returns them
+    (``Decimal`` for ``numeric``, ``date`` for ``date``...), as tuples or dicts.
 
     Args:
         dsn: a libpq connection string or URI, used by every worker; whatever a worker
@@ -403,7 +423,9 @@ def postgres_ranges(
             environment (``PGPASSWORD``, ``~/.pgpass``).
         sql: the query.
         params: its parameters: positional values (``%s``) or one mapping (``%(name)s``).
-        split: the ranges (`RangeSplit`): a column of the query's result and its bounds.
+        split: the ranges: a `RangeSplit` (a column of the query's result and its
+            bounds), or a `PageSplit` (the pages of one table: no index needed; the query
+            says where the condition goes with ``{pages}``).
         row: ``"tuple"`` (the default) or ``"dict"`` (column name to value).
         batch_size: rows per fetch in a worker; a ``mode="chunk"`` mapper gets one batch.
 
@@ -417,7 +439,7 @@ def postgres_ranges(
             is read names the range. Messages name the server and the database, never
             the password.
     """
-    _check(sql, split, row, batch_size)
+    _check(sql, split, row, batch_size, pages=True)
     if not isinstance(dsn, str):
         raise TypeError(f"dsn must be a str, got {type(dsn).__qualname__}")
     try:

@@ -18,7 +18,8 @@ total amount per store. Every variant runs in the same process, interleaved roun
   asyncpg pool or four SQLite connections;
 * ``aiomr, ranges read by the workers``: ``postgres_ranges`` (psycopg in the workers) or
   ``sqlite_ranges`` (sqlite3 in the workers) read eight id ranges, in chunk mode and by key;
-  no row passes through the caller.
+  no row passes through the caller. For PostgreSQL also eight ranges of the table's pages
+  (``PageSplit``).
 
 For each run the caller's peak RSS growth is sampled every 5 ms (workers excluded), after
 returning freed memory to the system. Every answer is checked against SQL ``GROUP BY``.
@@ -73,14 +74,25 @@ AIOMR_COPY_KEYED = "aiomr, `run_by_key`, `transfer='copy'`"
 AIOMR_COPY_SPLIT = f"aiomr, `mode='chunk'`, `transfer='copy'`, range split into {PARTITIONS}"
 AIOMR_WORKER_RANGES = f"aiomr, `mode='chunk'`, {WORKER_RANGES} ranges read by the workers"
 AIOMR_WORKER_RANGES_KEYED = f"aiomr, `run_by_key`, {WORKER_RANGES} ranges read by the workers"
+AIOMR_WORKER_PAGES = f"aiomr, `mode='chunk'`, {WORKER_RANGES} page ranges read by the workers"
+AIOMR_WORKER_PAGES_KEYED = f"aiomr, `run_by_key`, {WORKER_RANGES} page ranges read by the workers"
 WORKER_RANGE_VARIANTS = (AIOMR_WORKER_RANGES, AIOMR_WORKER_RANGES_KEYED)
+WORKER_PAGE_VARIANTS = (AIOMR_WORKER_PAGES, AIOMR_WORKER_PAGES_KEYED)
+"""PostgreSQL only: ``postgres_ranges`` with a ``PageSplit``."""
 """``postgres_ranges`` / ``sqlite_ranges``: the workers read the ranges themselves."""
 SOURCE_ONLY = "diagnostic: `async for` over `aiomr.sources.query`, no job"
 NO_GC = "diagnostic: aiomr, `mode='chunk'`, cyclic GC off"
 VARIANTS = (RAW, FETCH_ALL, AIOMR, AIOMR_KEYED, AIOMR_SPLIT, SOURCE_ONLY, NO_GC)
 COPY_VARIANTS = (AIOMR_COPY, AIOMR_COPY_KEYED, AIOMR_COPY_SPLIT)
 """PostgreSQL only: ``COPY`` text decoded by the workers."""
-AIOMR_VARIANTS = (AIOMR, AIOMR_KEYED, AIOMR_SPLIT, *COPY_VARIANTS, *WORKER_RANGE_VARIANTS)
+AIOMR_VARIANTS = (
+    AIOMR,
+    AIOMR_KEYED,
+    AIOMR_SPLIT,
+    *COPY_VARIANTS,
+    *WORKER_RANGE_VARIANTS,
+    *WORKER_PAGE_VARIANTS,
+)
 
 
 # The work: total amount per store -------------------------------------------------------------
@@ -164,7 +176,13 @@ async def postgres(rows: int) -> AsyncIterator[Database]:
             raw,
             fetch_all,
             expected,
-            (*VARIANTS[:5], *COPY_VARIANTS, *WORKER_RANGE_VARIANTS, *VARIANTS[5:]),
+            (
+                *VARIANTS[:5],
+                *COPY_VARIANTS,
+                *WORKER_RANGE_VARIANTS,
+                *WORKER_PAGE_VARIANTS,
+                *VARIANTS[5:],
+            ),
             functools.partial(aiomr.sources.postgres_ranges, DSN),
         )
     finally:
@@ -305,6 +323,15 @@ async def measure(db: Database, runs: int, rows: int) -> dict[str, Samples]:
                         gc.enable()
                 if name == FETCH_ALL:
                     return await fetch_all_then_pool()
+                if name in WORKER_PAGE_VARIANTS:
+                    pages = aiomr.sources.PageSplit(TABLE, WORKER_RANGES)
+                    tables = aiomr.sources.postgres_ranges(
+                        DSN, f"{sql} WHERE {{pages}}", split=pages
+                    )
+                    if name == AIOMR_WORKER_PAGES_KEYED:
+                        spec = aiomr.ReduceByKey(store_amount, operator.add)
+                        return await engine.run_by_key(tables, spec)
+                    return await engine.map_reduce(tables, chunk_totals, merge, mode="chunk")
                 if name in WORKER_RANGE_VARIANTS:
                     assert db.ranges is not None
                     ranges = aiomr.sources.RangeSplit("id", 1, rows + 1, WORKER_RANGES)
@@ -392,7 +419,7 @@ def targets(results: dict[str, dict[str, Samples]], rows: int) -> str:
     lines = []
     for db_name, samples in results.items():
         fetched = _common.median(samples[FETCH_ALL].growth) / 2**20
-        for name in (AIOMR, AIOMR_COPY, *WORKER_RANGE_VARIANTS):
+        for name in (AIOMR, AIOMR_COPY, *WORKER_RANGE_VARIANTS, *WORKER_PAGE_VARIANTS):
             if name not in samples:
                 continue
             ratio = paired_ratio(samples, name, rows)
@@ -408,7 +435,7 @@ def targets(results: dict[str, dict[str, Samples]], rows: int) -> str:
              f"at most {growth:.1f} MiB (fetch all: {fetched:.1f} MiB)",
              _common.verdict(growth < fetched / 4)]
         )  # fmt: skip
-        for name in (AIOMR_SPLIT, AIOMR_COPY_SPLIT, *WORKER_RANGE_VARIANTS):
+        for name in (AIOMR_SPLIT, AIOMR_COPY_SPLIT, *WORKER_RANGE_VARIANTS, *WORKER_PAGE_VARIANTS):
             if name not in samples:
                 continue
             ratio = paired_ratio(samples, name, rows)
@@ -453,7 +480,9 @@ def render(results: dict[str, dict[str, Samples]], runs: int, rows: int, loop: s
         f"- ranges read by the workers: `postgres_ranges` / `sqlite_ranges` with "
         f"`RangeSplit('id', 1, {rows + 1:,}, {WORKER_RANGES})`; each range read by a worker "
         "(psycopg, a server-side binary cursor; the standard library's `sqlite3`), 10,000 "
-        "rows per fetch, and mapped there: the caller sends only each range's query.",
+        "rows per fetch, and mapped there: the caller sends only each range's query; "
+        f"page ranges (PostgreSQL only): `PageSplit('{TABLE}', {WORKER_RANGES})`, each "
+        "range a run of the table's pages read by a TID range scan (no index used).",
         "",
     ]
     for db_name, samples in results.items():
@@ -491,9 +520,14 @@ def budget(results: dict[str, dict[str, Samples]], rows: int) -> str:
                 [db_name, "caller: the whole job with `transfer='copy'` (no row decoded)",
                  f"{per_row(samples, AIOMR_COPY):,.0f} ns"]
             )  # fmt: skip
-        for name, what in ((RAW, "the raw cursor loop"), (AIOMR, "aiomr, `transfer='rows'`"),
-                           (AIOMR_COPY, "aiomr, `transfer='copy'`"),
-                           (AIOMR_WORKER_RANGES, "aiomr, ranges read by the workers")):  # fmt: skip
+        steps = (
+            (RAW, "the raw cursor loop"),
+            (AIOMR, "aiomr, `transfer='rows'`"),
+            (AIOMR_COPY, "aiomr, `transfer='copy'`"),
+            (AIOMR_WORKER_RANGES, "aiomr, ranges read by the workers"),
+            (AIOMR_WORKER_PAGES, "aiomr, page ranges read by the workers"),
+        )
+        for name, what in steps:
             if name in samples:
                 lines.append(
                     [db_name, f"whole machine (server, caller, workers): {what}",

@@ -382,26 +382,29 @@ def postgres_ranges(
     row: RowType = "tuple",
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> QueryRangesSource:
-    """Read a PostgreSQL query in the workers, one range of a column per task, with psycopg.
+    """Read a PostgreSQL query in the workers, one range per task, with psycopg.
 
     ```python
-    import operator
+    import collections
 
     import aiomr
 
 
-    def store_amount(row: tuple[int, int, int]) -> list[tuple[int, int]]:
-        _, store, amount = row
-        return [(store, amount)]
+    def per_store(rows: list[tuple[str, int]]) -> collections.Counter[str]:
+        totals: collections.Counter[str] = collections.Counter()
+        for store, amount in rows:
+            totals[store] += amount
+        return totals
 
 
     async def main() -> None:
-        split = aiomr.sources.RangeSplit("id", lower=1, upper=1_000_001, partitions=16)
         source = aiomr.sources.postgres_ranges(
-            "postgresql://localhost/shop", "SELECT id, store, amount FROM sales", split=split
+            "postgresql://localhost/shop",
+            "SELECT store, amount FROM sales WHERE {pages}",
+            split=aiomr.sources.PageSplit("sales", partitions=16),
         )
-        totals = await aiomr.map_reduce_by_key(source, store_amount, operator.add)
-        print(totals)
+        totals = await aiomr.map_reduce(source, per_store, lambda a, b: a + b, mode="chunk")
+        print(totals.most_common(5))
 
 
     if __name__ == "__main__":

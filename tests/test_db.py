@@ -936,11 +936,16 @@ async def test_copy_totals_equal_group_by(
 
 @contextlib.asynccontextmanager
 async def big_table(pg: Pg, rows: int = 300_000) -> AsyncIterator[str]:
-    """A table large enough that a COPY of it is still running while a job waits."""
+    """A table whose COPY is still running while a job waits.
+
+    Its ``pad`` column makes the COPY text (over 30 MB) more than the sockets between the
+    server and the test can buffer: without it, the server may finish writing every row
+    while the job is still held back, and the COPY is then over before the test acts.
+    """
     name = f"{pg.table}_big"
     await pg.monitor.execute(
-        f"CREATE TABLE {name} AS SELECT g AS id, g % 7 AS store, g AS amount"
-        f" FROM generate_series(1, {rows}) g"
+        f"CREATE TABLE {name} AS SELECT g AS id, g % 7 AS store, g AS amount,"
+        f" repeat('x', 100) AS pad FROM generate_series(1, {rows}) g"
     )
     try:
         yield name
@@ -962,7 +967,7 @@ async def test_cancelling_a_copy_mid_stream_ends_it(pg: Pg, kind: str) -> None:
     gate = threading.Event()
     stats = aiomr.JobStats()
     async with big_table(pg) as table, open_pg(kind, pg.dsn, pg.table) as db:
-        source = query(db, f"SELECT store, amount FROM {table}", transfer="copy")
+        source = query(db, f"SELECT store, amount, pad FROM {table}", transfer="copy")
         job = gated_job(source, gate, stats)
         await poll(lambda: stats.records >= 1, "the job to start")
         await poll(lambda: copying(pg), "the COPY to be running, held back by the job")
@@ -976,11 +981,27 @@ async def test_cancelling_a_copy_mid_stream_ends_it(pg: Pg, kind: str) -> None:
             assert await db.fetchval(f"SELECT count(*) FROM {table}") == 300_000
 
 
+async def test_a_copy_closed_at_any_moment_leaves_the_connection_usable(pg: Pg) -> None:
+    # Closing after 1 to 7 blocks, taken at three paces, stops the copy in each of the
+    # states its task can be in: waiting for the server, handing a block over, or about to
+    # resume with data that has just arrived.
+    async with big_table(pg) as table, open_pg("asyncpg", pg.dsn, pg.table) as db:
+        for attempt in range(60):
+            rows = aiter(query(db, f"SELECT store, amount, pad FROM {table}", transfer="copy"))
+            for _ in range(attempt % 7 + 1):
+                await anext(rows)
+                for _ in range(attempt % 3):
+                    await asyncio.sleep(0)
+            await rows.aclose()  # type: ignore[attr-defined]
+            assert await db.fetchval("SELECT count(*) FROM generate_series(1, 3)") == 3, attempt
+        await poll(pg.all_idle, "no backend left running the COPY")
+
+
 async def test_a_backend_terminated_mid_copy_is_a_clear_error(pg: Pg) -> None:
     gate = threading.Event()
     stats = aiomr.JobStats()
     async with big_table(pg) as table, open_pg("asyncpg", pg.dsn, pg.table) as db:
-        sql = f"SELECT store, amount FROM {table}"
+        sql = f"SELECT store, amount, pad FROM {table}"
         job = gated_job(query(db, sql, transfer="copy"), gate, stats)
         [pid] = await poll(lambda: copying(pg), "the COPY to be running, held back by the job")
         assert await pg.monitor.fetchval("SELECT pg_terminate_backend($1)", pid)

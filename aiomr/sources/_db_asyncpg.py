@@ -97,33 +97,23 @@ class AsyncpgDriver(Driver):
     ) -> AsyncGenerator[Any, None]:
         """See `Driver.read_copy`: ``copy_from_query`` on a task feeding a bounded queue.
 
-        Cancellation: closing the generator cancels the copy, which asyncpg ends by asking
-        the server to cancel the statement; the generator returns once the task has ended.
+        Closing the generator stops the copy (see `_CopyFeed.stop`), which asyncpg ends by
+        asking the server to cancel the statement; the generator returns once the task has
+        ended, and the connection is ready for its next query.
         """
         assert isinstance(params, tuple)
         layout = await _copy_layout(connection, sql, row)
-        blocks: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(COPY_QUEUE)
-
-        async def copy() -> None:
-            try:
-                await connection.copy_from_query(sql, *params, output=blocks.put)
-            except Exception as exc:
-                await blocks.put(exc)
-                return
-            await blocks.put(None)
-
-        task = asyncio.ensure_future(copy())
+        feed = _CopyFeed(connection, sql, params)
         first = 0
         try:
-            while (block := await blocks.get()) is not None:
+            while (block := await feed.blocks.get()) is not None:
                 if isinstance(block, BaseException):
                     raise block
                 count = block.count(b"\n")
                 yield CopyRows(layout, [block], count, first)
                 first += count
         finally:
-            task.cancel()
-            await asyncio.wait([task])  # its errors, if any, are in the queue already
+            await feed.stop()
 
     def restrict(
         self, connection: Any, sql: str, params: Params, column: str, bounds: Bounds
@@ -147,6 +137,70 @@ class AsyncpgDriver(Driver):
             await connection.copy_records_to_table(
                 table.name, records=rows, columns=list(table.columns), schema_name=table.schema
             )
+
+
+class _Stopped(Exception):
+    """Raised by the output callback of a copy whose reader has gone."""
+
+
+class _CopyFeed:
+    """``copy_from_query`` on a task of its own, handing its blocks over through a queue.
+
+    Stopping it must not break the connection. asyncpg aborts a copy cleanly (it asks the
+    server to cancel the statement and skips the rest) when its output callback fails, or
+    when the wait for the server's next data is cancelled. But a task cancelled just after
+    that data has arrived, before it has resumed to pass it on, leaves asyncpg with data and
+    nobody waiting for it: it then fails inside its protocol and closes the connection
+    ("'NoneType' object has no attribute 'cancelled'", asyncpg issue #240). So the task is
+    cancelled only where that cannot happen: inside the callback, or after the server has
+    sent nothing for `STOP_GRACE` seconds. Otherwise the callback itself raises, the next
+    time asyncpg calls it.
+    """
+
+    STOP_GRACE = 0.25
+    """Seconds to let a stopped copy reach its callback before its wait is cancelled."""
+
+    def __init__(self, connection: Any, sql: str, params: tuple[Any, ...]) -> None:
+        self.blocks: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(COPY_QUEUE)
+        self._stopping = False
+        self._in_output = False
+        self._task = asyncio.ensure_future(self._run(connection, sql, params))
+
+    async def _output(self, block: bytes) -> None:
+        if self._stopping:
+            raise _Stopped
+        self._in_output = True
+        try:
+            await self.blocks.put(block)
+        finally:
+            self._in_output = False
+
+    async def _run(self, connection: Any, sql: str, params: tuple[Any, ...]) -> None:
+        end: BaseException | None = None
+        try:
+            await connection.copy_from_query(sql, *params, output=self._output)
+        except _Stopped:
+            return
+        except Exception as exc:
+            end = exc
+        if not self._stopping:  # nobody takes from the queue any more once stopping
+            await self.blocks.put(end)
+
+    async def stop(self) -> None:
+        """End the copy, whatever it is doing, and wait until its task has ended."""
+        self._stopping = True
+        while not self.blocks.empty():  # frees a put the task may be waiting in
+            self.blocks.get_nowait()
+        if self._task.done():
+            return
+        if self._in_output:
+            self._task.cancel()
+        await asyncio.wait([self._task], timeout=self.STOP_GRACE)
+        if not self._task.done():
+            self._task.cancel()
+            await asyncio.wait([self._task])
+        if not self._task.cancelled():
+            self._task.exception()  # retrieved: its error, if any, was in the queue
 
 
 async def _copy_layout(connection: Any, sql: str, row: RowType) -> CopyLayout:

@@ -25,6 +25,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from ._db_copy import CopyRows
+from ._db_driver import uninterrupted
 
 __all__ = ["RowIterator"]
 
@@ -150,15 +151,22 @@ class RowIterator(Generic[Row]):
             return None
 
     async def aclose(self) -> None:
-        """Stop reading: cancel the fetch ahead, close the cursor. Idempotent."""
+        """Stop reading: cancel the fetch ahead, close the cursor. Idempotent.
+
+        Runs to its end even if the closing task is cancelled meanwhile (`uninterrupted`):
+        cut short, it would leave the cursor and its transaction open on the connection.
+        """
         self._done = True
         self._rows = iter(())
         self._next = self._rows.__next__
         ahead, self._ahead = self._ahead, None
+        await uninterrupted(self._close(ahead))
+
+    async def _close(self, ahead: asyncio.Task[Any] | None) -> None:
         if ahead is not None and not ahead.done():
             ahead.cancel()
             # Its end runs the generator's own clean-up (a rollback): wait for it. `wait`
-            # does not raise the task's outcome, only our own cancellation.
+            # does not raise the task's outcome.
             await asyncio.wait([ahead])
         await self._batches.aclose()
 

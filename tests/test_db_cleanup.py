@@ -12,11 +12,12 @@ import gc
 from typing import Any
 
 import psycopg
+import psycopg_pool
 import pytest
 
-from aiomr.sources import _db_driver, query
+from aiomr.sources import RangeSplit, _db_driver, query
 from aiomr.sources._db_driver import uninterrupted
-from tests.test_db import Pg
+from tests.test_db import Pg, poll
 from tests.test_db import pg as pg
 from tests.test_db import postgres_dsn as postgres_dsn
 
@@ -28,6 +29,36 @@ def open_psycopg_cursors() -> list[Any]:
         for obj in gc.get_objects()
         if isinstance(obj, psycopg.AsyncServerCursor) and not obj.closed
     ]
+
+
+async def test_a_failing_range_ends_every_reader_on_a_pool_smaller_than_the_split(
+    pg: Pg,
+) -> None:
+    # More ranges than the pool's 4 connections: when range 50 fails, some readers are
+    # waiting for a connection (psycopg_pool waits with asyncio.wait_for, which on Python
+    # 3.11 can drop the cancellation), others are reading, others have just read their last
+    # row and are closing their cursors. Each attempt must end, with no cursor left open.
+    pool = psycopg_pool.AsyncConnectionPool(
+        pg.dsn, kwargs={"application_name": pg.table}, min_size=1, max_size=4, open=False
+    )
+    await pool.open(wait=True)
+    try:
+        for attempt in range(40):
+            split = RangeSplit("id", 0, 100, 3 + attempt % 5)
+            sql = f"SELECT id, 1 / (id - 50) FROM {pg.table}"
+            source = query(pool, sql, split=split, batch_size=1 + attempt % 4)
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                await asyncio.wait_for(_read_all(source), 30)
+            assert open_psycopg_cursors() == [], f"attempt {attempt}"
+            stats = pool.get_stats()
+            assert stats["pool_available"] == stats["pool_size"], f"attempt {attempt}"
+        await poll(pg.all_idle, "every backend of the test to be idle")
+    finally:
+        await pool.close()
+
+
+async def _read_all(source: Any) -> list[Any]:
+    return [row async for row in source]
 
 
 async def test_a_cursor_closing_when_its_task_is_cancelled_closes_to_the_end(pg: Pg) -> None:

@@ -10,6 +10,12 @@ or cancelled) every task still running is cancelled and awaited, which rolls bac
 transaction and gives back its connection, before the iteration's ``aclose()`` returns. A
 `asyncio.TaskGroup` cannot own them, because the iteration is a generator that suspends
 between rows, and a task group must not stay open across a suspension of its owner.
+
+A reader may miss its cancellation: on Python 3.11, `asyncio.wait_for` drops a cancellation
+that arrives just as what it waits for completes (CPython issue gh-86296), and psycopg_pool
+waits for a free connection with it. Such a reader goes on reading. So the queue is closed
+first (`_Handoff`): a reader that would hand a batch over after that stops instead of waiting
+for a consumer that has gone, and readers still running are cancelled again until they end.
 """
 
 from __future__ import annotations
@@ -35,6 +41,32 @@ class _Failed:
 _DONE = object()
 """Put in the queue by a range reader that has read all its rows."""
 
+RECANCEL_SECONDS = 1.0
+"""How often readers that are still running after their cancellation are cancelled again."""
+
+
+class _Handoff:
+    """The bounded queue from the readers to the iteration, which the iteration can close."""
+
+    def __init__(self, size: int) -> None:
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(size)
+        self._closed = False
+
+    async def put(self, item: Any) -> None:
+        """Queue ``item``; once the queue is closed, raise `asyncio.CancelledError` instead."""
+        if self._closed:
+            raise asyncio.CancelledError
+        await self._queue.put(item)
+
+    async def get(self) -> Any:
+        return await self._queue.get()
+
+    def close(self) -> None:
+        """Refuse every later item, and drop the queued ones so no reader waits to put."""
+        self._closed = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
 
 async def read_ranges(
     target: Target,
@@ -51,7 +83,7 @@ async def read_ranges(
     Cancellation: closing the iterator cancels the readers and waits for them to let go of
     their cursors, transactions and connections.
     """
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=split.connections)
+    queue = _Handoff(split.connections)
     gate = asyncio.Semaphore(split.connections)
     tasks = [
         asyncio.create_task(
@@ -73,10 +105,24 @@ async def read_ranges(
             else:
                 yield item
     finally:
-        for task in tasks:
+        queue.close()
+        await _stop(tasks)
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the readers, again while any is still running, and wait until all have ended.
+
+    Their errors, if any, were queued already; only their ending matters here.
+    """
+    running = [task for task in tasks if not task.done()]
+    while running:
+        for task in running:
             task.cancel()
-        # Their errors, if any, were queued already; only their ending matters here.
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait(running, timeout=RECANCEL_SECONDS)
+        running = [task for task in running if not task.done()]
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()
 
 
 async def _read_range(
@@ -85,7 +131,7 @@ async def _read_range(
     params: Params,
     column: str,
     bounds: Bounds,
-    queue: asyncio.Queue[Any],
+    queue: _Handoff,
     gate: asyncio.Semaphore,
     batch_size: int,
     row: RowType,

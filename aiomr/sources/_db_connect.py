@@ -14,6 +14,7 @@ ever imported here: an object of a driver's type means the driver is imported al
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -111,7 +112,15 @@ async def open_connection(target: Target) -> AsyncIterator[tuple[Driver, Any]]:
         yield target.driver, target.value
     elif target.kind == "pool":
         assert target.driver is not None
+        task = asyncio.current_task()
+        requested = task.cancelling() if task is not None else 0
         async with first_error_wins(target.driver.acquire(target.value)) as connection:
+            if task is not None and task.cancelling() > requested:
+                # The pool's wait for a free connection dropped a cancellation: on Python
+                # 3.11, asyncio.wait_for does when its wait completes at the same moment
+                # (CPython gh-86296), and psycopg_pool waits with it. Honour it here, before
+                # a row is read or written.
+                raise asyncio.CancelledError
             yield target.driver, connection
     else:
         made = target.value()

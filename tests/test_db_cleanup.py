@@ -15,8 +15,8 @@ import psycopg
 import psycopg_pool
 import pytest
 
-from aiomr.sources import RangeSplit, _db_driver, query
-from aiomr.sources._db_driver import uninterrupted
+from aiomr.sources import RangeSplit, _db_cleanup, query
+from aiomr.sources._db_cleanup import uninterrupted
 from tests.test_db import Pg, poll
 from tests.test_db import pg as pg
 from tests.test_db import postgres_dsn as postgres_dsn
@@ -96,7 +96,7 @@ async def test_uninterrupted_finishes_the_step_then_raises_the_cancellation() ->
 
 
 async def test_uninterrupted_gives_up_after_its_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_db_driver, "CLEANUP_GRACE", 0.1)
+    monkeypatch.setattr(_db_cleanup, "CLEANUP_GRACE", 0.1)
     ended = asyncio.Event()
 
     async def stuck() -> None:

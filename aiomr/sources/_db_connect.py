@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._db_asyncpg import AsyncpgDriver
-from ._db_driver import Driver, Kind, first_error_wins
+from ._db_cleanup import first_error_wins
+from ._db_driver import Driver, Kind
 from ._db_psycopg import PsycopgDriver
 from ._db_sqlalchemy import SqlAlchemyDriver
 from ._db_sqlite import SqliteDriver

@@ -10,12 +10,11 @@ which library made it, and that library is then already imported.
 from __future__ import annotations
 
 import abc
-import asyncio
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
+from typing import Any, ClassVar, Literal, TypeAlias
 
 __all__ = [
     "Bounds",
@@ -26,13 +25,9 @@ __all__ = [
     "Table",
     "Transfer",
     "check_identifier",
-    "first_error_wins",
     "quote_identifier",
     "range_query",
-    "uninterrupted",
 ]
-
-T = TypeVar("T")
 
 RowType: TypeAlias = Literal["tuple", "dict"]
 """What a row becomes: a `tuple` of its values, or a `dict` from column name to value."""
@@ -122,75 +117,6 @@ class Table:
         """The quoted ``schema.table`` (or ``table``)."""
         name = quote_identifier(self.name)
         return name if self.schema is None else f"{quote_identifier(self.schema)}.{name}"
-
-
-@asynccontextmanager
-async def first_error_wins(manager: AbstractAsyncContextManager[Any]) -> AsyncIterator[Any]:
-    """Enter ``manager``, and exit it to the end, without letting its own error win.
-
-    Ending a transaction or closing a cursor on a connection that just broke fails too, and
-    that second error would hide the first, which says what went wrong. Here the first error
-    is raised and the second is added to it as a note. The exit runs `uninterrupted`.
-    """
-    value = await manager.__aenter__()
-    try:
-        yield value
-    except BaseException as exc:
-        try:
-            await uninterrupted(manager.__aexit__(type(exc), exc, exc.__traceback__))
-        except Exception as err:
-            if err is not exc:
-                exc.add_note(f"aiomr: cleaning up afterwards failed too: {_brief(err)}")
-        raise
-    await uninterrupted(manager.__aexit__(None, None, None))
-
-
-CLEANUP_GRACE = 5.0
-"""Seconds a clean-up step may go on after its task was cancelled (see `uninterrupted`)."""
-
-
-async def uninterrupted(step: Awaitable[T]) -> T:
-    """Await a clean-up step to its end, then raise a cancellation that came meanwhile.
-
-    Closing a cursor or ending a transaction takes a round trip to the server. Cut short by
-    a cancellation, it leaves the driver's objects half closed: a psycopg cursor stays open
-    (and warns when collected), psycopg closes a connection whose cancelled query it was
-    still waiting for, and the transaction around the cursor is then rolled back on a busy
-    connection. So the step runs in a task of its own; a cancellation of the caller waits
-    for it, `CLEANUP_GRACE` seconds at most (then the step is cancelled too), and is raised
-    once it has ended.
-    """
-    task = asyncio.ensure_future(step)
-    loop = asyncio.get_running_loop()
-    cancelled = False
-    deadline: float | None = None
-    while not task.done():
-        try:
-            await asyncio.wait([task], timeout=None if deadline is None else deadline - loop.time())
-        except asyncio.CancelledError:
-            cancelled = True
-            if deadline is None:
-                deadline = loop.time() + CLEANUP_GRACE
-            continue
-        if deadline is not None and not task.done() and loop.time() >= deadline:
-            task.cancel()
-            task.add_done_callback(_retrieve)
-            break
-    if cancelled:
-        if task.done():
-            _retrieve(task)
-        raise asyncio.CancelledError
-    return task.result()
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Mark the outcome of an abandoned step as seen, so asyncio does not report it."""
-    if not task.cancelled():
-        task.exception()
-
-
-def _brief(exc: BaseException) -> str:
-    return f"{type(exc).__qualname__}: {exc}"
 
 
 class Driver(abc.ABC):

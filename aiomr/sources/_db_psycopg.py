@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from ._db_cleanup import first_error_wins
 from ._db_driver import (
     Bounds,
     Driver,
@@ -22,7 +23,6 @@ from ._db_driver import (
     Params,
     RowType,
     Table,
-    first_error_wins,
     quote_identifier,
     range_query,
 )

@@ -24,8 +24,8 @@ import itertools
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
+from ._db_cleanup import uninterrupted
 from ._db_copy import CopyRows
-from ._db_driver import uninterrupted
 
 __all__ = ["RowIterator"]
 

@@ -22,11 +22,11 @@ position of a row is the one the chunker gives it too, so a skipped row and a fa
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from ._db_connect import Target, note_lost, open_connection, resolve
-from ._db_driver import Params, RowType, Transfer
+from ._db_driver import Params, RowType, Transfer, check_read, pack_params
 from ._db_ranges import RangeSplit
 from ._db_rows import RowIterator
 from ._db_split import read_ranges
@@ -227,22 +227,13 @@ def query(
     cursors and rolls back their transactions; borrowed connections go back to their pool
     and opened ones are closed.
     """
-    if not isinstance(sql, str):
-        raise TypeError(f"sql must be a str, got {type(sql).__qualname__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(f"batch_size must be an int, got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    if row not in ("tuple", "dict"):
-        raise ValueError(f"row must be 'tuple' or 'dict', got {row!r}")
+    check_read(sql, row, batch_size)
     if transfer not in ("rows", "copy"):
         raise ValueError(f"transfer must be 'rows' or 'copy', got {transfer!r}")
     if split is not None and not isinstance(split, RangeSplit):
         raise TypeError(f"split must be an aiomr.sources.RangeSplit, got {split!r}")
     target = resolve(db, "aiomr.sources.query()")
-    packed: Params = params
-    if len(params) == 1 and isinstance(params[0], Mapping):
-        packed = params[0]
+    packed = pack_params(params)
     if target.driver is not None:
         target.driver.check_params(packed)
         if transfer == "copy" and not target.driver.copies:

@@ -25,6 +25,8 @@ __all__ = [
     "Table",
     "Transfer",
     "check_identifier",
+    "check_read",
+    "pack_params",
     "quote_identifier",
     "range_query",
 ]
@@ -49,6 +51,25 @@ def check_identifier(what: str, name: str) -> str:
     if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise ValueError(f"{what} must be a column name (a plain or double-quoted identifier)")
     return name
+
+
+def check_read(sql: object, row: object, batch_size: object) -> None:
+    """Raise for a bad query text, row type or batch size, the arguments every read takes."""
+    if not isinstance(sql, str):
+        raise TypeError(f"sql must be a str, got {type(sql).__qualname__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    if row not in ("tuple", "dict"):
+        raise ValueError(f"row must be 'tuple' or 'dict', got {row!r}")
+
+
+def pack_params(params: tuple[Any, ...]) -> Params:
+    """The query parameters as a driver takes them: the values, or the one mapping given."""
+    if len(params) == 1 and isinstance(params[0], Mapping):
+        return params[0]
+    return params
 
 
 def quote_identifier(name: str) -> str:

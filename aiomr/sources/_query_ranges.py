@@ -22,12 +22,13 @@ import itertools
 import os
 import pathlib
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from ._db_driver import Params, RowType, range_query
+from ._db_driver import Driver, Params, RowType, check_read, pack_params
 from ._db_pages import PAGES, PageSplit
+from ._db_psycopg import PsycopgDriver
 from ._db_ranges import RangeSplit
 from ._db_sqlite import SqliteDriver
 from ._splits import SplitSource
@@ -85,6 +86,10 @@ class RangeReader(abc.ABC):
     time and turns them into tuples or dicts. It is pickled once per job with its code.
     """
 
+    driver: ClassVar[Driver]
+    """The database's driver as `query` uses it: ranges are restricted and parameters
+    checked the same way."""
+
     def __init__(self, name: str, row: RowType, batch_size: int) -> None:
         self.name = name
         """The database, for messages (no password)."""
@@ -103,9 +108,13 @@ class RangeReader(abc.ABC):
         """Have the database compile the query without running it."""
         connection.execute(f"EXPLAIN {sql}", params).close()
 
-    @abc.abstractmethod
     def restrict(self, connection: Any, sql: str, params: Params, split: Any) -> list[QueryRange]:
-        """The query of each range of ``split``, with its parameters."""
+        """The query of each range of ``split``, with its parameters (`Driver.restrict`)."""
+        ranges = []
+        for bounds in split.plan():
+            text, values = self.driver.restrict(connection, sql, params, split.column, bounds)
+            ranges.append(QueryRange(bounds.index, text, values, bounds.describe(split.column)))
+        return ranges
 
     def line_blocks(self, split: QueryRange) -> Iterator[list[Any]]:
         """The range's rows, ``batch_size`` at a time, as tuples or dicts."""
@@ -162,6 +171,8 @@ class RangeReader(abc.ABC):
 class SqliteReader(RangeReader):
     """Ranges of an SQLite file, each read with its own read-only ``sqlite3`` connection."""
 
+    driver = SqliteDriver()
+
     def __init__(self, path: str, row: RowType, batch_size: int) -> None:
         super().__init__(path, row, batch_size)
         self.uri = pathlib.Path(path).resolve().as_uri() + "?mode=ro"
@@ -175,20 +186,11 @@ class SqliteReader(RangeReader):
                 f"{self.name}: cannot open as an SQLite database ({exc})"
             ) from exc
 
-    def restrict(
-        self, connection: Any, sql: str, params: Params, split: RangeSplit
-    ) -> list[QueryRange]:
-        """See `RangeReader.restrict`: the bounds are parameters, like `query`'s."""
-        driver = SqliteDriver()
-        ranges = []
-        for bounds in split.plan():
-            text, values = driver.restrict(connection, sql, params, split.column, bounds)
-            ranges.append(QueryRange(bounds.index, text, values, bounds.describe(split.column)))
-        return ranges
-
 
 class PostgresReader(RangeReader):
     """Ranges of a PostgreSQL query, each read by a psycopg server-side cursor of its own."""
+
+    driver = PsycopgDriver()
 
     def __init__(self, dsn: str, name: str, row: RowType, batch_size: int) -> None:
         super().__init__(name, row, batch_size)
@@ -211,8 +213,8 @@ class PostgresReader(RangeReader):
     def restrict(
         self, connection: Any, sql: str, params: Params, split: RangeSplit | PageSplit
     ) -> list[QueryRange]:
-        """See `RangeReader.restrict`: the bounds are SQL literals, like `query`'s; a
-        `PageSplit` reads the table's size and puts each range's condition at ``{pages}``."""
+        """See `RangeReader.restrict`; a `PageSplit` reads the table's size and puts each
+        range's condition at ``{pages}``."""
         if isinstance(split, PageSplit):
             size = connection.execute(
                 "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
@@ -222,14 +224,7 @@ class PostgresReader(RangeReader):
                 QueryRange(i, sql.replace(PAGES, condition), params, label)
                 for i, (condition, label) in enumerate(split.ranges(int(size)))
             ]
-        literal: Any = importlib.import_module("psycopg.sql").Literal
-        ranges = []
-        for bounds in split.plan():
-            text = range_query(
-                sql, split.column, bounds, lambda value: literal(value).as_string(connection)
-            )
-            ranges.append(QueryRange(bounds.index, text, params, bounds.describe(split.column)))
-        return ranges
+        return super().restrict(connection, sql, params, split)
 
 
 class QueryRangesSource(SplitSource):
@@ -276,10 +271,9 @@ class QueryRangesSource(SplitSource):
 def _check(
     sql: object, split: object, row: object, batch_size: object, *, pages: bool = False
 ) -> None:
-    if not isinstance(sql, str):
-        raise TypeError(f"sql must be a str, got {type(sql).__qualname__}")
+    check_read(sql, row, batch_size)
     if pages and isinstance(split, PageSplit):
-        if PAGES not in sql:
+        if PAGES not in str(sql):
             raise ValueError(
                 f"a PageSplit puts each range's condition where the query says {PAGES} "
                 f"(in its WHERE clause): {sql!r} has none"
@@ -287,18 +281,6 @@ def _check(
     elif not isinstance(split, RangeSplit):
         kinds = "a RangeSplit or a PageSplit" if pages else "an aiomr.sources.RangeSplit"
         raise TypeError(f"split must be {kinds}, got {split!r}")
-    if row not in ("tuple", "dict"):
-        raise ValueError(f"row must be 'tuple' or 'dict', got {row!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(f"batch_size must be an int, got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-
-
-def _pack(params: tuple[Any, ...]) -> Params:
-    if len(params) == 1 and isinstance(params[0], Mapping):
-        return params[0]
-    return params
 
 
 def sqlite_ranges(
@@ -369,8 +351,8 @@ def sqlite_ranges(
         raise TypeError(f"path must be a str or os.PathLike[str], got {path!r}")
     if not os.path.isfile(name):
         raise FileNotFoundError(f"{name}: no such SQLite database file")
-    packed = _pack(params)
-    SqliteDriver().check_params(packed)
+    packed = pack_params(params)
+    SqliteReader.driver.check_params(packed)
     return QueryRangesSource(SqliteReader(name, row, batch_size), sql, packed, split)
 
 
@@ -453,7 +435,6 @@ def postgres_ranges(
         ) from exc
     parts = conninfo.conninfo_to_dict(dsn)
     name = f"postgresql://{parts.get('host', 'localhost')}/{parts.get('dbname', '')}"
-    packed = _pack(params)
-    if not isinstance(packed, tuple | Mapping):
-        raise TypeError(f"query parameters must be values or one mapping, got {packed!r}")
+    packed = pack_params(params)
+    PostgresReader.driver.check_params(packed)
     return QueryRangesSource(PostgresReader(dsn, name, row, batch_size), sql, packed, split)

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from ._db_cleanup import first_error_wins
+from ._db_cleanup import first_error_wins, retrieve
 from ._db_copy import CopyLayout, CopyRows, unsupported_columns
 from ._db_driver import Bounds, Driver, Kind, Params, RowType, Table, range_query
 
@@ -200,8 +200,7 @@ class _CopyFeed:
         if not self._task.done():
             self._task.cancel()
             await asyncio.wait([self._task])
-        if not self._task.cancelled():
-            self._task.exception()  # retrieved: its error, if any, was in the queue
+        retrieve(self._task)  # its error, if any, was in the queue
 
 
 async def _copy_layout(connection: Any, sql: str, row: RowType) -> CopyLayout:

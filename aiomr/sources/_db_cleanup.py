@@ -7,6 +7,7 @@ range sources restrict their queries with them), and workers do not load asyncio
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["CLEANUP_GRACE", "first_error_wins", "uninterrupted"]
+__all__ = ["CLEANUP_GRACE", "first_error_wins", "retrieve", "uninterrupted"]
 
 T = TypeVar("T")
 
@@ -58,30 +59,21 @@ async def uninterrupted(step: Awaitable[T]) -> T:
     import asyncio  # here, not at the top: see the module docstring
 
     task = asyncio.ensure_future(step)
-    loop = asyncio.get_running_loop()
-    cancelled = False
-    deadline: float | None = None
-    while not task.done():
-        try:
-            await asyncio.wait([task], timeout=None if deadline is None else deadline - loop.time())
-        except asyncio.CancelledError:
-            cancelled = True
-            if deadline is None:
-                deadline = loop.time() + CLEANUP_GRACE
-            continue
-        if deadline is not None and not task.done() and loop.time() >= deadline:
-            task.cancel()
-            task.add_done_callback(_retrieve)
-            break
-    if cancelled:
-        if task.done():
-            _retrieve(task)
-        raise asyncio.CancelledError
-    return task.result()
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLEANUP_GRACE
+        while not task.done() and (left := deadline - loop.time()) > 0:
+            with contextlib.suppress(asyncio.CancelledError):  # cancelled again: still wait
+                await asyncio.wait([task], timeout=left)
+        task.cancel()  # past its grace; a no-op if it has ended
+        task.add_done_callback(retrieve)
+        raise
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Mark the outcome of an abandoned step as seen, so asyncio does not report it."""
+def retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a task's outcome as seen, so asyncio does not report an error nobody awaited."""
     if not task.cancelled():
         task.exception()
 

@@ -24,7 +24,7 @@ import itertools
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._db_cleanup import uninterrupted
+from ._db_cleanup import retrieve, uninterrupted
 from ._db_copy import CopyRows
 
 __all__ = ["RowIterator"]
@@ -141,7 +141,7 @@ class RowIterator(Generic[Row]):
         task = asyncio.ensure_future(self._next_batch())
         # Read its outcome even if nobody awaits it (the consumer stopped early), so a
         # failed fetch nobody asked for is not reported as "never retrieved".
-        task.add_done_callback(_retrieve)
+        task.add_done_callback(retrieve)
         return task
 
     async def _next_batch(self) -> Any:
@@ -169,8 +169,3 @@ class RowIterator(Generic[Row]):
             # does not raise the task's outcome.
             await asyncio.wait([ahead])
         await self._batches.aclose()
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -11,11 +11,9 @@ transaction and gives back its connection, before the iteration's ``aclose()`` r
 `asyncio.TaskGroup` cannot own them, because the iteration is a generator that suspends
 between rows, and a task group must not stay open across a suspension of its owner.
 
-A reader may miss its cancellation: on Python 3.11, `asyncio.wait_for` drops a cancellation
-that arrives just as what it waits for completes (CPython issue gh-86296), and psycopg_pool
-waits for a free connection with it. Such a reader goes on reading. So the queue is closed
-first (`_Handoff`): a reader that would hand a batch over after that stops instead of waiting
-for a consumer that has gone, and readers still running are cancelled again until they end.
+The queue is closed before the readers are cancelled (`_Handoff`): a reader that goes on
+all the same (a library that drops a cancellation; see `open_connection` for the one known)
+stops at its next batch instead of waiting for a consumer that has gone.
 """
 
 from __future__ import annotations
@@ -40,9 +38,6 @@ class _Failed:
 
 _DONE = object()
 """Put in the queue by a range reader that has read all its rows."""
-
-RECANCEL_SECONDS = 1.0
-"""How often readers that are still running after their cancellation are cancelled again."""
 
 
 class _Handoff:
@@ -106,23 +101,10 @@ async def read_ranges(
                 yield item
     finally:
         queue.close()
-        await _stop(tasks)
-
-
-async def _stop(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel the readers, again while any is still running, and wait until all have ended.
-
-    Their errors, if any, were queued already; only their ending matters here.
-    """
-    running = [task for task in tasks if not task.done()]
-    while running:
-        for task in running:
+        for task in tasks:
             task.cancel()
-        await asyncio.wait(running, timeout=RECANCEL_SECONDS)
-        running = [task for task in running if not task.done()]
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()
+        # Their errors, if any, were queued already; only their ending matters here.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _read_range(

@@ -24,6 +24,9 @@ from typing import Any
 __all__ = ["partition_of", "stable_hash"]
 
 _crc32 = zlib.crc32
+_STR_SEED = _crc32(b"s")
+"""CRC-32 of `_encode`'s tag for a str: continuing from it hashes ``b"s" + text`` without
+building that bytes object."""
 
 
 def _encode(key: Any) -> bytes:
@@ -42,9 +45,14 @@ def _encode(key: Any) -> bytes:
         return b"f" + struct.pack("<d", key)
     if key is None:
         return b"n"
-    if isinstance(key, str):  # str subclasses, e.g. StrEnum members, equal their value
-        return _encode(str(key))
-    if isinstance(key, int):  # int subclasses, e.g. IntEnum members
+    # Subclasses (StrEnum and IntEnum members, named tuples) equal their plain values and
+    # must hash as them. ``str.__str__`` gives the plain value whatever ``__str__`` the
+    # subclass defines.
+    if isinstance(key, str):
+        return _encode(str.__str__(key))
+    if isinstance(key, bytes):
+        return b"b" + bytes(key)
+    if isinstance(key, int):
         return b"i" + str(int(key)).encode()
     if isinstance(key, numbers.Number) and not isinstance(key, complex):
         # Decimal, Fraction, NumPy scalars: equal to an int or a float, they must hash as one.
@@ -54,10 +62,10 @@ def _encode(key: Any) -> bytes:
         with contextlib.suppress(TypeError, ValueError, OverflowError):
             if key == float(key):  # type: ignore[arg-type]
                 return _encode(float(key))  # type: ignore[arg-type]
-    if kind is tuple:
+    if isinstance(key, tuple):
         parts = [_encode(item) for item in key]
         return b"t" + b"".join(struct.pack("<I", len(p)) + p for p in parts)
-    if kind is frozenset:
+    if isinstance(key, frozenset):
         return b"z" + struct.pack("<Q", sum(_crc32(_encode(item)) for item in key))
     hash(key)  # unhashable keys fail here, with Python's own message
     return b"p" + pickle.dumps(key, protocol=4)
@@ -65,8 +73,8 @@ def _encode(key: Any) -> bytes:
 
 def stable_hash(key: Any) -> int:
     """Return a 32-bit hash of ``key`` that is identical across processes and runs."""
-    if type(key) is str:  # the common case, kept short
-        return _crc32(key.encode("utf-8", "surrogatepass"))
+    if type(key) is str:  # the common case, kept short; the same bytes as `_encode`'s
+        return _crc32(key.encode("utf-8", "surrogatepass"), _STR_SEED)
     return _crc32(_encode(key))
 
 

@@ -375,6 +375,22 @@ class Level(enum.IntEnum):
     ONE = 1
 
 
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+class Shouting(str):
+    def __str__(self) -> str:
+        return self.upper()
+
+
+class Blob(bytes):
+    pass
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
 class TestPairsAndEquality:
     async def test_two_character_strings_are_not_pairs(self) -> None:
         with pytest.raises(aiomr.MapperOutputError, match=r"it yielded 'ab'"):
@@ -409,3 +425,27 @@ class TestPairsAndEquality:
             partitions=partitions,
         )
         assert list(result.values()) == [6]
+
+    @pytest.mark.parametrize(
+        "keys",
+        [
+            ["red", Colour.RED, Shouting("red")],
+            [b"red", Blob(b"red")],
+            [("red", 1), Point("red", 1), (Colour.RED, Level.ONE)],
+        ],
+        ids=["str", "bytes", "tuple"],
+    )
+    @pytest.mark.parametrize("partitions", [2, 3, 5])
+    async def test_equal_keys_of_subclasses_meet(self, keys: list[object], partitions: int) -> None:
+        # Equal keys must land in one partition, or each partition would hold its own
+        # count and the result dict would keep only one of them.
+        assert len({stable_hash(key) for key in keys}) == 1
+        result = await aiomr.map_reduce_by_key(
+            keys,
+            lambda k: [(k, 1)],
+            operator.add,
+            executor="inline",
+            chunk_size=1,
+            partitions=partitions,
+        )
+        assert list(result.values()) == [len(keys)]

@@ -68,3 +68,28 @@ def test_run_checks_the_switch_interval(value: object, error: type[Exception]) -
     with pytest.raises(error, match="switch_interval"):
         aiomr.run(coroutine, switch_interval=value)  # type: ignore[arg-type]
     coroutine.close()
+
+
+class _Watched:
+    """A result that counts how often it is formatted."""
+
+    def __init__(self) -> None:
+        self.reprs = 0
+
+    def __repr__(self) -> str:
+        self.reprs += 1
+        return "<watched>"
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True])
+@pytest.mark.parametrize("handle_sigterm", [True, False])
+def test_run_never_formats_the_result(use_uvloop: bool, handle_sigterm: bool) -> None:
+    # Formatting a large dict sorts all its keys: asyncio.run on Python 3.11 does it twice.
+    result = _Watched()
+
+    async def main() -> _Watched:
+        return result
+
+    got = aiomr.run(main(), use_uvloop=use_uvloop, handle_sigterm=handle_sigterm)
+    assert got is result
+    assert result.reprs == 0

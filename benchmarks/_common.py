@@ -22,10 +22,8 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    # Let the scripts import the checkout's aiomr without installing it.
-    sys.path.insert(0, str(REPO_ROOT))
+from _imports import REPO_ROOT as REPO_ROOT
+from _imports import import_names as import_names
 
 DOCS_PAGE = REPO_ROOT / "docs" / "benchmarks.md"
 
@@ -84,28 +82,6 @@ def loop_label(loop: str) -> str:
 
 
 # Statistics ----------------------------------------------------------------------------------
-
-
-def import_names(names: Iterable[str]) -> None:
-    """Import each dotted name: a module, or a module's attribute (``aiomr.map_reduce``).
-
-    A contender's imports happen before its clock starts. A package that imports its public
-    names on first use (aiomr does) loads its code when a name is looked up, not at
-    ``import``: naming the functions the contender calls loads what a script's
-    ``from ... import`` lines at its top would.
-    """
-    for name in names:
-        parts = name.split(".")
-        for cut in range(len(parts), 0, -1):
-            try:
-                value: Any = importlib.import_module(".".join(parts[:cut]))
-            except ModuleNotFoundError:
-                if cut == 1:
-                    raise
-                continue
-            for attribute in parts[cut:]:
-                value = getattr(value, attribute)
-            break
 
 
 def median(values: Iterable[float]) -> float:

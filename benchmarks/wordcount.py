@@ -18,7 +18,10 @@ Each timed run starts a fresh Python process for one contender, so memory figure
 that contender alone; contenders are interleaved round by round in rotating order. A
 contender's wall time runs from just before it starts its workers to the moment it holds its
 complete result (imports, reading the list of paths and writing the result for checking are
-outside). Worker start-up is inside, for every contender that has workers.
+outside). Worker start-up is inside, for every contender that has workers. Each contender is
+the small program ``wordcount_jobs.py``, which imports only what a word-count script needs
+(workers started with ``forkserver`` or ``spawn`` import the main program again), and aiomr
+and these scripts are byte-compiled before the first run, as an installed package is.
 
 Measured per run: wall time; CPU seconds (user + system of the contender's process during
 the timed part, plus all of its descendants, reaped before reading); the caller's peak RSS
@@ -42,35 +45,31 @@ and ``python3 benchmarks/wordcount.py --help`` for the options.
 from __future__ import annotations
 
 import argparse
-import collections
+import compileall
 import contextlib
 import dataclasses
 import functools
 import itertools
 import json
-import math
-import multiprocessing
 import operator
 import os
 import pickle
 import random
 import resource
-import string
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import _common
+import wordcount_jobs as jobs
+from wordcount_jobs import POOL_CHUNK_LINES, WORKERS, cpu_seconds, peak_rss, stop_forkserver
 
-WORKERS = 2
 TARGET_SPEEDUP = 1.7
 SAMPLE_SECONDS = 0.05
 """Interval of the memory sampler; the list of descendants is refreshed every fifth sample."""
@@ -80,15 +79,11 @@ VOCABULARY = 150_000
 """Distinct words the generator draws from (Zipf-distributed, most frequent first)."""
 TEXT_VERSION = 1
 """Part of the cached file's name: bump it when the generator changes."""
-POOL_CHUNK_LINES = 50_000
-"""Lines per task when a ``multiprocessing.Pool`` contender reads one big file itself."""
 SPILL_KEYS = 3_000_000
 SPILL_BUDGET_SHARE = 10
 """The spill job has this many times more keys than its memory budget holds."""
 DICT_SLOT_BYTES = 48
 """What one entry of a dict costs besides its key and value (hash, pointers, spare room)."""
-
-_PUNCTUATION = str.maketrans(string.punctuation, " " * len(string.punctuation))
 
 
 class Settings:
@@ -106,44 +101,6 @@ class Settings:
         if cls.loop == "both":
             return "`aiomr.run`'s default (uvloop when installed)"
         return _common.loop_label(cls.loop)
-
-
-# Tokenising ---------------------------------------------------------------------------------
-
-
-def tokens(text: str) -> list[str]:
-    """Return the words of ``text``: punctuation to spaces, lower-case, alphabetic only."""
-    return [word for word in text.translate(_PUNCTUATION).lower().split() if word.isalpha()]
-
-
-def line_pairs(line: str) -> Iterator[tuple[str, int]]:
-    """Yield ``(word, count)`` once per distinct word of a line (a per-line combiner)."""
-    return iter(Counter(tokens(line)).items())
-
-
-def count_lines(lines: Iterable[str]) -> Counter[str]:
-    """Count the words of ``lines`` with the single-process loop's body."""
-    counts: Counter[str] = Counter()
-    update = counts.update
-    for line in lines:
-        update(tokens(line))
-    return counts
-
-
-def count_split_lines(blocks: Iterator[bytes]) -> Counter[str]:
-    """Count a byte-range split line by line, as the single-process loop does, in one Counter."""
-    counts: Counter[str] = Counter()
-    update = counts.update
-    for block in blocks:
-        for line in block.decode("utf-8", "replace").split("\n"):
-            update(tokens(line))
-    return counts
-
-
-def merge_counts(first: Counter[str], second: Counter[str]) -> Counter[str]:
-    """Add ``second`` into ``first`` (which the fold owns) and return it."""
-    first.update(second)
-    return first
 
 
 # Inputs -------------------------------------------------------------------------------------
@@ -304,270 +261,36 @@ class Input:
         return f"{self.label}: {files}, {self.size / 1e6:.1f} MB"
 
 
-# Contenders (each runs in its own process) ---------------------------------------------------
-
-
-def _line_chunks(path: str, lines_per_chunk: int = POOL_CHUNK_LINES) -> Iterator[list[str]]:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        while chunk := list(itertools.islice(f, lines_per_chunk)):
-            yield chunk
-
-
-def run_loop(paths: list[str]) -> dict[str, int]:
-    """The baseline: one process reads every line, tokenises it and updates a Counter."""
-    counts: Counter[str] = Counter()
-    update = counts.update
-    for path in paths:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                update(tokens(line))
-    return counts
-
-
-def file_to_words(path: str) -> list[tuple[str, int]]:
-    """The tutorial's map function: one file to a list of ``(word, 1)`` pairs."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return lines_to_words(f)
-
-
-def lines_to_words(lines: Iterable[str]) -> list[tuple[str, int]]:
-    """The tutorial's map function over lines the parent read."""
-    output = []
-    for line in lines:
-        for word in tokens(line):
-            output.append((word, 1))
-    return output
-
-
-def count_words(item: tuple[str, list[int]]) -> tuple[str, int]:
-    """The tutorial's reduce function: one word and all its ones to its count."""
-    word, occurrences = item
-    return word, sum(occurrences)
-
-
-def run_pool_tutorial(paths: list[str]) -> dict[str, int]:
-    """The tutorial's ``multiprocessing.Pool`` map-reduce: pairs to the parent, grouped there.
-
-    ``pool.map`` the map function over the files (one big file: over chunks of lines the
-    parent reads), group every ``(word, 1)`` pair by word in the parent, then ``pool.map``
-    the reduce function over the groups.
-    """
-    with multiprocessing.Pool(WORKERS) as pool:
-        if len(paths) == 1:
-            mapped = pool.map(lines_to_words, list(_line_chunks(paths[0])), chunksize=1)
-        else:
-            mapped = pool.map(file_to_words, paths, chunksize=1)
-        partitioned: collections.defaultdict[str, list[int]] = collections.defaultdict(list)
-        for word, one in itertools.chain.from_iterable(mapped):
-            partitioned[word].append(one)
-        del mapped
-        reduced = pool.map(count_words, partitioned.items())
-    return dict(reduced)
-
-
-def count_file(path: str) -> Counter[str]:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return count_lines(f)
-
-
-def run_pool_counters(paths: list[str]) -> dict[str, int]:
-    """``multiprocessing.Pool``, one Counter per task, summed in the parent as they arrive."""
-    counts: Counter[str] = Counter()
-    with multiprocessing.Pool(WORKERS) as pool:
-        if len(paths) == 1:
-            partials = pool.imap_unordered(count_lines, _line_chunks(paths[0]))
-        else:
-            partials = pool.imap_unordered(count_file, paths, chunksize=16)
-        for partial in partials:
-            counts.update(partial)
-    return counts
-
-
-def run_dask(paths: list[str]) -> dict[str, int]:
-    """``dask.bag``: read_text, tokens per line, flatten, ``frequencies()``; 2 processes."""
-    import dask.bag
-    import dask.base
-
-    read_text: Callable[..., Any] = dask.bag.read_text  # dask has no type hints
-    compute: Callable[..., tuple[Any, ...]] = dask.base.compute
-    partitions = WORKERS * 4
-    if len(paths) == 1:
-        blocksize = math.ceil(os.path.getsize(paths[0]) / partitions)
-        bag = read_text(paths[0], blocksize=blocksize, errors="replace")
-    else:
-        per_partition = math.ceil(len(paths) / partitions)
-        bag = read_text(paths, files_per_partition=per_partition, errors="replace")
-    frequencies = bag.map(tokens).flatten().frequencies()
-    (result,) = compute(frequencies, scheduler="processes", num_workers=WORKERS)
-    return dict(result)
-
-
-def run_aiomr_keyed(paths: list[str]) -> dict[str, int]:
-    """The key-value job: ``map_reduce_by_key(files(...), words_of, operator.add)``."""
-    import aiomr
-    from aiomr.cli import words_of
-
-    async def job() -> dict[str, int]:
-        return await aiomr.map_reduce_by_key(
-            aiomr.sources.files(paths, errors="replace"),
-            words_of,
-            operator.add,
-            max_workers=WORKERS,
-        )
-
-    return aiomr.run(job(), use_uvloop=Settings.use_uvloop())
-
-
-def run_aiomr_keyed_per_line(paths: list[str]) -> dict[str, int]:
-    """The key-value job with a mapper that yields each line's distinct words once."""
-    import aiomr
-
-    async def job() -> dict[str, int]:
-        return await aiomr.map_reduce_by_key(
-            aiomr.sources.files(paths, errors="replace"),
-            line_pairs,
-            operator.add,
-            max_workers=WORKERS,
-        )
-
-    return aiomr.run(job(), use_uvloop=Settings.use_uvloop())
-
-
-def run_aiomr_split_counter(paths: list[str]) -> dict[str, int]:
-    """``map_reduce`` over raw blocks: one Counter per split, the loop's body per line."""
-    import aiomr
-
-    async def job() -> Counter[str]:
-        result: Counter[str] = await aiomr.map_reduce(
-            aiomr.sources.files(paths, encoding=None),
-            count_split_lines,
-            merge_counts,
-            mode="blocks",
-            max_workers=WORKERS,
-        )
-        return result
-
-    return aiomr.run(job(), use_uvloop=Settings.use_uvloop())
-
-
-AIOMR_NAMES = (
-    "aiomr.map_reduce",
-    "aiomr.map_reduce_by_key",
-    "aiomr.run",
-    "aiomr.sources.files",
-    "aiomr.cli.words_of",
-)
-"""What a script using aiomr imports at its top: the names these contenders call."""
-DASK_NAMES = ("dask.bag", "dask.base", "dask.multiprocessing")
-
-
 @dataclass(frozen=True)
 class Contender:
-    """One way of counting words, how to describe it, and what it imports before the timer."""
+    """One way of counting words (its code: ``wordcount_jobs.JOBS[key]``) and its label."""
 
     key: str
     label: str
-    run: Callable[[list[str]], dict[str, int]]
-    aiomr: bool = False
-    imports: tuple[str, ...] = ()
+
+    @property
+    def aiomr(self) -> bool:
+        """Whether this is one of aiomr's ways."""
+        return jobs.JOBS[self.key].aiomr
 
 
-LOOP = Contender("loop", "single process: `Counter` loop over lines", run_loop)
+LOOP = Contender("loop", "single process: `Counter` loop over lines")
 CONTENDERS = (
     LOOP,
     Contender(
-        "pool_tutorial",
-        "`multiprocessing.Pool(2)`, the tutorial's map / partition / reduce",
-        run_pool_tutorial,
+        "pool_tutorial", "`multiprocessing.Pool(2)`, the tutorial's map / partition / reduce"
     ),
-    Contender(
-        "pool_counters",
-        "`multiprocessing.Pool(2)`, a `Counter` per task (fairer)",
-        run_pool_counters,
-    ),
-    Contender("dask", "`dask.bag`, processes scheduler, 2 workers", run_dask, imports=DASK_NAMES),
-    Contender(
-        "aiomr_keyed",
-        "aiomr `map_reduce_by_key(files(...), words_of, operator.add)`",
-        run_aiomr_keyed,
-        aiomr=True,
-        imports=AIOMR_NAMES,
-    ),
-    Contender(
-        "aiomr_keyed_per_line",
-        "aiomr `map_reduce_by_key`, mapper pre-combines each line",
-        run_aiomr_keyed_per_line,
-        aiomr=True,
-        imports=AIOMR_NAMES,
-    ),
+    Contender("pool_counters", "`multiprocessing.Pool(2)`, a `Counter` per task (fairer)"),
+    Contender("dask", "`dask.bag`, processes scheduler, 2 workers"),
+    Contender("aiomr_keyed", "aiomr `map_reduce_by_key(files(...), words_of, operator.add)`"),
+    Contender("aiomr_keyed_per_line", "aiomr `map_reduce_by_key`, mapper pre-combines each line"),
     Contender(
         "aiomr_split_counter",
         "aiomr `map_reduce(files(...), mode='blocks')`, a `Counter` per split",
-        run_aiomr_split_counter,
-        aiomr=True,
-        imports=AIOMR_NAMES,
     ),
 )
 BY_KEY = {c.key: c for c in CONTENDERS}
 IDIOMATIC = "aiomr_keyed"
-
-
-def _stop_forkserver() -> None:
-    """Stop multiprocessing's fork server, if this process started one, and reap it.
-
-    Workers started through it are its children, not ours: their CPU time reaches our
-    ``RUSAGE_CHILDREN`` only once the server itself has exited and been waited for.
-    """
-    from multiprocessing import forkserver
-
-    server: Any = getattr(forkserver, "_forkserver", None)
-    if server is not None and getattr(server, "_forkserver_pid", None) is not None:
-        server._stop()
-
-
-def peak_rss() -> int:
-    """Return this process's peak RSS in bytes since it started its program (``VmHWM``).
-
-    Not ``getrusage``'s ``ru_maxrss``: on Linux that keeps the high-water mark of the parent's
-    memory the child was forked from, across ``exec``.
-    """
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _cpu_seconds(before: os.times_result, after: os.times_result) -> float:
-    own = (after.user - before.user) + (after.system - before.system)
-    children = (after.children_user - before.children_user) + (
-        after.children_system - before.children_system
-    )
-    return own + children
-
-
-def contender_main(key: str, list_file: str, result_file: str) -> None:
-    """Run one contender in this (fresh) process; print its measurements as JSON."""
-    paths = Path(list_file).read_text(encoding="utf-8").splitlines()
-    contender = BY_KEY[key]
-    _common.import_names(contender.imports)  # imports are not part of the time
-    if contender.aiomr and Settings.use_uvloop() is not False:
-        with contextlib.suppress(ImportError):
-            _common.import_names(["uvloop"])
-    run = contender.run
-    before = os.times()
-    started = time.perf_counter()
-    counts = run(paths)
-    wall = time.perf_counter() - started
-    _stop_forkserver()
-    cpu = _cpu_seconds(before, os.times())
-    peak = peak_rss()
-    with open(result_file, "wb") as f:
-        pickle.dump(dict(counts), f, pickle.HIGHEST_PROTOCOL)
-    print(json.dumps({"wall": wall, "cpu": cpu, "caller_peak": peak}), flush=True)
-
-
-# Running a contender in a fresh process, with a memory sampler ----------------------------------
 
 
 class TreeSampler:
@@ -627,14 +350,15 @@ def _our_cpu_seconds() -> float:
     return mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run_isolated(arguments: list[str]) -> dict[str, Any]:
-    """Run this script with ``arguments`` in a fresh process; return its report.
+def run_isolated(arguments: list[str], script: Path = Path(__file__)) -> dict[str, Any]:
+    """Run ``script`` (by default this one) with ``arguments`` in a fresh process; return
+    its report.
 
     The report is the JSON the process printed, plus ``tree_peak`` (the sampled peak of the
     summed RSS, never less than the caller's own peak), ``largest_child`` (sampled) and
     ``others`` (cores that processes outside this benchmark kept busy meanwhile, on average).
     """
-    command = [sys.executable, str(Path(__file__).resolve()), *arguments, "--loop", Settings.loop]
+    command = [sys.executable, str(script.resolve()), *arguments]
     busy, ours, started = _busy_cpu_seconds(), _our_cpu_seconds(), time.perf_counter()
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         with TreeSampler(process.pid) as sampler:
@@ -680,7 +404,7 @@ def measure_once(
         Path(list_file).write_text("\n".join(source.paths) + "\n", encoding="utf-8")
         result_file = os.path.join(directory, "counts.pickle")
         report = run_isolated(
-            ["--contender", contender.key, "--paths", list_file, "--result", result_file]
+            [contender.key, list_file, result_file, Settings.loop], Path(jobs.__file__)
         )
         with open(result_file, "rb") as f:
             counts: dict[str, int] = pickle.load(f)
@@ -768,10 +492,10 @@ def spill_main(keys: int, budget: int, out_file: str) -> None:
     started = time.perf_counter()
     rows = aiomr.run(job(), use_uvloop=Settings.use_uvloop())
     wall = time.perf_counter() - started
-    _stop_forkserver()
+    stop_forkserver()
     report = {
         "wall": wall,
-        "cpu": _cpu_seconds(before, os.times()),
+        "cpu": cpu_seconds(before, os.times()),
         "caller_before": before_rss,
         "caller_peak": peak_rss(),
         "rows": rows,
@@ -814,7 +538,7 @@ class SpillResult:
 def measure_spill(keys: int, runs: int) -> SpillResult:
     """Measure the result's size as a dict, then run the spill job ``runs`` times."""
     budget = key_state_bytes(keys) // SPILL_BUDGET_SHARE
-    key_state = run_isolated(["--key-state", "--keys", str(keys)])
+    key_state = run_isolated(["--key-state", "--keys", str(keys), "--loop", Settings.loop])
     _common.progress(
         f"  {keys:,} keys in one dict: RSS {_mb(key_state['caller_before'])} -> "
         f"{_mb(key_state['caller_peak'])}"
@@ -825,7 +549,10 @@ def measure_spill(keys: int, runs: int) -> SpillResult:
         out_file = os.path.join(directory, "counts.jsonl")
         for round_ in range(runs):
             report = run_isolated(
-                ["--spill", "--keys", str(keys), "--budget", str(budget), "--out", out_file]
+                [
+                    *("--spill", "--keys", str(keys), "--budget", str(budget)),
+                    *("--out", out_file, "--loop", Settings.loop),
+                ]
             )
             if report["spills"] < 1:
                 raise SystemExit("the spill job did not spill")
@@ -984,7 +711,11 @@ def render(
         "replaced), and every contender's full count was checked equal to the single-process "
         "loop's before any figure was kept. Each contender ran "
         f"{runs} times, each time in a fresh Python process, interleaved with the others in "
-        "rotating order. Wall time runs from just before a contender starts its workers to "
+        "rotating order. That process runs a small program of its own "
+        "(`benchmarks/wordcount_jobs.py`) that imports only what a word-count script needs, "
+        "because the workers of `forkserver` (aiomr) and `spawn` (dask) import the program "
+        "again; aiomr and the benchmark's modules are byte-compiled first, as `pip install` "
+        "leaves a package. Wall time runs from just before a contender starts its workers to "
         "the moment it holds the whole count (worker start-up included; imports excluded); "
         "*CPU s* is user + system time of the caller during that time plus all its worker "
         "processes; *caller peak RSS* is the caller's own high-water mark (`VmHWM`, exact); "
@@ -1167,9 +898,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     # The parent runs each measurement by starting this script again with these.
     hidden = argparse.SUPPRESS
-    parser.add_argument("--contender", help=hidden)
-    parser.add_argument("--paths", help=hidden)
-    parser.add_argument("--result", help=hidden)
     parser.add_argument("--spill", action="store_true", help=hidden)
     parser.add_argument("--key-state", action="store_true", help=hidden)
     parser.add_argument("--keys", type=int, help=hidden)
@@ -1181,9 +909,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     Settings.loop = args.loop
-    if args.contender:
-        contender_main(args.contender, args.paths, args.result)
-        return
     if args.spill:
         spill_main(args.keys, args.budget, args.out)
         return
@@ -1194,6 +919,19 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.write_docs:
         _common.write_extra_section("wordcount", text)
+
+
+def _byte_compile() -> None:
+    """Byte-compile aiomr and these scripts, as ``pip install`` does for an installed package.
+
+    A checkout run with ``PYTHONDONTWRITEBYTECODE`` set would otherwise compile every module
+    again in every process: the caller, the fork server and each worker.
+    """
+    import aiomr
+
+    for directory in (Path(aiomr.__file__).parent, Path(__file__).parent):
+        if not compileall.compile_dir(directory, quiet=1):
+            raise SystemExit(f"could not byte-compile {directory}")
 
 
 def measure_all(args: argparse.Namespace) -> str:
@@ -1210,6 +948,7 @@ def measure_all(args: argparse.Namespace) -> str:
         Input("english", "generated English-like text", [str(english_text(size_mb))]),
         Input("stdlib", "the standard library's `.py` files", stdlib_sources()),
     ]
+    _byte_compile()
     samples = measure(inputs, contenders, args.runs)
     spill = None
     if not args.no_spill:

@@ -13,9 +13,9 @@ sorted runs to disk beyond it, then write the partition's final ``(key, result)`
 result file that the caller reads or streams. All files live in one per-job directory that
 the caller removes when the job ends, however it ends.
 
-Files hold pickled batches (``pickle.HIGHEST_PROTOCOL``): a list per bucket, and lists of
-`RESULT_BATCH` pairs in result files, so each read or write crosses into C once per
-batch rather than once per pair.
+Files hold pickled batches (``pickle.HIGHEST_PROTOCOL``): a ``(keys, values)`` pair of
+lists per bucket, and lists of `RESULT_BATCH` pairs in result files, so each read or write
+crosses into C once per batch rather than once per pair.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from ._exceptions import MapperOutputError
-from ._hashing import stable_hash
+from ._hashing import stable_hash, stable_hashes
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
 from ._spill import KeyedStore
 from ._worker import Skipped
@@ -291,11 +291,11 @@ def _combine_chunk(
     return combined, count
 
 
-def _dump_checked(obj: Any, file: Any) -> None:
+def _dump_checked(section: tuple[list[Any], list[Any]], file: Any) -> None:
     try:
-        pickle.dump(obj, file, pickle.HIGHEST_PROTOCOL)
+        pickle.dump(section, file, pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        for key, value in obj:
+        for key, value in zip(*section, strict=True):
             for role, part in (("key", key), ("value", value)):
                 try:
                     pickle.dumps(part, pickle.HIGHEST_PROTOCOL)
@@ -307,6 +307,35 @@ def _dump_checked(obj: Any, file: Any) -> None:
         raise
 
 
+def _partition(keys: list[Any], values: list[Any], count: int) -> list[tuple[list[Any], list[Any]]]:
+    """Split a combined chunk's keys and values by partition, in their order."""
+    if count == 1:
+        return [(keys, values)]
+    sections: list[tuple[list[Any], list[Any]]] = [([], []) for _ in range(count)]
+    try:
+        for key, value, hashed in zip(keys, values, stable_hashes(keys), strict=True):
+            section_keys, section_values = sections[hashed % count]
+            section_keys.append(key)
+            section_values.append(value)
+    except Exception as exc:
+        key = next(key for key in keys if _unhashable(key))
+        raise MapperOutputError(
+            f"the mapper yielded a key that cannot be pickled: {_short(key)} "
+            f"({type(key).__qualname__}); keys of other types than str, bytes, numbers, None "
+            "and tuples are partitioned by their pickle, so their class must be importable "
+            f"by the workers: {exc}"
+        ) from exc
+    return sections
+
+
+def _unhashable(key: Any) -> bool:
+    try:
+        stable_hash(key)
+    except Exception:
+        return True
+    return False
+
+
 def map_keyed(
     plan: ReducePlan, blocks: Iterable[Sequence[Any]], start: int, guard: Guard | None = None
 ) -> tuple[list[MapOutput], int]:
@@ -315,29 +344,19 @@ def map_keyed(
     ``blocks`` holds the chunk's records, in one list or several (a split's lines, block by
     block). Returns the file's description and the number of records read (skipped ones
     included: ``guard`` holds those).
+
+    Each partition's section of the file is one pickled ``(keys, values)`` pair of lists:
+    quicker to write and to read than a list of pairs, and the reduce side can put a whole
+    section into an empty dict at once (`KeyedStore.add_section`).
     """
     combined, read = _combine_chunk(plan, blocks, start, guard)
-    buckets: list[list[tuple[Any, Any]]] = [[] for _ in range(plan.partitions)]
-    count = plan.partitions
-    item = None
-    try:
-        for item in combined.items():
-            buckets[stable_hash(item[0]) % count].append(item)
-    except Exception as exc:
-        assert item is not None
-        key = item[0]
-        raise MapperOutputError(
-            f"the mapper yielded a key that cannot be pickled: {_short(key)} "
-            f"({type(key).__qualname__}); keys of other types than str, bytes, numbers, None "
-            "and tuples are partitioned by their pickle, so their class must be importable "
-            f"by the workers: {exc}"
-        ) from exc
+    sections = _partition(list(combined), list(combined.values()), plan.partitions)
     path = os.path.join(plan.directory, f"map-{start}-{uuid.uuid4().hex}.bin")
     offsets = []
     with open(path, "wb") as f:
-        for bucket in buckets:
+        for section in sections:
             offsets.append(f.tell())
-            _dump_checked(bucket, f)
+            _dump_checked(section, f)
     return [MapOutput(path, tuple(offsets), len(combined))], read
 
 
@@ -383,7 +402,7 @@ def reduce_partition(
         for section_path, offset in sections:
             with open(section_path, "rb") as f:
                 f.seek(offset)
-                store.add_items(pickle.load(f))
+                store.add_section(*pickle.load(f))
         results: Iterable[tuple[Any, Any]] = _results(plan, store)
         if plan.sort and plan.emit is not None:
             results = sorted(results, key=lambda pair: pair[0])

@@ -40,7 +40,6 @@ import sys
 import tempfile
 import weakref
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
-from operator import itemgetter
 from typing import IO, Any, Generic, Literal, TypeVar
 
 from ._hashing import stable_hash
@@ -78,6 +77,14 @@ MIN_BATCH_BYTES = 4096
 write batches of several records."""
 _MISSING: Any = object()
 _SEALED = "cannot add to a KeyedStore that is closed or being read"
+
+
+def _bulk_size(objects: Iterable[Any]) -> int:
+    """The summed size estimate of ``objects``: ``sys.getsizeof`` in C when all are atomic."""
+    objects = objects if isinstance(objects, list) else list(objects)
+    if set(map(type, objects)) <= _ATOMIC:
+        return sum(map(sys.getsizeof, objects))
+    return sum(map(estimate_size, objects))
 
 
 class KeyedStore(Generic[K, A]):
@@ -165,29 +172,63 @@ class KeyedStore(Generic[K, A]):
             self._spill()
 
     def add_items(self, items: Iterable[tuple[K, A]]) -> None:
-        """Add every ``(key, acc)`` pair of ``items``.
+        """Add every ``(key, acc)`` pair of ``items``; a key may come more than once."""
+        pairs = list(items)
+        self._merge([key for key, _ in pairs], [acc for _, acc in pairs], 0)
+
+    def add_section(self, keys: list[K], accs: list[A]) -> None:
+        """Add ``accs[i]`` to the state of ``keys[i]`` for every ``i``; no key comes twice.
+
+        The reduce side's entry: one partition of one map output, whose keys are distinct
+        (they were one dict's). While the store holds no key, the section's keys are all
+        new, so stretches of it go into the dict with one `dict.update` each, in C: the
+        first map output a reduce task reads costs next to nothing.
+        """
+        if self._sealed:
+            raise ValueError(_SEALED)
+        if len(keys) != len(accs):
+            raise ValueError(f"{len(keys)} keys but {len(accs)} accumulators")
+        start = 0 if self._data else self._insert_new(keys, accs)
+        if start < len(keys):
+            self._merge(keys, accs, start)
+
+    def _insert_new(self, keys: list[K], accs: list[A]) -> int:
+        """Put distinct keys that the store does not hold into its dict, a stretch at a time
+        while the budget has `_NUMBERS_ROOM` to spare; return how many were put."""
+        data = self._data
+        done = 0
+        while done < len(keys) and self._budget - self._size >= _NUMBERS_ROOM:
+            stop = done + _NUMBERS_STEP
+            new_keys, new_accs = keys[done:stop], accs[done:stop]
+            data.update(zip(new_keys, new_accs, strict=True))
+            self._size += _bulk_size(new_keys) + _bulk_size(new_accs)
+            self._size += _ENTRY_SIZE * len(new_keys)
+            done += len(new_keys)
+        return done
+
+    def _merge(self, keys: list[K], accs: list[A], start: int) -> None:
+        """Merge ``accs[i]`` into the state of ``keys[i]`` for ``i`` from ``start`` on.
 
         `add` inlined for a combining store: this loop runs once per key per map output,
         so a method call and two `estimate_size` calls per pair were most of the reduce
         side's time. Atomic keys and accumulators (words and counts) are sized with
         ``sys.getsizeof`` directly; everything else goes through `estimate_size`.
         """
-        if self._combine is None:
-            add = self.add
-            for key, acc in items:
-                add(key, acc)
-            return
         if self._sealed:
             raise ValueError(_SEALED)
-        if self._combine is operator.add and type(items) is list:
-            added = self._add_numbers(items)
-            if added == len(items):
+        if self._combine is None:
+            add = self.add
+            for key, acc in zip(keys[start:], accs[start:], strict=True):
+                add(key, acc)
+            return
+        if self._combine is operator.add:
+            start += self._add_numbers(keys, accs, start)
+            if start == len(keys):
                 return
-            items = items[added:]
         combine, budget, getsizeof, atomic = self._combine, self._budget, sys.getsizeof, _ATOMIC
         data = self._data
         get = data.get
-        for key, acc in items:
+        for key, acc in zip(keys[start:], accs[start:], strict=True):
             old = get(key, _MISSING)
             if old is _MISSING:
                 data[key] = acc
@@ -204,38 +245,38 @@ class KeyedStore(Generic[K, A]):
                 data = self._data  # the spill starts a new dict
                 get = data.get
 
-    def _add_numbers(self, items: list[tuple[K, A]]) -> int:
-        """`add_items` for sums of numbers, the commonest reduce; return how many items it
-        added (the caller adds the rest).
+    def _add_numbers(self, keys: list[K], accs: list[A], start: int) -> int:
+        """`_merge` for sums of numbers, the commonest reduce; return how many pairs from
+        ``start`` on it added (the caller adds the rest).
 
         When every value is an ``int`` or a ``float`` and the combine is ``operator.add``,
-        ``old + value`` is inlined and the keys each stretch of `_NUMBERS_STEP` items added
+        ``old + value`` is inlined and the keys each stretch of `_NUMBERS_STEP` pairs added
         are sized in bulk, in C. A stretch runs only while the budget has `_NUMBERS_ROOM`
-        bytes to spare, so a tight budget is still checked after every item; a sum's own
+        bytes to spare, so a tight budget is still checked after every pair; a sum's own
         growth (four bytes per thirty bits of an int) is left out of the budget.
         """
-        if not set(map(type, map(itemgetter(1), items))) <= _NUMBERS:
+        if not set(map(type, accs)) <= _NUMBERS:
             return 0
-        data, getsizeof = self._data, sys.getsizeof
+        data = self._data
         get = data.get
         fresh: list[Any] = []
         note = fresh.append
-        done = 0
-        while done < len(items) and self._budget - self._size >= _NUMBERS_ROOM:
-            for key, value in items[done : done + _NUMBERS_STEP]:
+        done = start
+        while done < len(keys) and self._budget - self._size >= _NUMBERS_ROOM:
+            stop = done + _NUMBERS_STEP
+            for key, value in zip(keys[done:stop], accs[done:stop], strict=True):
                 old = get(key, _MISSING)
                 if old is _MISSING:
                     data[key] = value
                     note(key)
                 else:
                     data[key] = old + value
-            done += _NUMBERS_STEP
+            done = min(stop, len(keys))
             if fresh:
-                sizes = map(getsizeof if set(map(type, fresh)) <= _ATOMIC else estimate_size, fresh)
-                values = sum(map(getsizeof, map(data.__getitem__, fresh)))
-                self._size += sum(sizes) + values + _ENTRY_SIZE * len(fresh)
+                values = map(data.__getitem__, fresh)
+                self._size += _bulk_size(fresh) + _bulk_size(values) + _ENTRY_SIZE * len(fresh)
                 fresh.clear()
-        return min(done, len(items))
+        return done - start
 
     def groups(self) -> Iterator[tuple[K, Iterator[A]]]:
         """Yield each key once with a lazy iterator over its partial accumulators.

@@ -172,6 +172,64 @@ def test_items_added_in_bulk_sum_like_one_by_one(
     assert os.listdir(directory) == []
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sections=st.lists(st.dictionaries(small_keys, st.integers(-100, 100), max_size=40), max_size=8),
+    grouped=st.booleans(),
+    budget=budgets,
+    order=st.sampled_from(["hash", "key"]),
+)
+def test_sections_add_like_one_by_one(
+    sections: list[dict[Any, int]],
+    grouped: bool,
+    budget: int,
+    order: Any,
+    tmp_path_factory: Any,
+) -> None:
+    # A reduce task adds each map output's section (distinct keys) with add_section; the
+    # first one into an empty store goes in whole. Any mix must equal a plain fold.
+    if order == "key":
+        sections = [{k: v for k, v in s.items() if isinstance(k, int | float)} for s in sections]
+    pairs = [pair for section in sections for pair in section.items()]
+    directory = tmp_path_factory.mktemp("spill")
+    store: KeyedStore[Any, Any] = KeyedStore(
+        None if grouped else operator.add,
+        memory_budget=budget,
+        directory=str(directory),
+        order=order,
+    )
+    for section in sections:
+        values = [[v] for v in section.values()] if grouped else list(section.values())
+        store.add_section(list(section), values)
+    assert dict(store.items()) == naive(pairs, grouped)
+    assert os.listdir(directory) == []
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_a_section_into_an_empty_store_spills_when_the_budget_runs_out(
+    tmp_path: Path, grouped: bool
+) -> None:
+    # 200,000 new keys of about 100 bytes each against a 6 MiB budget: the first section's
+    # whole-stretch inserts stop while 4 MiB remain and the per-key loop spills the rest.
+    keys = [f"k{i:06d}" for i in range(200_000)]
+    store: KeyedStore[Any, Any] = KeyedStore(
+        None if grouped else operator.add, memory_budget=6 << 20, directory=str(tmp_path)
+    )
+    for round_ in range(2):
+        values: list[Any] = [[i + round_] if grouped else i + round_ for i in range(len(keys))]
+        store.add_section(keys, values)
+    assert store.spills >= 2
+    expected = {key: [i, i + 1] if grouped else 2 * i + 1 for i, key in enumerate(keys)}
+    assert dict(store.items()) == expected
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_section_needs_one_value_per_key() -> None:
+    store: KeyedStore[Any, Any] = KeyedStore(operator.add, memory_budget=1 << 20)
+    with pytest.raises(ValueError, match="2 keys but 1 accumulators"):
+        store.add_section(["a", "b"], [1])
+
+
 def test_sums_added_in_bulk_spill_when_the_budget_runs_out(tmp_path: Path) -> None:
     # 300,000 keys of about 100 bytes each against a 5 MiB budget: the bulk loop must hand
     # over to spilling several times, and every sum must survive the merge.

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, overload
 
 from ._badrecords import OnError
+from ._checks import check_seconds
 from ._chunker import AnySource, check_source
 from ._exceptions import ClosedResourceError
 from ._job import JobOptions, check_callable, run_map_reduce
@@ -78,11 +79,7 @@ class Engine:
         max_workers: int | None = None,
         split_seconds: float | None = SHARED_SPLIT_SECONDS,
     ) -> None:
-        if split_seconds is not None:
-            if isinstance(split_seconds, bool) or not isinstance(split_seconds, int | float):
-                raise TypeError(f"split_seconds must be a number or None, got {split_seconds!r}")
-            if not split_seconds > 0:
-                raise ValueError(f"split_seconds must be > 0 or None, got {split_seconds!r}")
+        check_seconds("split_seconds", split_seconds, optional=True)
         self._executor, self._owns_executor = resolve_executor(executor, max_workers=max_workers)
         self._scheduler = FairScheduler(self._executor, split_seconds=split_seconds)
         self._jobs: set[asyncio.Task[Any]] = set()

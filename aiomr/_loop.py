@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
+from ._checks import check_seconds
+
 __all__ = ["loop_factory", "run"]
 
 T = TypeVar("T")
@@ -87,11 +89,7 @@ def run(
         switch_interval: seconds for `sys.setswitchinterval` while ``main`` runs; ``None``
             leaves the interpreter's setting alone.
     """
-    if switch_interval is not None:
-        if isinstance(switch_interval, bool) or not isinstance(switch_interval, int | float):
-            raise TypeError(f"switch_interval must be a number or None, got {switch_interval!r}")
-        if not switch_interval > 0:
-            raise ValueError(f"switch_interval must be > 0 or None, got {switch_interval!r}")
+    check_seconds("switch_interval", switch_interval, optional=True)
     previous = sys.getswitchinterval()
     if switch_interval is not None:
         sys.setswitchinterval(switch_interval)

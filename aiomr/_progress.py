@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from ._checks import check_seconds
 from ._stats import JobStats
 
 __all__ = ["Progress", "format_progress", "progress", "report_progress", "show_progress"]
@@ -88,8 +89,7 @@ async def progress(
     The last event has ``done=True``. Iteration waits for the job to start; it ends when
     the job ends, however it ends (the job's own ``await`` tells how).
     """
-    if not every_seconds > 0:
-        raise ValueError(f"every_seconds must be > 0, got {every_seconds!r}")
+    check_seconds("every_seconds", every_seconds)
     while True:
         event = Progress.of(stats)
         if event.done:

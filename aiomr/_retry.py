@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
+from ._checks import check_seconds
 from ._exceptions import BrokenWorkerError, UnpicklableError
 
 __all__ = ["RetryPolicy", "Tally", "Verdict"]
@@ -67,8 +68,7 @@ class RetryPolicy:
     max_kills: int = 10
 
     def __post_init__(self) -> None:
-        if self.task_timeout is not None and self.task_timeout <= 0:
-            raise ValueError("task_timeout must be > 0")
+        check_seconds("task_timeout", self.task_timeout, optional=True)
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
             raise TypeError(f"max_attempts must be an int, got {self.max_attempts!r}")
         if self.max_attempts < 1:

@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ._checks import check_seconds
 from ._reducer import Folder
 from ._sentinels import MISSING
 from ._stats import JobStats
@@ -57,8 +58,7 @@ class StreamOptions:
     def __post_init__(self) -> None:
         if self.every_seconds is None and self.every_partials is None:
             raise ValueError("give every_seconds, every_partials or both")
-        if self.every_seconds is not None and not self.every_seconds > 0:
-            raise ValueError(f"every_seconds must be > 0, got {self.every_seconds!r}")
+        check_seconds("every_seconds", self.every_seconds, optional=True)
         if self.every_partials is not None and (
             isinstance(self.every_partials, bool)
             or not isinstance(self.every_partials, int)

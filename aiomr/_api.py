@@ -18,7 +18,7 @@ from ._stream import Snapshot, StreamOptions
 from ._types import Mode, R, V
 from ._windows import Window, WindowSpec
 from .executors import ExecutorSpec
-from .sources._splits import SplitSource
+from .sources._split_source import SplitSource
 
 __all__ = ["map_reduce", "open_stream", "open_windows"]
 

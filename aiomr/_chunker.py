@@ -49,7 +49,7 @@ from typing import Any, Generic, cast
 from ._types import R
 from .sources._db_rows import RowIterator
 from .sources._lines import LineSource
-from .sources._splits import AnySplit, SplitPlan, SplitSource
+from .sources._split_source import AnySplit, SplitPlan, SplitSource
 
 __all__ = ["DEFAULT_NOUN", "AnySource", "Chunk", "ChunkReader", "ChunkSizer", "check_source"]
 

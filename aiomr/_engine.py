@@ -26,7 +26,7 @@ from ._stream import Snapshot, StreamOptions, running
 from ._types import A, K, Mode, R, T, V
 from ._windows import Window, WindowSpec, windows
 from .executors import Executor, ExecutorSpec, resolve_executor
-from .sources._splits import SplitSource
+from .sources._split_source import SplitSource
 
 __all__ = ["Engine"]
 

@@ -53,7 +53,7 @@ from ._worker import (
 )
 from .executors import Executor, ShippedCode
 from .sources._lines import LineSource
-from .sources._splits import SplitSource
+from .sources._split_source import SplitSource
 
 __all__ = [
     "JobOptions",

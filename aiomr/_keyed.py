@@ -51,7 +51,7 @@ from ._stats import JobStats
 from ._worker import execute
 from .executors import Executor
 from .sources._lines import LineSource
-from .sources._splits import SplitSource
+from .sources._split_source import SplitSource
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "KeyedOptions", "open_keyed", "run_keyed"]
 

@@ -17,7 +17,7 @@ from ._sentinels import MISSING
 from ._stats import JobStats
 from ._types import A, K, R, T, V
 from .executors import ExecutorSpec
-from .sources._splits import SplitSource
+from .sources._split_source import SplitSource
 
 __all__ = ["fold_by_key", "group_by_key", "map_reduce_by_key", "open_by_key"]
 

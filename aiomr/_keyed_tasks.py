@@ -16,7 +16,7 @@ from ._worker import Counted, parse_records
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .sources._splits import SplitReading
+    from .sources._split_source import SplitReading
 
 __all__ = ["MapBody", "ReduceBody"]
 

@@ -32,9 +32,9 @@ if TYPE_CHECKING:
     from ._query_ranges import QueryRangesSource as QueryRangesSource
     from ._query_ranges import postgres_ranges as postgres_ranges
     from ._query_ranges import sqlite_ranges as sqlite_ranges
+    from ._split_source import SplitSource as SplitSource
     from ._splits import FileSource as FileSource
     from ._splits import Split as Split
-    from ._splits import SplitSource as SplitSource
     from ._splits import files as files
 
 __all__ = [
@@ -63,7 +63,7 @@ _WHERE: dict[str, str] = {
     "QuerySource": "._db",
     "RangeSplit": "._db_ranges",
     "Split": "._splits",
-    "SplitSource": "._splits",
+    "SplitSource": "._split_source",
     "files": "._splits",
     "lines": "._lines",
     "postgres_ranges": "._query_ranges",

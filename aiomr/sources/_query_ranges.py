@@ -31,7 +31,7 @@ from ._db_pages import PAGES, PageSplit
 from ._db_psycopg import PsycopgDriver
 from ._db_ranges import RangeSplit
 from ._db_sqlite import SqliteDriver
-from ._splits import SplitSource
+from ._split_source import SplitSource
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

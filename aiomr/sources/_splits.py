@@ -21,11 +21,12 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from .._exceptions import RecordError
 from ._parse import Format, Parser, make_parser
 from ._paths import PathsLike, expand_paths, is_compressed, open_binary
+from ._split_source import SplitSource
 
 __all__ = [
     "BLOCK_SIZE",
@@ -209,89 +210,6 @@ def read_blocks(split: Split, block_size: int = BLOCK_SIZE) -> Iterator[tuple[by
                 position += cut
             if rest:
                 yield rest, segment, position
-
-
-class AnySplit(Protocol):
-    """One split of a `SplitSource`: what a task reads (a `Split` for files)."""
-
-    @property
-    def index(self) -> int:
-        """Position among the source's splits, from 0."""
-        ...
-
-    @property
-    def size(self) -> int:
-        """Bytes it covers on disk, or 0 when that is not known."""
-        ...
-
-    def describe(self) -> str:
-        """Name it for messages: ``split 3 (notes.txt bytes 0..1048576)``."""
-        ...
-
-
-class SplitPlan(Protocol):
-    """The splits of a `SplitSource` as they are cut (a `SplitCutter` for files)."""
-
-    @property
-    def total(self) -> int | None:
-        """Bytes all splits cover together, or ``None`` when that is not known."""
-        ...
-
-    def cut(self, size: int) -> AnySplit | None:
-        """The next split, of about ``size`` bytes where the source can choose; ``None`` at
-        the end."""
-        ...
-
-
-class SplitReading(Protocol):
-    """What reads a split's records in a worker (`SplitReader` for files)."""
-
-    def line_blocks(self, split: Any) -> Iterator[list[Any]]:
-        """The split's records, a list at a time."""
-        ...
-
-    def records(self, split: Any) -> Iterator[Any]:
-        """The split's records one by one."""
-        ...
-
-    def blocks(self, split: Any) -> Iterator[Any]:
-        """What ``mode="blocks"`` mappers get: raw bytes for files, lists of rows for tables."""
-        ...
-
-    def records_in_block(self, block: Any) -> int:
-        """The records in one item of `blocks`."""
-        ...
-
-    def located_lines(self, split: Any) -> Iterator[tuple[str, int, Any]]:
-        """The split's raw records with a place and an offset there (to skip bad ones)."""
-        ...
-
-    def where(self, place: str, offset: int) -> str:
-        """Name a record that `located_lines` gave, for messages about it."""
-        ...
-
-    def decode_and_parse(self, raw: Any) -> Any:
-        """Turn one raw record of `located_lines` into a record; raise if it is malformed."""
-        ...
-
-
-class SplitSource:
-    """A source the workers read themselves, one split per task (`files`, `sqlite_ranges`).
-
-    The caller plans the splits and sends each one's coordinates (byte ranges of files,
-    ranges of a column); the workers read the records with the source's ``reader``.
-    Subclasses set ``reader`` and ``split_size`` and plan the splits in `cutter`.
-    """
-
-    reader: SplitReading
-    """Picklable; reads a split's records in a worker."""
-    split_size: int | None = None
-    """Bytes per split, or ``None`` to let the job size them."""
-
-    def cutter(self, workers: int) -> tuple[SplitPlan, int]:
-        """Plan the splits (blocking); return them and the largest split size in bytes for
-        ``workers`` workers."""
-        raise NotImplementedError
 
 
 class FileSource(SplitSource):

@@ -1,0 +1,97 @@
+"""What a source that the workers read themselves provides: splits, a plan, a reader.
+
+`SplitSource` is the base of `aiomr.sources.files` (`FileSource`) and of the database
+range sources (`sqlite_ranges`, `postgres_ranges`): the caller plans the splits and sends
+each one's coordinates, and every worker reads its split's records with the source's
+reader. The protocols say what the job needs of each part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+__all__ = ["AnySplit", "SplitPlan", "SplitReading", "SplitSource"]
+
+
+class AnySplit(Protocol):
+    """One split of a `SplitSource`: what a task reads (a `Split` for files)."""
+
+    @property
+    def index(self) -> int:
+        """Position among the source's splits, from 0."""
+        ...
+
+    @property
+    def size(self) -> int:
+        """Bytes it covers on disk, or 0 when that is not known."""
+        ...
+
+    def describe(self) -> str:
+        """Name it for messages: ``split 3 (notes.txt bytes 0..1048576)``."""
+        ...
+
+
+class SplitPlan(Protocol):
+    """The splits of a `SplitSource` as they are cut (a `SplitCutter` for files)."""
+
+    @property
+    def total(self) -> int | None:
+        """Bytes all splits cover together, or ``None`` when that is not known."""
+        ...
+
+    def cut(self, size: int) -> AnySplit | None:
+        """The next split, of about ``size`` bytes where the source can choose; ``None`` at
+        the end."""
+        ...
+
+
+class SplitReading(Protocol):
+    """What reads a split's records in a worker (`SplitReader` for files)."""
+
+    def line_blocks(self, split: Any) -> Iterator[list[Any]]:
+        """The split's records, a list at a time."""
+        ...
+
+    def records(self, split: Any) -> Iterator[Any]:
+        """The split's records one by one."""
+        ...
+
+    def blocks(self, split: Any) -> Iterator[Any]:
+        """What ``mode="blocks"`` mappers get: raw bytes for files, lists of rows for tables."""
+        ...
+
+    def records_in_block(self, block: Any) -> int:
+        """The records in one item of `blocks`."""
+        ...
+
+    def located_lines(self, split: Any) -> Iterator[tuple[str, int, Any]]:
+        """The split's raw records with a place and an offset there (to skip bad ones)."""
+        ...
+
+    def where(self, place: str, offset: int) -> str:
+        """Name a record that `located_lines` gave, for messages about it."""
+        ...
+
+    def decode_and_parse(self, raw: Any) -> Any:
+        """Turn one raw record of `located_lines` into a record; raise if it is malformed."""
+        ...
+
+
+class SplitSource:
+    """A source the workers read themselves, one split per task (`files`, `sqlite_ranges`).
+
+    The caller plans the splits and sends each one's coordinates (byte ranges of files,
+    ranges of a column); the workers read the records with the source's ``reader``.
+    Subclasses set ``reader`` and ``split_size`` and plan the splits in `cutter`.
+    """
+
+    reader: SplitReading
+    """Picklable; reads a split's records in a worker."""
+    split_size: int | None = None
+    """Bytes per split, or ``None`` to let the job size them."""
+
+    def cutter(self, workers: int) -> tuple[SplitPlan, int]:
+        """Plan the splits (blocking); return them and the largest split size in bytes for
+        ``workers`` workers."""
+        raise NotImplementedError

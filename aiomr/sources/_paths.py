@@ -7,6 +7,7 @@ import glob
 import gzip
 import lzma
 import os
+import stat
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
@@ -41,18 +42,22 @@ def open_binary(path: str) -> IO[bytes]:
 
 def _one(item: str | os.PathLike[str]) -> list[str]:
     path = os.fspath(item)
-    if any(ch in _GLOB_CHARS for ch in path) and not os.path.exists(path):
+    try:  # one stat per path: a job over thousands of small files names each one
+        mode: int | None = os.stat(path).st_mode
+    except (OSError, ValueError):
+        mode = None
+    if mode is None and not _GLOB_CHARS.isdisjoint(path):
         matches = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
         if not matches:
             raise FileNotFoundError(f"{path}: no file matches this pattern")
         return matches
-    if os.path.isdir(path):
+    if mode is not None and stat.S_ISDIR(mode):
         found: list[str] = []
         for root, dirs, files in os.walk(path):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             found.extend(os.path.join(root, f) for f in files if not f.startswith("."))
         return sorted(found)
-    if not os.path.exists(path):
+    if mode is None:
         raise FileNotFoundError(f"{path}: no such file or directory")
     return [path]
 

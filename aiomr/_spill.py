@@ -194,16 +194,21 @@ class KeyedStore(Generic[K, A]):
 
     def _insert_new(self, keys: list[K], accs: list[A]) -> int:
         """Put distinct keys that the store does not hold into its dict, a stretch at a time
-        while the budget has `_NUMBERS_ROOM` to spare; return how many were put."""
-        data = self._data
+        while the budget has `_NUMBERS_ROOM` to spare; return how many were put.
+
+        A stretch of large accumulators can pass the budget: the store then spills at once,
+        and the stretches after it start a new dict (their keys are still new to it).
+        """
         done = 0
         while done < len(keys) and self._budget - self._size >= _NUMBERS_ROOM:
             stop = done + _NUMBERS_STEP
             new_keys, new_accs = keys[done:stop], accs[done:stop]
-            data.update(zip(new_keys, new_accs, strict=True))
+            self._data.update(zip(new_keys, new_accs, strict=True))
             self._size += _bulk_size(new_keys) + _bulk_size(new_accs)
             self._size += _ENTRY_SIZE * len(new_keys)
             done += len(new_keys)
+            if self._size > self._budget:
+                self._spill()
         return done
 
     def _merge(self, keys: list[K], accs: list[A], start: int) -> None:

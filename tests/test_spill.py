@@ -224,6 +224,20 @@ def test_a_section_into_an_empty_store_spills_when_the_budget_runs_out(
     assert os.listdir(tmp_path) == []
 
 
+def test_a_section_of_large_values_spills_within_the_section(tmp_path: Path) -> None:
+    # 4,000 keys, each with a list of 1,000 ints (some 36 KB by the estimate): one
+    # stretch of the whole-section insert, far over a 16 MiB budget. The store must spill
+    # before add_section returns, not leave the excess to whatever is added next.
+    keys = [f"k{i:05d}" for i in range(4000)]
+    values = [list(range(1000)) for _ in keys]
+    store: KeyedStore[Any, Any] = KeyedStore(None, memory_budget=16 << 20, directory=str(tmp_path))
+    store.add_section(keys, values)
+    assert store.spills == 1
+    assert store._size <= 16 << 20
+    assert dict(store.items()) == {key: list(range(1000)) for key in keys}
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_section_needs_one_value_per_key() -> None:
     store: KeyedStore[Any, Any] = KeyedStore(operator.add, memory_budget=1 << 20)
     with pytest.raises(ValueError, match="2 keys but 1 accumulators"):

@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["partition_of", "stable_hash", "stable_hashes"]
+__all__ = ["stable_hash", "stable_hashes"]
 
 _crc32 = zlib.crc32
 _STR_SEED = _crc32(b"s")
@@ -91,8 +91,3 @@ def stable_hashes(keys: list[Any]) -> Iterator[int]:
     if set(map(type, keys)) == {str}:
         return map(_crc32, map(_utf8, keys), itertools.repeat(_STR_SEED))
     return map(stable_hash, keys)
-
-
-def partition_of(key: Any, partitions: int) -> int:
-    """Return the partition, in ``range(partitions)``, that ``key`` belongs to."""
-    return stable_hash(key) % partitions

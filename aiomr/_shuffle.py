@@ -318,7 +318,9 @@ def _partition(keys: list[Any], values: list[Any], count: int) -> list[tuple[lis
             section_keys.append(key)
             section_values.append(value)
     except Exception as exc:
-        key = next(key for key in keys if _unhashable(key))
+        key = next((key for key in keys if _fails_to_hash(key)), None)
+        if key is None:
+            raise
         raise MapperOutputError(
             f"the mapper yielded a key that cannot be pickled: {_short(key)} "
             f"({type(key).__qualname__}); keys of other types than str, bytes, numbers, None "
@@ -328,7 +330,7 @@ def _partition(keys: list[Any], values: list[Any], count: int) -> list[tuple[lis
     return sections
 
 
-def _unhashable(key: Any) -> bool:
+def _fails_to_hash(key: Any) -> bool:
     try:
         stable_hash(key)
     except Exception:

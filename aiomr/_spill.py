@@ -61,11 +61,12 @@ from ._sizes import estimate_size
 __all__ = ["KeyedStore", "estimate_size"]
 
 _NUMBERS = frozenset({int, float})
-_NUMBERS_STEP = 4096
-"""Items `KeyedStore._add_numbers` adds between two looks at the memory budget."""
-_NUMBERS_ROOM = 4 << 20
-"""Spare budget below which `KeyedStore._add_numbers` leaves the items to the general loop,
-which looks at the budget after every item."""
+_STRETCH = 4096
+"""Pairs the bulk loops (`KeyedStore._insert_new`, `KeyedStore._add_numbers`) add between
+two looks at the memory budget."""
+_STRETCH_ROOM = 4 << 20
+"""Spare budget below which the bulk loops leave the pairs to the general loop, which looks
+at the budget after every pair."""
 
 K = TypeVar("K", bound=Hashable)
 A = TypeVar("A")
@@ -194,14 +195,14 @@ class KeyedStore(Generic[K, A]):
 
     def _insert_new(self, keys: list[K], accs: list[A]) -> int:
         """Put distinct keys that the store does not hold into its dict, a stretch at a time
-        while the budget has `_NUMBERS_ROOM` to spare; return how many were put.
+        while the budget has `_STRETCH_ROOM` to spare; return how many were put.
 
         A stretch of large accumulators can pass the budget: the store then spills at once,
         and the stretches after it start a new dict (their keys are still new to it).
         """
         done = 0
-        while done < len(keys) and self._budget - self._size >= _NUMBERS_ROOM:
-            stop = done + _NUMBERS_STEP
+        while done < len(keys) and self._budget - self._size >= _STRETCH_ROOM:
+            stop = done + _STRETCH
             new_keys, new_accs = keys[done:stop], accs[done:stop]
             self._data.update(zip(new_keys, new_accs, strict=True))
             self._size += _bulk_size(new_keys) + _bulk_size(new_accs)
@@ -255,8 +256,8 @@ class KeyedStore(Generic[K, A]):
         ``start`` on it added (the caller adds the rest).
 
         When every value is an ``int`` or a ``float`` and the combine is ``operator.add``,
-        ``old + value`` is inlined and the keys each stretch of `_NUMBERS_STEP` pairs added
-        are sized in bulk, in C. A stretch runs only while the budget has `_NUMBERS_ROOM`
+        ``old + value`` is inlined and the keys each stretch of `_STRETCH` pairs added
+        are sized in bulk, in C. A stretch runs only while the budget has `_STRETCH_ROOM`
         bytes to spare, so a tight budget is still checked after every pair; a sum's own
         growth (four bytes per thirty bits of an int) is left out of the budget.
         """
@@ -267,8 +268,8 @@ class KeyedStore(Generic[K, A]):
         fresh: list[Any] = []
         note = fresh.append
         done = start
-        while done < len(keys) and self._budget - self._size >= _NUMBERS_ROOM:
-            stop = done + _NUMBERS_STEP
+        while done < len(keys) and self._budget - self._size >= _STRETCH_ROOM:
+            stop = done + _STRETCH
             for key, value in zip(keys[done:stop], accs[done:stop], strict=True):
                 old = get(key, _MISSING)
                 if old is _MISSING:

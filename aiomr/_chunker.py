@@ -98,20 +98,34 @@ class Chunk(Generic[R]):
 
     @property
     def location(self) -> str:
-        """Describe the chunk for error messages."""
+        """Describe the chunk for error messages; ranges are half-open, ``[first, end)``."""
         if self.split is not None:
             return self.split.describe()
         if self.origins:
-            _, path, line = self.origins[0]
-            last_index, last_path, last_line = self.origins[-1]
-            end = last_line + len(self.records) - 1 - last_index
-            where = f"{path}:{line}" if path == last_path else f"{path}:{line} to {last_path}"
-            return f"chunk {self.index} ({where}..{end})"
-        end = self.start + len(self.records) - 1
-        return f"chunk {self.index} ({self.noun[0]}s {self.start}..{end} of {self.noun[1]})"
+            runs = self._runs()
+            shown = ", ".join(f"{path} lines [{first}, {end})" for path, first, end in runs[:3])
+            more = len(runs) - 3
+            tail = f" and {more} more file{'s' if more > 1 else ''}" if more > 0 else ""
+            return f"chunk {self.index} ({shown}{tail})"
+        end = self.start + len(self.records)
+        return f"chunk {self.index} ({self.noun[0]}s [{self.start}, {end}) of {self.noun[1]})"
+
+    def _runs(self) -> list[tuple[str, int, int]]:
+        """The chunk's lines as ``(path, first line, end line)``, one run per file."""
+        runs: list[tuple[str, int, int]] = []
+        ends = [first for first, _, _ in self.origins[1:]] + [len(self.records)]
+        for (first, path, line), end in zip(self.origins, ends, strict=True):
+            if runs and runs[-1][0] == path and runs[-1][2] == line:
+                runs[-1] = (path, runs[-1][1], line + end - first)
+            else:
+                runs.append((path, line, line + end - first))
+        return runs
 
     def locate(self, index: int) -> str:
-        """Name record ``index`` of the chunk: file and line when known, else its position."""
+        """Name record ``index`` of the chunk: file and line when known, its position in the
+        split for a split, else its position in the source."""
+        if self.split is not None:
+            return f"{self.noun[0]} {index} of the split"
         for first, path, line in reversed(self.origins):
             if first <= index:
                 return f"{path}:{line + index - first}"

@@ -21,7 +21,13 @@ from typing import Any
 
 from ._badrecords import SAMPLE_SIZE, BadRecord, DeadLetterFile, OnError
 from ._chunker import Chunk, ChunkReader, ChunkSizer
-from ._exceptions import BrokenWorkerError, RecordError, UnpicklableError, WorkerTraceback
+from ._exceptions import (
+    BrokenWorkerError,
+    MapperOutputError,
+    RecordError,
+    UnpicklableError,
+    WorkerTraceback,
+)
 from ._reducer import Folder
 from ._retry import RetryPolicy, Tally, Verdict
 from ._stats import JobStats
@@ -268,22 +274,38 @@ def _outcome(future: asyncio.Future[Any], chunk: Chunk[Any], executor: Executor)
             raise _unpicklable(chunk, exc, back="_sendback_result" in str(exc.__cause__)) from exc
         exc.add_note(f"aiomr: the executor failed {chunk.location}")
         raise
-    if isinstance(result, Failure):
-        index = getattr(result.exception, "index", None)
-        if isinstance(result.exception, RecordError) and isinstance(index, int):
+    where = None
+    if isinstance(result, Failure) and result.record is not None:
+        where = chunk.locate(result.record)
+        if isinstance(result.exception, RecordError) and chunk.split is None:
             # Parsed in the worker, located here: only the caller knows file and line.
-            located = RecordError(f"{chunk.locate(index)}: {result.exception}")
-            result = Failure(located, result.traceback, result.pid)
-    outcome: Outcome = outcome_of(result, chunk.location)
+            located = RecordError(f"{where}: {result.exception}")
+            result = Failure(located, result.traceback, result.pid, result.record)
+    outcome: Outcome = outcome_of(result, chunk.location, record=where)
     return outcome
 
 
-def outcome_of(result: Any, location: str) -> Any:
-    """Return a task's value, or raise the exception user code raised in it, as itself."""
+def outcome_of(result: Any, location: str, *, record: str | None = None) -> Any:
+    """Return a task's value, or raise the exception raised in it, as itself.
+
+    The exception gets a note saying what raised it (user code, or aiomr's own reading of
+    the input or of the mapper's output), in the task for ``location``, at ``record`` when
+    the task knows which record it was on.
+    """
     if isinstance(result, Failure):
         error = result.exception
         if error.__traceback__ is None:  # it crossed a process boundary
             error.__cause__ = WorkerTraceback(result.traceback)
-        error.add_note(f"aiomr: raised by user code in the task for {location} (pid {result.pid})")
+        where = f"at {record}, in {location}" if record else f"in {location}"
+        error.add_note(f"aiomr: {_raised_by(error)} {where} (pid {result.pid})")
         raise error
     return result
+
+
+def _raised_by(error: BaseException) -> str:
+    """What raised ``error`` in a task, for its note."""
+    if isinstance(error, RecordError):
+        return "malformed input"  # aiomr's own decoding or parsing found it
+    if isinstance(error, MapperOutputError):
+        return "unusable mapper output"  # aiomr's check of the pairs found it
+    return "raised by user code"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,18 @@ class _StepCombiner:
                 )
             out.append(value)
         return out
+
+
+class _StepOutput:
+    """The pairs a step emitted, as the next step's source; messages call them by name
+    (``pair 12 of the output of step 0``)."""
+
+    def __init__(self, pairs: AsyncIterator[tuple[Any, Any]], step: int) -> None:
+        self._pairs = pairs
+        self.record_noun = ("pair", f"the output of step {step}")
+
+    def __aiter__(self) -> AsyncIterator[tuple[Any, Any]]:
+        return self._pairs  # the pairs' own iterator: nothing added per pair
 
 
 def _identity_reducer(key: Any, values: Iterator[Any]) -> Pairs:
@@ -207,9 +219,10 @@ class Job:
                     )
                     return pairs
                 # Earlier steps stream their pairs from disk straight into the next step.
-                current = await stack.enter_async_context(
+                emitted = await stack.enter_async_context(
                     open_keyed(lane, current, plan_of, options, None)
                 )
+                current = _StepOutput(emitted, index)
         raise AssertionError("unreachable")  # pragma: no cover
 
 

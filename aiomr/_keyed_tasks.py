@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._shuffle import Guard, ReduceOutput, ReducePlan, map_keyed, reduce_partition
+from ._blame import reading, shift_record
+from ._shuffle import Guard, MapOutput, ReduceOutput, ReducePlan, map_keyed, reduce_partition
 from ._worker import Counted, parse_records
 
 if TYPE_CHECKING:
@@ -56,17 +57,18 @@ class MapBody:
         if self.guarded:
             return self._skipping(records, start)
         if self.reader is not None:
-            outputs, count = map_keyed(self.plan, self.reader.line_blocks(records[0]), 0)
+            blocks = reading(self.reader.line_blocks(records[0]))
+            outputs, count = map_keyed(self.plan, blocks, 0)
             return Counted(outputs, count)
         if self.parser is not None:
             records = parse_records(self.parser, records)
-        return map_keyed(self.plan, (records,), start)[0]
+        return _map_chunk(self.plan, records, start)[0]
 
     def _skipping(self, records: list[Any], start: int) -> Counted:
         """``on_error="skip"``/``"collect"``: map record by record, leaving bad ones out."""
         if self.reader is None:
             guard = Guard(self.parser)
-            outputs, count = map_keyed(self.plan, (records,), start, guard)
+            outputs, count = _map_chunk(self.plan, records, start, guard)
             return Counted(outputs, count, tuple(guard.skipped))
         reader = self.reader
         lines = list(reader.located_lines(records[0]))
@@ -81,3 +83,15 @@ class MapBody:
 
     def __repr__(self) -> str:
         return f"<map task of {self.plan.spec.mapper!r}>"
+
+
+def _map_chunk(
+    plan: ReducePlan, records: list[Any], start: int, guard: Guard | None = None
+) -> tuple[list[MapOutput], int]:
+    """`map_keyed` over a chunk's records, which it counts from ``start``, the chunk's
+    position in the source; an error notes the record's index in the chunk (`aiomr._blame`)."""
+    try:
+        return map_keyed(plan, (records,), start, guard)
+    except Exception as exc:
+        shift_record(exc, -start)
+        raise

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+from ._blame import note_no_record, note_record
 from ._exceptions import MapperOutputError
 from ._hashing import stable_hash, stable_hashes
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
@@ -207,16 +208,19 @@ def _absorb(
                         else:
                             combined[key] = [value]
                 first += len(block)
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:
         # An error in the user's code is re-raised as it is; a bad pair is explained. The
         # last item unpacked tells them apart: `_bad_pair` finds nothing wrong with a good
-        # one (the mapper failed after it, or the reducer did).
-        if isinstance(exc, MapperOutputError) or item is _NOTHING:
-            raise
+        # one (the mapper failed after it, or the reducer did). Either way the error notes
+        # the record it was raised at (`aiomr._blame`).
         position = first + len(block) - operator.length_hint(rest) - 1
-        problem = _bad_pair(item, record, position)
+        problem = None
+        if isinstance(exc, TypeError | ValueError) and not isinstance(exc, MapperOutputError):
+            problem = None if item is _NOTHING else _bad_pair(item, record, position)
         if problem is None:
+            note_record(exc, position)
             raise
+        note_record(problem, position)
         raise problem from exc
     return first - start
 
@@ -279,7 +283,11 @@ def _combine_chunk(
         count = guard.absorb(spec, combined, itertools.chain.from_iterable(blocks), start)
     if plan.mapper_final is not None:
         final = plan.mapper_final
-        _absorb(spec, combined, lambda _: final(), (("<mapper_final>",),), start + count)
+        try:
+            _absorb(spec, combined, lambda _: final(), (("<mapper_final>",),), start + count)
+        except Exception as exc:
+            note_no_record(exc)
+            raise
     if plan.emit_combiner is not None:
         many = plan.emit_combiner
         for key, values in combined.items():

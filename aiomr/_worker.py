@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 import os
 import pickle
 import select
@@ -22,7 +23,8 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
-from ._exceptions import RecordError, UnpicklableError
+from ._blame import note_record, take_record
+from ._exceptions import UnpicklableError
 from ._sentinels import Marker
 
 __all__ = [
@@ -54,22 +56,27 @@ class Outcome(NamedTuple):
 
 
 class Failure:
-    """What a failed map task sends back: the exception and its formatted traceback.
+    """What a failed map task sends back: the exception, its formatted traceback, and the
+    index of the record of the chunk it was raised at, when the body knows it.
 
     In-process executors hand the live exception back (its ``__traceback__`` intact); when a
     failure is pickled to cross a process boundary, an exception that cannot be pickled is
     replaced by an `UnpicklableError` that describes it.
     """
 
-    __slots__ = ("exception", "pid", "traceback")
+    __slots__ = ("exception", "pid", "record", "traceback")
 
-    def __init__(self, exception: BaseException, traceback: str, pid: int) -> None:
+    def __init__(
+        self, exception: BaseException, traceback: str, pid: int, record: int | None = None
+    ) -> None:
         self.exception = exception
         self.traceback = traceback
         self.pid = pid
+        self.record = record
 
-    def __reduce__(self) -> tuple[Any, tuple[bytes, str, int]]:
-        return (_unpickle_failure, (_portable(self.exception), self.traceback, self.pid))
+    def __reduce__(self) -> tuple[Any, tuple[bytes, str, int, int | None]]:
+        portable = _portable(self.exception)
+        return (_unpickle_failure, (portable, self.traceback, self.pid, self.record))
 
 
 def initialize_worker(niceness: int, caller: int | None = None) -> None:
@@ -194,8 +201,10 @@ def _portable(exc: BaseException) -> bytes:
     return data
 
 
-def _unpickle_failure(exception: bytes, formatted: str, pid: int) -> Failure:
-    return Failure(pickle.loads(exception), formatted, pid)
+def _unpickle_failure(
+    exception: bytes, formatted: str, pid: int, record: int | None = None
+) -> Failure:
+    return Failure(pickle.loads(exception), formatted, pid, record)
 
 
 _in_worker_process = False
@@ -303,8 +312,8 @@ def seal_records(records: list[Any]) -> Sealed:
 def execute(body: Callable[[Any, int], Any], payload: Any, start: int) -> Outcome | Failure:
     """Run one map task and capture its result or its failure, never raising.
 
-    ``start`` is the position in the source of the payload's first record, so bodies can
-    name the exact record an error came from.
+    ``start`` is the position in the source of the payload's first record. A body that
+    failed at a record notes which (`aiomr._blame`); the note travels in the `Failure`.
     """
     started = time.perf_counter()
     try:
@@ -312,8 +321,9 @@ def execute(body: Callable[[Any, int], Any], payload: Any, start: int) -> Outcom
             payload = pickle.loads(payload.data)
         value = body(payload, start)
     except Exception as exc:
+        record = take_record(exc)
         formatted = traceback.format_exc()
-        return Failure(exc, formatted, os.getpid())
+        return Failure(exc, formatted, os.getpid(), record)
     skipped: tuple[Skipped, ...] = ()
     if isinstance(value, Counted):
         value, count, skipped = value
@@ -392,7 +402,11 @@ def guarded_fold(
         except Exception as exc:
             skipped.append(Skipped.of(index, raw, exc, where))
             continue
-        acc = value if acc is EMPTY else reducer(acc, value)
+        try:
+            acc = value if acc is EMPTY else reducer(acc, value)
+        except Exception as exc:
+            note_record(exc, index)
+            raise
     return Counted(acc, count, tuple(skipped))
 
 
@@ -409,13 +423,17 @@ class _Tally:
 
     def wrap(self, items: Iterable[Any]) -> Iterator[Any]:
         weight = self._weight
-        if weight is None:
-            for self.n, item in enumerate(items, 1):
+        try:
+            if weight is None:
+                for self.n, item in enumerate(items, 1):
+                    yield item
+                return
+            for item in items:
+                self.n += weight(item)
                 yield item
-            return
-        for item in items:
-            self.n += weight(item)
-            yield item
+        except Exception as exc:  # reading the input failed: the error names its place
+            note_record(exc, None)
+            raise
 
 
 def _fold_values(
@@ -429,13 +447,13 @@ def _fold_values(
 
 
 def parse_records(parser: Callable[[Any], Any], records: list[Any]) -> list[Any]:
-    """Parse every record; a malformed one raises `RecordError` carrying its index."""
+    """Parse every record; a malformed one raises `RecordError` noting its index."""
     out = []
     for index, record in enumerate(records):
         try:
             out.append(parser(record))
-        except RecordError as exc:
-            exc.index = index  # type: ignore[attr-defined]
+        except Exception as exc:
+            note_record(exc, index)
             raise
     return out
 
@@ -448,7 +466,7 @@ def fold_parsed(
     start: int,
 ) -> Any:
     """Record mode over lines the caller streamed: parse here, in the worker, then fold."""
-    return functools.reduce(reducer, map(mapper, parse_records(parser, records)))
+    return fold_records(mapper, reducer, parse_records(parser, records), start)
 
 
 def map_parsed_chunk(
@@ -467,7 +485,11 @@ def fold_split_records(
 ) -> Counted:
     """Record mode over a byte-range split: read, decode, parse and fold it here."""
     tally = _Tally()
-    return _fold_values(map(mapper, tally.wrap(reader.records(splits[0]))), reducer, tally)
+    try:
+        return _fold_values(map(mapper, tally.wrap(reader.records(splits[0]))), reducer, tally)
+    except Exception as exc:  # at the last record handed out, unless reading failed
+        note_record(exc, tally.n - 1)
+        raise
 
 
 def fold_split_chunks(
@@ -501,8 +523,17 @@ def fold_records(
     records: list[Any],
     start: int,
 ) -> Any:
-    """Map every record of a chunk and fold the values into one partial, in order."""
-    return functools.reduce(reducer, map(mapper, records))
+    """Map every record of a chunk and fold the values into one partial, in order.
+
+    Nothing is counted per record: on failure, what the list's iterator has left says which
+    record the mapper or the reducer was on (the last one handed out).
+    """
+    rest = iter(records)
+    try:
+        return functools.reduce(reducer, map(mapper, rest))
+    except Exception as exc:
+        note_record(exc, len(records) - operator.length_hint(rest) - 1)
+        raise
 
 
 def map_chunk(mapper: Callable[[list[Any]], Any], records: list[Any], start: int) -> Any:

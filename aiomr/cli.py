@@ -18,6 +18,7 @@ import operator
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 
 import cloudpickle
@@ -25,6 +26,7 @@ import cloudpickle
 from ._api import map_reduce
 from ._cli_jobs import count_ngram_blocks, merge_totals, words_of
 from ._engine import Engine
+from ._exceptions import AiomrError, WorkerTraceback
 from ._jobclass import Job
 from ._keyspec import ReduceByKey
 from ._loop import run as run_loop
@@ -297,10 +299,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except Exception as exc:
-        print(f"aiomr: {type(exc).__name__}: {exc}", file=sys.stderr)
-        for note in getattr(exc, "__notes__", ()):
-            print(f"aiomr: {note}", file=sys.stderr)
+        report_failure(exc)
         return 1
+
+
+def report_failure(exc: BaseException) -> None:
+    """Print why the job failed on stderr: for an error of the job's code, its traceback
+    (the worker's, when it came from one), then the error and its notes, one line each."""
+    if isinstance(exc.__cause__, WorkerTraceback):
+        print(exc.__cause__.formatted.rstrip(), file=sys.stderr)
+    elif not isinstance(exc, AiomrError) and exc.__traceback__ is not None:
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        print(f"Traceback (most recent call last):\n{frames.rstrip()}", file=sys.stderr)
+    print(f"aiomr: {type(exc).__name__}: {exc}", file=sys.stderr)
+    for note in getattr(exc, "__notes__", ()):
+        # aiomr's own notes already say who speaks.
+        print(note if note.startswith("aiomr: ") else f"aiomr: {note}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

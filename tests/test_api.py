@@ -238,7 +238,7 @@ class TestErrors:
         assert isinstance(exc.__cause__, aiomr.WorkerTraceback)
         assert "explode_at_seven" in exc.__cause__.formatted
         assert "raise Boom(x)" in exc.__cause__.formatted
-        assert any("chunk 1 (records 5..9 of the source)" in note for note in exc.__notes__)
+        assert any("chunk 1 (records [5, 10) of the source)" in note for note in exc.__notes__)
 
     @pytest.mark.parametrize("executor", ["thread", "inline"])
     async def test_in_process_exceptions_keep_their_live_traceback(self, executor: str) -> None:

@@ -111,7 +111,7 @@ async def test_every_source_kind_yields_every_record_once_in_order(kind: int) ->
     assert [c.index for c in chunks] == list(range(11))
     assert [c.start for c in chunks] == list(range(0, 103, 10))
     assert [r for c in chunks for r in c.records] == list(range(103))
-    assert chunks[-1].location == "chunk 10 (records 100..102 of the source)"
+    assert chunks[-1].location == "chunk 10 (records [100, 103) of the source)"
 
 
 async def test_generators_are_closed() -> None:

@@ -261,7 +261,7 @@ async def test_a_mapper_error_keeps_its_type_with_the_worker_traceback_as_cause(
     cause = info.value.__cause__
     assert isinstance(cause, aiomr.WorkerTraceback)
     assert "fail_at" in cause.formatted
-    assert any("chunk 4 (records 40..49" in note for note in info.value.__notes__)
+    assert any("chunk 4 (records [40, 50)" in note for note in info.value.__notes__)
     # The executor keeps serving.
     assert await aiomr.map_reduce(range(1, 11), square, operator.add, executor=executor) == 385
 

@@ -596,7 +596,7 @@ async def check_bad_rows_are_located(db: Any, table: str, executor: ProcessExecu
             query(db, sql), picky, operator.add, chunk_size=300, max_in_flight=1, executor=executor
         )
     notes = "\n".join(caught.value.__notes__)
-    assert "chunk 1 (rows 300..599 of the query)" in notes
+    assert "chunk 1 (rows [300, 600) of the query)" in notes
 
 
 async def test_bad_postgres_rows_follow_the_error_policy(

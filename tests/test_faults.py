@@ -106,7 +106,7 @@ async def test_a_poison_chunk_is_reported_after_max_attempts() -> None:
             max_workers=2,
         )
     message = str(info.value)
-    assert "a worker process died while running chunk 2 (records 20..29 of the source)" in message
+    assert "a worker process died while running chunk 2 (records [20, 30) of the source)" in message
     assert any("failed 2 times (max_attempts=2); giving up" in n for n in info.value.__notes__)
 
 
@@ -146,7 +146,7 @@ async def test_a_chunk_that_keeps_sigkilling_its_worker_is_reported_after_max_ki
             retry=aiomr.RetryPolicy(max_attempts=1, max_kills=2),
             max_workers=2,
         )
-    assert "a worker process died while running chunk 2 (records 20..29" in str(info.value)
+    assert "a worker process died while running chunk 2 (records [20, 30)" in str(info.value)
     assert any("to SIGKILL 3 times (max_kills=2); giving up" in n for n in info.value.__notes__)
     assert (tmp_path / "kills").read_text() == "xxx"
 
@@ -344,7 +344,7 @@ async def test_a_hung_task_is_killed_after_task_timeout_and_rerun(tmp_path: path
                 retry=aiomr.RetryPolicy(max_attempts=2, task_timeout=0.5, backoff=0),
             )
         notes = "\n".join(info.value.__notes__)
-        assert "chunk 1 (records 4..7 of the source) ran longer than task_timeout=0.5s" in notes
+        assert "chunk 1 (records [4, 8) of the source) ran longer than task_timeout=0.5s" in notes
         assert "failed 2 times" in notes
 
 
@@ -373,13 +373,13 @@ async def test_records_and_results_that_cannot_be_pickled_name_the_chunk(
 ) -> None:
     with pytest.raises(
         aiomr.UnpicklableError,
-        match=r"^chunk 0 \(records 0\.\.1 of the source\): one of its records cannot be pickled",
+        match=r"^chunk 0 \(records \[0, 2\) of the source\): one of its records cannot be pickled",
     ) as info:
         await engine.map_reduce([Locked(), Locked()], id, operator.add, chunk_size=2)
     assert "lock" in str(info.value)
     with pytest.raises(
         aiomr.UnpicklableError,
-        match=r"^chunk 0 \(records 0\.\.1 of the source\): its partial result cannot be pickled",
+        match=r"^chunk 0 \(records \[0, 2\) of the source\): its partial result cannot be pickled",
     ):
         await engine.map_reduce([1, 2], to_locked, lambda a, b: a, chunk_size=2)
 

@@ -133,7 +133,7 @@ async def test_a_large_chunk_that_cannot_be_pickled_is_named() -> None:
     async with aiomr.Engine(max_workers=2) as engine:
         with pytest.raises(
             aiomr.UnpicklableError,
-            match=r"^chunk 0 \(records 0\.\.2000 of the source\): one of its records cannot be "
+            match=r"^chunk 0 \(records \[0, 2001\) of the source\): one of its records cannot be "
             r"pickled to cross to a worker",
         ):
             await engine.map_reduce(records, id, operator.add, chunk_size=len(records))

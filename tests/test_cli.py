@@ -6,6 +6,7 @@ import collections
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,32 @@ def test_run_a_job_from_a_file(corpus: pathlib.Path, tmp_path: pathlib.Path) -> 
     assert done.stdout == "17\t1\n23\t1\n"
     as_json = aiomr_command("run", f"{jobs}:LineLengths", str(corpus / "a.txt"), "--json")
     assert {json.loads(line)["key"] for line in as_json.stdout.splitlines()} == {17, 23}
+
+
+def test_a_failing_job_shows_its_traceback_and_the_record(tmp_path: pathlib.Path) -> None:
+    jobs = tmp_path / "jobs.py"
+    jobs.write_text(
+        "import aiomr\n"
+        "class Picky(aiomr.Job):\n"
+        "    def mapper(self, _, line):\n"
+        "        if line == 'line 637':\n"
+        "            raise ValueError(f'no {line!r} please')\n"
+        "        yield line, 1\n"
+    )
+    data = tmp_path / "lines.txt"
+    data.write_text("".join(f"line {i}\n" for i in range(1000)))
+    done = aiomr_command("run", f"{jobs}:Picky", str(data), "--workers", "2")
+    assert done.returncode == 1
+    assert "aiomr: aiomr:" not in done.stderr
+    # The worker's traceback names the job file and shows the failing line.
+    assert f'File "{jobs}", line 5, in mapper' in done.stderr
+    assert "raise ValueError(f'no {line!r} please')" in done.stderr
+    last = done.stderr.splitlines()[-2:]
+    assert last[0] == "aiomr: ValueError: no 'line 637' please"
+    assert re.fullmatch(
+        r"aiomr: raised by user code at record 637 of the split, in split 0 \(.*\) \(pid \d+\)",
+        last[1],
+    ), last[1]
 
 
 @pytest.mark.parametrize(

@@ -53,8 +53,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import cloudpickle
-
+from .._codepickle import dumps_code
 from .._exceptions import BrokenWorkerError, WorkerTraceback
 from .._reducer import Folder
 from .._worker import Failure, Outcome
@@ -339,7 +338,7 @@ class DaskExecutor(Executor):
     def ship(self, fn: Callable[..., Any]) -> ShippedCode:
         self._check_open()
         try:
-            data = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+            data = dumps_code(fn)
         except Exception as exc:
             raise TypeError(f"{fn!r} cannot be pickled for Dask workers: {exc}") from exc
         token = uuid.uuid4().hex

@@ -8,8 +8,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-import cloudpickle
-
+from .._codepickle import dumps_code
 from ._base import Executor, ShippedCode, default_max_workers
 
 __all__ = ["FuturesExecutor"]
@@ -67,7 +66,7 @@ class FuturesExecutor(Executor):
         if isinstance(self._executor, concurrent.futures.ThreadPoolExecutor):
             return ShippedCode(fn)
         try:
-            data = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+            data = dumps_code(fn)
         except Exception as exc:
             raise TypeError(
                 f"the job's code cannot be pickled for {self._executor!r}: {exc}"

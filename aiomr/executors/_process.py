@@ -27,7 +27,6 @@ import logging
 import multiprocessing
 import multiprocessing.context
 import os
-import pickle
 import shutil
 import signal
 import tempfile
@@ -39,8 +38,7 @@ from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, NamedTuple
 
-import cloudpickle
-
+from .._codepickle import dumps_code
 from .._exceptions import BrokenWorkerError
 from .._worker import ShippedCall, initialize_worker, ping
 from ._base import Executor, ShippedCode, default_max_workers
@@ -135,7 +133,7 @@ def _remove_orphans(base: str) -> None:
 def ship_by_file(fn: Callable[..., Any], directory: str) -> ShippedCode:
     """Pickle ``fn`` once into ``directory`` and return a token-carrying stand-in."""
     try:
-        data = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+        data = dumps_code(fn)
     except Exception as exc:
         raise TypeError(f"{_describe(fn)} cannot be pickled for worker processes: {exc}") from exc
     token = uuid.uuid4().hex

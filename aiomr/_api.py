@@ -123,7 +123,9 @@ async def map_reduce(
             It is pulled lazily, never read ahead of the in-flight window, and closed when the
             job ends.
         mapper: ``record -> value`` (``"record"`` mode) or ``list[record] -> partial``
-            (``"chunk"`` mode). Lambdas and closures work with the process pool.
+            (``"chunk"`` mode). Lambdas and closures work with the process pool. A plain
+            function: ``async def`` functions and generator functions are refused with a
+            `TypeError` (workers run no event loop, and a generator is not a value).
         reducer: ``(value, value) -> value``. It must be associative, and commutative unless
             ``ordered=True``; values and the result share one type.
         initial: folded in once, first; the result of an empty source. Without it an empty

@@ -31,6 +31,7 @@ from typing import Any
 import cloudpickle
 
 from ._badrecords import DeadLetterFile, OnError, check_on_error
+from ._callables import MAPPER_HINT, check_function
 from ._chunker import AnySource, ChunkReader, ChunkSizer
 from ._dispatch import dispatch
 from ._exceptions import EmptySourceError
@@ -111,8 +112,8 @@ def check_max_workers(value: object) -> None:
 
 
 def check_callable(name: str, value: object) -> None:
-    if not callable(value):
-        raise TypeError(f"{name} must be callable, got {type(value).__qualname__}")
+    """Check a mapper or reducer of a map-reduce job (see `aiomr._callables`)."""
+    check_function(name, value, hint=MAPPER_HINT if name == "mapper" else "")
 
 
 def _body_for(

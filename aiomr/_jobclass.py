@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._badrecords import OnError
+from ._callables import check_function
 from ._chunker import AnySource
 from ._engine import Engine
 from ._keyed import DEFAULT_MEMORY_BUDGET, KeyedOptions, collect_keyed, open_keyed
@@ -50,6 +51,16 @@ class Step:
     def __post_init__(self) -> None:
         if self.mapper is None and self.reducer is None:
             raise ValueError("a Step needs a mapper, a reducer, or both")
+        for name in _YIELDING:
+            if (fn := getattr(self, name)) is not None:
+                check_function(name, fn, yields=True)
+        for name in ("mapper_init", "reducer_init"):
+            if (fn := getattr(self, name)) is not None:
+                check_function(name, fn, returns="nothing (its body would never run)")
+
+
+_YIELDING = ("mapper", "combiner", "reducer", "mapper_final", "reducer_final")
+"""The parts of a step that yield pairs (or return an iterable of them)."""
 
 
 class _StepMapper:
@@ -94,6 +105,19 @@ class _StepOutput:
 
     def __aiter__(self) -> AsyncIterator[tuple[Any, Any]]:
         return self._pairs  # the pairs' own iterator: nothing added per pair
+
+
+class _Emitting:
+    """A step's reducer where a key-based spec wants a function returning a value."""
+
+    def __init__(self, reducer: Callable[[Any, Iterator[Any]], Pairs]) -> None:
+        self.reducer = reducer
+
+    def __call__(self, key: Any, values: Iterator[Any]) -> Pairs:
+        return self.reducer(key, values)
+
+    def __repr__(self) -> str:
+        return repr(self.reducer)
 
 
 def _identity_reducer(key: Any, values: Iterator[Any]) -> Pairs:
@@ -189,9 +213,16 @@ class Job:
         Cancellation: cancelling the call stops the running step and removes every step's
         temporary files.
         """
+        check_function("steps", self.steps, returns="a list of aiomr.Step")
         steps = self.steps()
         if not steps:
             raise ValueError(f"{type(self).__name__}.steps() returned no steps")
+        for step in steps:
+            if not isinstance(step, Step):
+                raise TypeError(
+                    f"{type(self).__name__}.steps() must return aiomr.Step objects, "
+                    f"got {type(step).__qualname__}"
+                )
         options = KeyedOptions(
             partitions,
             sort,
@@ -230,7 +261,11 @@ def _plan_factory(
     step: Step, first: bool, options: KeyedOptions
 ) -> Callable[[int, str], ReducePlan]:
     reducer = step.reducer or _identity_reducer
-    spec: GroupByKey[Any, Any, Any, Any] = GroupByKey(_StepMapper(step.mapper, first), reducer)
+    # The step's reducer yields pairs (``emit``); the spec's reducer returns a value, and a
+    # job never calls it: a plain stand-in keeps the spec's checks true.
+    spec: GroupByKey[Any, Any, Any, Any] = GroupByKey(
+        _StepMapper(step.mapper, first), _Emitting(reducer)
+    )
     combiner = _StepCombiner(step.combiner) if step.combiner is not None else None
 
     def plan_of(partitions: int, directory: str) -> ReducePlan:

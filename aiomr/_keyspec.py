@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from ._callables import check_function
 from ._sentinels import MISSING
 
 __all__ = ["FoldByKey", "GroupByKey", "KeyedSpec", "ReduceByKey"]
@@ -33,9 +34,8 @@ A = TypeVar("A")
 T = TypeVar("T")
 
 
-def _check(name: str, fn: object) -> None:
-    if not callable(fn):
-        raise TypeError(f"{name} must be callable, got {type(fn).__qualname__}")
+def _check(name: str, fn: object, *, yields: bool = False) -> None:
+    check_function(name, fn, yields=yields)  # see aiomr._callables
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class ReduceByKey(Generic[R, K, V]):
     reducer: Callable[[V, V], V]
 
     def __post_init__(self) -> None:
-        _check("mapper", self.mapper)
+        _check("mapper", self.mapper, yields=True)
         _check("reducer", self.reducer)
 
 
@@ -77,7 +77,7 @@ class GroupByKey(Generic[R, K, V, T]):
     combiner: Callable[[K, list[V]], V] | None = None
 
     def __post_init__(self) -> None:
-        _check("mapper", self.mapper)
+        _check("mapper", self.mapper, yields=True)
         _check("reducer", self.reducer)
         if self.combiner is not None:
             _check("combiner", self.combiner)
@@ -108,7 +108,7 @@ class FoldByKey(Generic[R, K, V, A]):
     initial_factory: Callable[[], A] | None = field(default=None)
 
     def __post_init__(self) -> None:
-        _check("mapper", self.mapper)
+        _check("mapper", self.mapper, yields=True)
         _check("binop", self.binop)
         _check("combine", self.combine)
         if (self.initial is MISSING) == (self.initial_factory is None):

@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ._callables import check_function
 from ._checks import check_seconds
 from ._reducer import Folder
 from ._sentinels import MISSING
@@ -65,8 +66,12 @@ class StreamOptions:
             or self.every_partials < 1
         ):
             raise ValueError(f"every_partials must be an int >= 1, got {self.every_partials!r}")
-        if self.view is not None and not callable(self.view):
-            raise TypeError(f"view must be callable, got {self.view!r}")
+        if self.view is not None:
+            if not callable(self.view):
+                raise TypeError(f"view must be callable, got {self.view!r}")
+            check_function(
+                "view", self.view, returns="the snapshot's value", where="on a helper thread"
+            )
 
 
 class _Seen:

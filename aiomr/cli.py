@@ -9,35 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import importlib
-import importlib.util
-import json
 import logging
-import operator
 import os
 import signal
 import sys
 import traceback
 from collections.abc import Sequence
 
-import cloudpickle
-
-from ._api import map_reduce
 from ._cli_jobs import count_ngram_blocks, merge_totals, words_of
-from ._engine import Engine
+from ._cli_load import UsageError, load_job, version
+from ._cli_run import NOT_YET_SKIPPING, run_command
 from ._exceptions import AiomrError, WorkerTraceback
-from ._jobclass import Job
-from ._keyspec import ReduceByKey
 from ._loop import run as run_loop
-from ._progress import show_progress
-from ._results import top
 from ._stats import JobStats
-from .executors import ExecutorSpec
-from .sources._paths import expand_paths
-from .sources._splits import files
 
-__all__ = ["count_ngram_blocks", "main", "merge_totals", "words_of"]
+__all__ = ["count_ngram_blocks", "load_job", "main", "merge_totals", "words_of"]
 
 EXAMPLES = """\
 examples:
@@ -46,11 +32,9 @@ examples:
   aiomr ngram googlebooks-eng-1gram.tsv --word Aardvark
   aiomr run jobs.py:WordCount logs/*.log           run a Job subclass over files
   aiomr run mypackage.jobs:Sessions data/ --json   ... one found by module name
+  aiomr run jobs.py:Parse logs/ --on-error skip --dead-letter bad.jsonl
+  aiomr wordcount books/ --scheduler tcp://10.0.0.5:8786   on a running Dask cluster
 """
-
-
-class UsageError(Exception):
-    """Bad arguments or unreadable input: one line on stderr, exit status 2."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,11 +50,33 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--executor",
         choices=("process", "thread", "inline", "dask"),
-        default="process",
-        help="where map tasks run (default: process)",
+        default=None,
+        help="where map tasks run (default: process; dask with --scheduler)",
+    )
+    common.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help="run on the Dask cluster of this scheduler, e.g. tcp://10.0.0.5:8786",
+    )
+    common.add_argument(
+        "--on-error",
+        choices=("raise", "skip", "collect"),
+        default="raise",
+        help="a record the job fails on: stop (raise, the default), leave it out and count "
+        "it (skip), or also list each one on stderr (collect)",
+    )
+    common.add_argument(
+        "--dead-letter",
+        metavar="PATH",
+        default=None,
+        help="append each record left out to this JSON Lines file (with --on-error)",
     )
     common.add_argument("--no-uvloop", action="store_true", help="use asyncio's own event loop")
     common.add_argument("--quiet", action="store_true", help="no progress bar")
+    common.add_argument(
+        "--verbose", action="store_true", help="log what the job and its executor do (INFO)"
+    )
 
     parser = argparse.ArgumentParser(
         prog="aiomr",
@@ -78,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"aiomr {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     wordcount = commands.add_parser(
@@ -138,99 +145,6 @@ def _size(text: str) -> int:
     return value
 
 
-def _check_readable(paths: Sequence[str]) -> None:
-    try:
-        found = expand_paths(list(paths))
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
-    for path in found:
-        if not os.access(path, os.R_OK):
-            raise UsageError(f"{path}: permission denied")
-    if not found:
-        raise UsageError(f"{' '.join(paths)}: no files to read")
-
-
-def load_job(target: str) -> type[Job]:
-    """Load ``FILE.py:NAME`` or ``package.module:NAME``, an `aiomr.Job` subclass."""
-    where, sep, name = target.rpartition(":")
-    if not sep or not where or not name:
-        raise UsageError(f"{target}: expected FILE_OR_MODULE:JOB, e.g. jobs.py:WordCount")
-    if where.endswith(".py") or os.sep in where:
-        if not os.path.isfile(where):
-            raise UsageError(f"{where}: no such file")
-        module_name = "aiomr_user_" + os.path.splitext(os.path.basename(where))[0]
-        spec = importlib.util.spec_from_file_location(module_name, where)
-        if spec is None or spec.loader is None:
-            raise UsageError(f"{where}: cannot be imported")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-        # Workers cannot import a file by path: ship its code by value.
-        cloudpickle.register_pickle_by_value(module)
-    else:
-        try:
-            module = importlib.import_module(where)
-        except ImportError as exc:
-            raise UsageError(f"{where}: cannot import: {exc}") from None
-    job = getattr(module, name, None)
-    if not (isinstance(job, type) and issubclass(job, Job)):
-        raise UsageError(f"{target}: not an aiomr.Job subclass")
-    return job
-
-
-async def _wordcount(args: argparse.Namespace, stats: JobStats) -> None:
-    async with (
-        show_progress(stats) if not args.quiet else contextlib.nullcontext(),
-        Engine(args.executor, max_workers=args.workers, split_seconds=None) as engine,
-    ):
-        counts = await engine.run_by_key(
-            files(args.paths, split_size=args.chunk_size, errors="replace"),
-            ReduceByKey(words_of, operator.add),
-            stats=stats,
-        )
-    rows = top(counts, args.top)
-    if args.json:
-        print(json.dumps([{"word": w, "count": c} for w, c in rows], ensure_ascii=False))
-        return
-    width = max((len(w) for w, _ in rows), default=0)
-    for word, count in rows:
-        print(f"{word:<{width}} : {count}")
-
-
-async def _ngram(args: argparse.Namespace, stats: JobStats) -> None:
-    executor: ExecutorSpec = args.executor
-    totals: dict[bytes, int]
-    async with show_progress(stats) if not args.quiet else contextlib.nullcontext():
-        totals = await map_reduce(
-            files(args.paths, split_size=args.chunk_size, encoding=None),
-            count_ngram_blocks,
-            merge_totals,
-            mode="blocks",
-            initial={},
-            executor=executor,
-            max_workers=args.workers,
-            stats=stats,
-        )
-    print(f"{args.word} has appeared {totals.get(args.word.encode(), 0)} times")
-
-
-async def _run_job(args: argparse.Namespace, stats: JobStats) -> None:
-    job = load_job(args.target)
-    async with show_progress(stats) if not args.quiet else contextlib.nullcontext():
-        pairs = await job().run(
-            files(args.paths, split_size=args.chunk_size),
-            sort=args.sort,
-            executor=args.executor,
-            max_workers=args.workers,
-            stats=stats,
-        )
-    for key, value in pairs:
-        if args.json:
-            print(json.dumps({"key": key, "value": value}, ensure_ascii=False, default=repr))
-        else:
-            print(f"{key}\t{value}")
-
-
 class _nothing:
     async def __aenter__(self) -> None:
         return None
@@ -258,14 +172,7 @@ async def _main(args: argparse.Namespace) -> int:
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
-        await asyncio.to_thread(_check_readable, args.paths)
-        stats = JobStats()
-        if args.command == "wordcount":
-            await _wordcount(args, stats)
-        elif args.command == "ngram":
-            await _ngram(args, stats)
-        else:
-            await _run_job(args, stats)
+        await run_command(args, JobStats())
     except asyncio.CancelledError:
         if terminated:
             raise Terminated from None
@@ -278,9 +185,9 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
-    # The library logs what it survives (a lost worker, skipped records): one line each.
-    logging.basicConfig(level=logging.WARNING, format="aiomr: %(message)s", stream=sys.stderr)
+    _log_to_stderr(verbose=args.verbose)
     try:
+        _check_options(args)
         # SIGTERM is handled by _main itself, which knows the job it runs.
         uvloop = False if args.no_uvloop else None
         return run_loop(_main(args), use_uvloop=uvloop, handle_sigterm=False)
@@ -301,6 +208,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         report_failure(exc)
         return 1
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse options that do not go together, before anything starts."""
+    if args.scheduler is not None:
+        if args.executor not in (None, "dask"):
+            raise UsageError(
+                f"--scheduler runs on Dask: it cannot go with --executor {args.executor}"
+            )
+        args.executor = "dask"
+    elif args.executor is None:
+        args.executor = "process"
+    if args.dead_letter is not None and args.on_error == "raise":
+        raise UsageError("--dead-letter needs --on-error skip or --on-error collect")
+    if args.on_error != "raise" and args.command in NOT_YET_SKIPPING:
+        raise UsageError(f"--on-error {args.on_error} is not supported yet for {args.command}")
+
+
+class _NotTheCommandsSummary(logging.Filter):
+    """Leave out the library's own line about skipped records: the command prints its own,
+    with the dead-letter file and, for ``--on-error collect``, every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "aiomr._job" and str(record.msg).startswith("skipped "))
+
+
+def _log_to_stderr(*, verbose: bool) -> None:
+    """Send log records to stderr, one line each: warnings (what the library survives, a
+    lost worker, a retried task) and, with ``--verbose``, what it and Dask report as they go.
+
+    Dask's distributed logs a dozen lines at INFO as a cluster starts and stops; the
+    handler's level, not the loggers', keeps them out unless asked for.
+    """
+    level = logging.INFO if verbose else logging.WARNING
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if isinstance(h, _CommandHandler)), None)
+    if handler is None:  # once per process, however often main() runs
+        handler = _CommandHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("aiomr: %(message)s"))
+        handler.addFilter(_NotTheCommandsSummary())
+        root.addHandler(handler)
+    handler.setLevel(level)
+    root.setLevel(level)
+
+
+class _CommandHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The command's handler of log records (told apart from any other)."""
 
 
 def report_failure(exc: BaseException) -> None:

@@ -115,8 +115,18 @@ def test_a_failing_job_shows_its_traceback_and_the_record(tmp_path: pathlib.Path
     )
     data = tmp_path / "lines.txt"
     data.write_text("".join(f"line {i}\n" for i in range(1000)))
-    done = aiomr_command("run", f"{jobs}:Picky", str(data), "--workers", "2")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "aiomr", "run", f"{jobs}:Picky", str(data), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)},
+        check=False,
+    )
     assert done.returncode == 1
+    assert list(scratch.iterdir()) == []  # the job's files are gone
     assert "aiomr: aiomr:" not in done.stderr
     # The worker's traceback names the job file and shows the failing line.
     assert f'File "{jobs}", line 5, in mapper' in done.stderr

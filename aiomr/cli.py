@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"aiomr {version()}")
+    parser.add_argument("--version", action=_Version, help="print aiomr's version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     wordcount = commands.add_parser(
@@ -106,6 +106,17 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--sort", action="store_true", help="sort the output by key")
     job.add_argument("--json", action="store_true", help="print JSON lines, not tab-separated")
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``, whose metadata is read only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=str(kwargs.get("help", "")))
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"aiomr {version()}")
+        parser.exit()
 
 
 def _positive(text: str) -> int:

@@ -280,7 +280,7 @@ def _outcome(future: asyncio.Future[Any], chunk: Chunk[Any], executor: Executor)
         if isinstance(result.exception, RecordError) and chunk.split is None:
             # Parsed in the worker, located here: only the caller knows file and line.
             located = RecordError(f"{where}: {result.exception}")
-            result = Failure(located, result.traceback, result.pid, result.record)
+            result = Failure(located, result.traceback, result.pid, result.record, result.reading)
     outcome: Outcome = outcome_of(result, chunk.location, record=where)
     return outcome
 
@@ -297,15 +297,17 @@ def outcome_of(result: Any, location: str, *, record: str | None = None) -> Any:
         if error.__traceback__ is None:  # it crossed a process boundary
             error.__cause__ = WorkerTraceback(result.traceback)
         where = f"at {record}, in {location}" if record else f"in {location}"
-        error.add_note(f"aiomr: {_raised_by(error)} {where} (pid {result.pid})")
+        error.add_note(f"aiomr: {_raised_by(result)} {where} (pid {result.pid})")
         raise error
     return result
 
 
-def _raised_by(error: BaseException) -> str:
-    """What raised ``error`` in a task, for its note."""
-    if isinstance(error, RecordError):
+def _raised_by(failure: Failure) -> str:
+    """What raised a task's exception, for its note."""
+    if isinstance(failure.exception, RecordError):
         return "malformed input"  # aiomr's own decoding or parsing found it
-    if isinstance(error, MapperOutputError):
+    if isinstance(failure.exception, MapperOutputError):
         return "unusable mapper output"  # aiomr's check of the pairs found it
+    if failure.reading:
+        return "raised while reading the input"
     return "raised by user code"

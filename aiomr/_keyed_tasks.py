@@ -71,7 +71,7 @@ class MapBody:
             outputs, count = _map_chunk(self.plan, records, start, guard)
             return Counted(outputs, count, tuple(guard.skipped))
         reader = self.reader
-        lines = list(reader.located_lines(records[0]))
+        lines = list(reading(reader.located_lines(records[0])))
 
         def where(index: int, raw: Any) -> str:
             place, offset, _ = lines[index]

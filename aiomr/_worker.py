@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
-from ._blame import note_record, take_record
+from ._blame import INPUT, note_input, note_record, reading, take_note
 from ._exceptions import UnpicklableError
 from ._sentinels import Marker
 
@@ -64,19 +64,29 @@ class Failure:
     replaced by an `UnpicklableError` that describes it.
     """
 
-    __slots__ = ("exception", "pid", "record", "traceback")
+    __slots__ = ("exception", "pid", "reading", "record", "traceback")
 
     def __init__(
-        self, exception: BaseException, traceback: str, pid: int, record: int | None = None
+        self,
+        exception: BaseException,
+        traceback: str,
+        pid: int,
+        record: int | None = None,
+        reading: bool = False,
     ) -> None:
         self.exception = exception
         self.traceback = traceback
         self.pid = pid
         self.record = record
+        self.reading = reading
+        """Raised while the task read its input, not by the job's code."""
 
-    def __reduce__(self) -> tuple[Any, tuple[bytes, str, int, int | None]]:
+    def __reduce__(self) -> tuple[Any, tuple[bytes, str, int, int | None, bool]]:
         portable = _portable(self.exception)
-        return (_unpickle_failure, (portable, self.traceback, self.pid, self.record))
+        return (
+            _unpickle_failure,
+            (portable, self.traceback, self.pid, self.record, self.reading),
+        )
 
 
 def initialize_worker(niceness: int, caller: int | None = None) -> None:
@@ -202,9 +212,9 @@ def _portable(exc: BaseException) -> bytes:
 
 
 def _unpickle_failure(
-    exception: bytes, formatted: str, pid: int, record: int | None = None
+    exception: bytes, formatted: str, pid: int, record: int | None = None, reading: bool = False
 ) -> Failure:
-    return Failure(pickle.loads(exception), formatted, pid, record)
+    return Failure(pickle.loads(exception), formatted, pid, record, reading)
 
 
 _in_worker_process = False
@@ -321,9 +331,10 @@ def execute(body: Callable[[Any, int], Any], payload: Any, start: int) -> Outcom
             payload = pickle.loads(payload.data)
         value = body(payload, start)
     except Exception as exc:
-        record = take_record(exc)
+        note = take_note(exc)
         formatted = traceback.format_exc()
-        return Failure(exc, formatted, os.getpid(), record)
+        record = note if isinstance(note, int) else None
+        return Failure(exc, formatted, os.getpid(), record, reading=note == INPUT)
     skipped: tuple[Skipped, ...] = ()
     if isinstance(value, Counted):
         value, count, skipped = value
@@ -432,7 +443,7 @@ class _Tally:
                 self.n += weight(item)
                 yield item
         except Exception as exc:  # reading the input failed: the error names its place
-            note_record(exc, None)
+            note_input(exc)
             raise
 
 
@@ -560,7 +571,7 @@ def fold_split_guarded(
     start: int,
 ) -> Counted:
     """Record mode over a split, skipping bad records; the reader says where each one is."""
-    lines = list(reader.located_lines(splits[0]))
+    lines = list(reading(reader.located_lines(splits[0])))
 
     def where(index: int, raw: Any) -> str:
         place, offset, _ = lines[index]

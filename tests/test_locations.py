@@ -209,6 +209,26 @@ async def test_undecodable_input_in_a_split_names_its_own_place(
     assert str(path) in note
 
 
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+@pytest.mark.parametrize("keyed", [False, True], ids=["map_reduce", "run_by_key"])
+async def test_input_that_cannot_be_read_is_not_called_user_code(
+    engine: aiomr.Engine, tmp_path: pathlib.Path, keyed: bool, on_error: str
+) -> None:
+    path = tmp_path / "a.txt.gz"
+    path.write_bytes(b"not gzip at all\n")
+    job = (
+        engine.run_by_key(
+            files(path), aiomr.ReduceByKey(pairs_failing_at_bad, operator.add), on_error=on_error
+        )
+        if keyed
+        else engine.map_reduce(files(path), len, operator.add, on_error=on_error)  # type: ignore[arg-type]
+    )
+    with pytest.raises(OSError, match="Not a gzipped file") as caught:
+        await job
+    note = aiomr_note(caught.value)
+    assert note.startswith("aiomr: raised while reading the input in split 0 ("), note
+
+
 async def test_key_value_jobs_name_the_record(engine: aiomr.Engine) -> None:
     with pytest.raises(Bad) as caught:
         await engine.run_by_key(

@@ -307,7 +307,7 @@ def _raised_by(failure: Failure) -> str:
     if isinstance(failure.exception, RecordError):
         return "malformed input"  # aiomr's own decoding or parsing found it
     if isinstance(failure.exception, MapperOutputError):
-        return "unusable mapper output"  # aiomr's check of the pairs found it
+        return "unusable key-value output"  # aiomr's check of the pairs found it
     if failure.reading:
         return "raised while reading the input"
     return "raised by user code"

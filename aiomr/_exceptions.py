@@ -13,9 +13,9 @@ The tree:
     │                            (also a ValueError)
     ├── RecordError              malformed input: a line that does not decode or parse
     │                            (also a ValueError); names the file and line or offset
-    ├── MapperOutputError        a key-value mapper emitted something other than
-    │                            ``(key, value)`` pairs with hashable, picklable keys
-    │                            (also a TypeError)
+    ├── MapperOutputError        a key-value mapper, or a Job's reducer, emitted
+    │                            something other than ``(key, value)`` pairs with
+    │                            hashable, picklable keys (also a TypeError)
     ├── BrokenWorkerError        something outside failed: a worker process died or
     │                            its result could not travel back
     │   └── UnpicklableError     a record, a partial result or a worker's exception
@@ -61,7 +61,8 @@ class RecordError(AiomrError, ValueError):
 
 
 class MapperOutputError(AiomrError, TypeError):
-    """A key-value mapper emitted something that is not a usable ``(key, value)`` pair."""
+    """A key-value mapper, or the reducer of an `aiomr.Job`, emitted something that is not a
+    usable ``(key, value)`` pair."""
 
 
 class BrokenWorkerError(AiomrError):

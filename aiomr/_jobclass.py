@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._badrecords import OnError
-from ._callables import check_function
+from ._callables import check_function, describe
 from ._chunker import AnySource
 from ._engine import Engine
+from ._exceptions import MapperOutputError
 from ._keyed import DEFAULT_MEMORY_BUDGET, KeyedOptions, collect_keyed, open_keyed
 from ._keyspec import GroupByKey
 from ._retry import RetryPolicy
 from ._shuffle import ReducePlan
 from ._stats import JobStats
+from ._worker import short_repr
 from .executors import ExecutorSpec
 
 __all__ = ["Job", "Step"]
@@ -108,16 +110,43 @@ class _StepOutput:
 
 
 class _Emitting:
-    """A step's reducer where a key-based spec wants a function returning a value."""
+    """A step's reducer or ``reducer_final``, whose output is checked to be pairs.
 
-    def __init__(self, reducer: Callable[[Any, Iterator[Any]], Pairs]) -> None:
-        self.reducer = reducer
+    What a Job's reducer yields goes straight to the result files: a reducer that returns
+    ``key, total`` instead of yielding it would give ``[key, total]`` as two "pairs" -- a
+    wrong answer -- and is stopped here with `aiomr.MapperOutputError`. The check costs
+    one type test per output pair, on the reduce side, where pairs are few.
+    """
 
-    def __call__(self, key: Any, values: Iterator[Any]) -> Pairs:
-        return self.reducer(key, values)
+    def __init__(self, fn: Callable[..., Pairs], name: str) -> None:
+        self.fn = fn
+        self.name = name
+
+    def __call__(self, *args: Any) -> Iterator[tuple[Any, Any]]:
+        produced = self.fn(*args)
+        try:
+            items = iter(produced)
+        except TypeError:
+            raise MapperOutputError(
+                f"{self.name} {describe(self.fn)} must yield (key, value) pairs or return an "
+                f"iterable of them, but it returned {short_repr(produced)}"
+            ) from None
+        return self._pairs(items, args)
+
+    def _pairs(self, items: Iterator[Any], args: tuple[Any, ...]) -> Iterator[tuple[Any, Any]]:
+        for item in items:
+            if type(item) is not tuple or len(item) != 2:
+                if type(item) is not list or len(item) != 2:
+                    given = f" for key {short_repr(args[0])}" if args else ""
+                    raise MapperOutputError(
+                        f"{self.name} {describe(self.fn)} must yield (key, value) pairs, but"
+                        f"{given} it yielded {short_repr(item)}"
+                    )
+                item = (item[0], item[1])
+            yield item
 
     def __repr__(self) -> str:
-        return repr(self.reducer)
+        return repr(self.fn)
 
 
 def _identity_reducer(key: Any, values: Iterator[Any]) -> Pairs:
@@ -261,11 +290,11 @@ def _plan_factory(
     step: Step, first: bool, options: KeyedOptions
 ) -> Callable[[int, str], ReducePlan]:
     reducer = step.reducer or _identity_reducer
-    # The step's reducer yields pairs (``emit``); the spec's reducer returns a value, and a
-    # job never calls it: a plain stand-in keeps the spec's checks true.
-    spec: GroupByKey[Any, Any, Any, Any] = GroupByKey(
-        _StepMapper(step.mapper, first), _Emitting(reducer)
-    )
+    emit = _Emitting(reducer, "reducer")
+    final = _Emitting(step.reducer_final, "reducer_final") if step.reducer_final else None
+    # A job's reduce tasks call ``emit``, never the spec's reducer; `_Emitting` is a plain
+    # callable, as a spec's reducer must be, so it stands in for both.
+    spec: GroupByKey[Any, Any, Any, Any] = GroupByKey(_StepMapper(step.mapper, first), emit)
     combiner = _StepCombiner(step.combiner) if step.combiner is not None else None
 
     def plan_of(partitions: int, directory: str) -> ReducePlan:
@@ -275,12 +304,12 @@ def _plan_factory(
             directory,
             options.memory_budget,
             options.sort,
-            emit=reducer,
+            emit=emit,
             emit_combiner=combiner,
             mapper_init=step.mapper_init,
             mapper_final=step.mapper_final,
             reducer_init=step.reducer_init,
-            reducer_final=step.reducer_final,
+            reducer_final=final,
         )
 
     return plan_of

@@ -94,3 +94,40 @@ async def test_combiner_must_keep_its_key() -> None:
 def test_step_needs_a_mapper_or_reducer() -> None:
     with pytest.raises(ValueError, match="a Step needs a mapper, a reducer, or both"):
         aiomr.Step()
+
+
+class ReturnsAPair(WordCount):
+    def reducer(self, word: str, counts: Iterator[int]) -> Iterator[tuple[str, int]]:
+        return word, sum(counts)  # type: ignore[return-value]  # a tuple, not pairs
+
+
+class ReturnsNothing(WordCount):
+    def reducer_final(self) -> Iterator[tuple[str, int]]:
+        return None  # type: ignore[return-value]
+
+
+class ReturnsAList(WordCount):
+    def reducer(self, word: str, counts: Iterator[int]) -> Iterator[tuple[str, int]]:
+        return iter([[word, sum(counts)]])  # type: ignore[list-item]  # lists of two are pairs
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+async def test_a_reducer_that_does_not_yield_pairs_fails_instead_of_answering_wrong(
+    executor: str,
+) -> None:
+    # Two-letter words: unpacked, each would pass for a (key, value) pair.
+    with pytest.raises(
+        aiomr.MapperOutputError,
+        match=r"^reducer ReturnsAPair\.reducer must yield \(key, value\) pairs, but for key "
+        r"'\w\w' it yielded '\w\w'",
+    ) as caught:
+        await ReturnsAPair().run(["ab cd ab"], executor=executor)  # type: ignore[arg-type]
+    assert any("unusable key-value output in partition" in n for n in caught.value.__notes__)
+    with pytest.raises(
+        aiomr.MapperOutputError,
+        match=r"^reducer_final ReturnsNothing\.reducer_final must yield \(key, value\) pairs "
+        r"or return an iterable of them, but it returned None",
+    ):
+        await ReturnsNothing().run(["ab cd ab"], executor=executor)  # type: ignore[arg-type]
+    pairs = await ReturnsAList().run(["ab cd ab"], executor=executor, sort=True)  # type: ignore[arg-type]
+    assert pairs == [("ab", 2), ("cd", 1)]

@@ -247,7 +247,7 @@ async def test_key_value_jobs_name_the_record(engine: aiomr.Engine) -> None:
         )
     assert (
         aiomr_note(bad_pair.value)
-        == f"aiomr: unusable mapper output at record {BAD} of the source, in {CHUNK_2}"
+        == f"aiomr: unusable key-value output at record {BAD} of the source, in {CHUNK_2}"
     )
 
 

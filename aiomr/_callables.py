@@ -32,7 +32,7 @@ def check_function(
     fn: object,
     *,
     yields: bool = False,
-    returns: str = "its result",
+    returns: str | None = "its result",
     hint: str = "",
     where: str = "in workers",
 ) -> None:
@@ -43,7 +43,8 @@ def check_function(
         fn: the object given.
         yields: the place takes a generator function (it yields pairs); otherwise a
             generator function is refused too.
-        returns: what a plain ``fn`` returns there, for the message.
+        returns: what a plain ``fn`` returns there, for the message; ``None`` for a hook
+            whose result is not used.
         hint: added to the message when a generator function is refused.
         where: where aiomr calls ``fn``, for the message.
     """
@@ -63,6 +64,11 @@ def check_function(
             f"{name} {describe(fn)} is an async generator function: aiomr calls it "
             f"{where}, where no event loop runs; make it {instead} (run the async part in "
             "the caller, before or after the job)"
+        )
+    if kind == "generator" and not yields and returns is None:
+        raise TypeError(
+            f"{name} {describe(fn)} is a generator function: calling it only makes a "
+            "generator, so its body would never run; make it a plain def"
         )
     if kind == "generator" and not yields:
         raise TypeError(

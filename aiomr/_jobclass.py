@@ -58,7 +58,7 @@ class Step:
                 check_function(name, fn, yields=True)
         for name in ("mapper_init", "reducer_init"):
             if (fn := getattr(self, name)) is not None:
-                check_function(name, fn, returns="nothing (its body would never run)")
+                check_function(name, fn, returns=None)
 
 
 _YIELDING = ("mapper", "combiner", "reducer", "mapper_final", "reducer_final")

@@ -192,7 +192,7 @@ def pairs_of_record(_: None, x: int) -> Iterator[tuple[int, int]]:
         (
             GeneratorInitJob,
             "mapper_init GeneratorInitJob.mapper_init is a generator function: calling it only "
-            "makes a generator, which aiomr would take as nothing (its body would never run)",
+            "makes a generator, so its body would never run; make it a plain def",
         ),
         (AsyncCallStepJob, "reducer AsyncCall.__call__ (of a AsyncCall object) is an async def"),
     ],

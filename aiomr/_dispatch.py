@@ -33,6 +33,8 @@ from ._retry import RetryPolicy, Tally, Verdict
 from ._stats import JobStats
 from ._worker import SEAL_MIN_ITEMS, Failure, Outcome, Skipped, seal_records
 from .executors import Executor, ShippedCode
+from .executors._base import WorkerLost
+from .executors._process_worker import ReplyPicklingError
 
 __all__ = ["Verdict", "dispatch", "judge", "lost_worker_error", "outcome_of"]
 
@@ -73,7 +75,6 @@ async def dispatch(
         )
     loop = asyncio.get_running_loop()
     deadlines: dict[asyncio.Future[Any], float] = {}
-    timed_out: set[int] = set()
     pending: dict[asyncio.Future[Any], Chunk[Any]] = {}
     waiting: dict[asyncio.Future[Any], Chunk[Any]] = {}
     tally = Tally(policy)
@@ -116,11 +117,11 @@ async def dispatch(
                     if future.done():
                         del deadlines[future]
                     elif deadline <= now and kill_task is not None:
-                        late = pending[future]
-                        if kill_task(token, late.start, ran_for=timeout or 0.0):
+                        # The executor watches the task from here on; it counts its time
+                        # from when a worker starts it.
+                        if kill_task(token, pending[future].start, ran_for=timeout or 0.0):
                             del deadlines[future]
-                            timed_out.add(late.index)
-                        else:  # still queued, or started late: look again soon
+                        else:  # not handed to the executor yet: look again soon
                             deadlines[future] = now + max(_DEADLINE_POLL, (timeout or 0.0) / 10)
             for future in done:
                 if future in waiting:  # a backoff ended: run the chunk again
@@ -137,15 +138,9 @@ async def dispatch(
                     stats.partials_folded = folder.folded
                     continue
                 try:
-                    outcome = _outcome(future, finished, executor)
+                    outcome = _outcome(future, finished)
                 except Exception as exc:
-                    verdict = judge(exc, executor, code, finished.start, future)
-                    if verdict == "failed" and finished.index in timed_out:
-                        timed_out.discard(finished.index)
-                        exc.add_note(
-                            f"aiomr: {finished.location} ran longer than "
-                            f"task_timeout={timeout}s; its worker was killed"
-                        )
+                    verdict = judge(exc)
                     delay = tally.again_after(finished.index, verdict, exc, finished.location)
                     if delay is None:
                         raise
@@ -218,60 +213,41 @@ async def _payload(chunk: Chunk[Any], seals: bool) -> Any:
     return records
 
 
-def judge(
-    exc: Exception,
-    executor: Executor,
-    code: ShippedCode,
-    start: int,
-    future: asyncio.Future[Any],
-) -> Verdict:
-    """Judge the failure of the task submitted with ``start``.
+def judge(exc: BaseException) -> Verdict:
+    """Judge a failed task by its exception: whose fault was it?
 
-    When a worker dies the stdlib pool fails every task in flight; if the executor can tell
-    which task killed its worker (in the pool that ran ``future``), only that one is to
-    blame, and none if the dead worker was running nothing. Where it cannot tell, all are.
-    A task whose worker was SIGKILLed while the OOM killer did nothing, and not for its
-    ``task_timeout``, was killed from outside: an operator, a supervisor, a test. It did
-    nothing wrong, so such a loss does not use up its attempts.
+    An executor that knows says so with `aiomr.executors.WorkerLost` (the cause of the
+    `BrokenWorkerError` raised here): a worker SIGKILLed from outside or stopped did nothing
+    wrong, so its task was ``"killed"`` and that loss does not use up its attempts. Every
+    other failure -- an exception from user code, a crash, a pool that could not tell --
+    counts as ``"failed"``.
     """
-    if not isinstance(exc, BrokenWorkerError):
-        return "failed"
-    lost_tasks = getattr(executor, "lost_tasks", None)
-    token = getattr(code.fn, "token", None)
-    if lost_tasks is None or token is None:
-        return "failed"
-    culprits = lost_tasks(future)
-    if culprits is not None and (token, start) not in culprits:
-        return "bystander"
-    killed_tasks = getattr(executor, "killed_tasks", None)
-    if culprits is not None and killed_tasks is not None and (token, start) in killed_tasks(future):
-        return "killed"
+    lost = exc.__cause__ if isinstance(exc, BrokenWorkerError) else None
+    if isinstance(lost, WorkerLost):
+        return lost.verdict
     return "failed"
 
 
-def lost_worker_error(
-    executor: Executor, what: str, future: asyncio.Future[Any]
-) -> BrokenWorkerError:
-    """The error for a task (``future``) whose worker died while running ``what``; the
-    caller raises it ``from`` the pool's own error."""
-    describe = getattr(executor, "describe_lost_workers", None)
-    lost = describe(future) if describe is not None else ""
-    how = f" ({lost})" if lost else ""
+def lost_worker_error(what: str, lost: BrokenProcessPool) -> BrokenWorkerError:
+    """The error for a task whose worker ended while running ``what``; the caller raises it
+    ``from`` the executor's own error, which says how the worker ended."""
+    how = f" ({lost.description})" if isinstance(lost, WorkerLost) else ""
     return BrokenWorkerError(f"a worker process died while {what}{how}")
 
 
-def _outcome(future: asyncio.Future[Any], chunk: Chunk[Any], executor: Executor) -> Outcome:
+def _outcome(future: asyncio.Future[Any], chunk: Chunk[Any]) -> Outcome:
     """Return the task's outcome, or raise the mapper's exception as itself."""
     try:
         result = future.result()
     except BrokenProcessPool as exc:
-        raise lost_worker_error(executor, f"running {chunk.location}", future) from exc
+        raise lost_worker_error(f"running {chunk.location}", exc) from exc
     except Exception as exc:
         # The executor itself failed the task: typically something that cannot be pickled,
         # a record on its way out (the caller's feeder thread) or a partial on its way back
         # (the worker, whose traceback then comes as the cause).
         if _is_pickling_error(exc):
-            raise _unpicklable(chunk, exc, back="_sendback_result" in str(exc.__cause__)) from exc
+            back = isinstance(exc, ReplyPicklingError) or "_sendback_result" in str(exc.__cause__)
+            raise _unpicklable(chunk, exc, back=back) from exc
         exc.add_note(f"aiomr: the executor failed {chunk.location}")
         raise
     where = None

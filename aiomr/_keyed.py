@@ -144,9 +144,9 @@ async def _reduce_phase(
                     try:
                         outcome = outcome_of(future.result(), where)
                     except BrokenProcessPool as exc:
-                        raise lost_worker_error(executor, f"reducing {where}", future) from exc
+                        raise lost_worker_error(f"reducing {where}", exc) from exc
                 except Exception as exc:
-                    verdict = judge(exc, executor, code, partition, future)
+                    verdict = judge(exc)
                     delay = tally.again_after(partition, verdict, exc, where)
                     if delay is None:
                         raise

@@ -1,18 +1,20 @@
 """When to run a failed map task again.
 
 A task whose worker process died (killed, ``os._exit``, a crash, the OOM killer) never
-delivered its partial, so running its chunk again cannot count anything twice: the pool is
-replaced and the chunk resubmitted, up to ``max_attempts`` runs in all. A chunk that keeps
-killing its worker is then reported as a poison chunk instead of looping forever. Exceptions
-from user code are retried only when their type is listed in ``retry_on``.
+delivered its partial, so running its chunk again cannot count anything twice: a new worker
+takes the dead one's place and the chunk is resubmitted, up to ``max_attempts`` runs in
+all. A chunk that keeps killing its worker is then reported as a poison chunk instead of
+looping forever. Exceptions from user code are retried only when their type is listed in
+``retry_on``.
 
 A worker SIGKILLed from outside is another matter: its chunk did nothing wrong, so like
 Spark, which does not count executor losses the application did not cause against
 ``spark.task.maxFailures``, aiomr does not count such a loss against ``max_attempts``. It can
 tell one because the kernel counts every kill of its OOM killer (``oom_kill`` in
 ``/proc/vmstat``): a worker that died of SIGKILL while that count stood still, and not for its
-``task_timeout``, was killed by something else. Those losses have their own, larger bound,
-``max_kills``, so that a mapper that SIGKILLs its own worker is still reported.
+``task_timeout``, was killed by something else. So was a worker the pool killed because it
+was stopped (SIGSTOP, a debugger). Those losses have their own, larger bound, ``max_kills``,
+so that a mapper that SIGKILLs its own worker is still reported.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ __all__ = ["RetryPolicy", "Tally", "Verdict"]
 
 log = logging.getLogger(__name__)
 
-Verdict = Literal["failed", "killed", "bystander"]
-"""How a failed task is judged: it ``failed`` (counts against its attempts), its worker was
-``killed`` from outside (counts against ``max_kills`` only), or it was a ``bystander`` of
-another worker's death (runs again, counts against nothing)."""
+Verdict = Literal["failed", "killed"]
+"""How a failed task is judged: it ``failed`` (counts against its attempts), or its worker
+was ``killed`` from outside or stopped (counts against ``max_kills`` only). A task whose
+worker ended before it started is not failed at all: the executor runs it elsewhere."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,9 @@ class RetryPolicy:
             takes longer has its worker process killed (process executors only), and counts
             as a failed run. Reduce tasks of key-based jobs have no time limit.
         max_kills: times one chunk may lose its worker to a SIGKILL from outside (not from
-            the OOM killer, not for `task_timeout`) and run again; these losses do not count
-            toward `max_attempts`. Where the OOM count cannot be read (no ``/proc``), every
-            loss counts toward `max_attempts`.
+            the OOM killer, not for `task_timeout`), or to being stopped, and run again;
+            these losses do not count toward `max_attempts`. Where the OOM count cannot be
+            read (no ``/proc``), every loss counts toward `max_attempts`.
     """
 
     max_attempts: int = 3
@@ -110,9 +112,6 @@ class Tally:
         failed with ``exc``; ``None`` when it must not run again, ``exc`` then carrying a
         note that says why (the caller re-raises it)."""
         policy = self.policy
-        if verdict == "bystander":
-            log.info("running %s again: its worker was stopped", where)
-            return 0.0
         if verdict == "killed":
             lost = self._kills.get(task, 0) + 1
             self._kills[task] = lost

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import weakref
 from collections.abc import Callable
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,12 +49,6 @@ have a second task per worker waiting in the executor. Handing tasks over one at
 leaves each worker idle for a round trip between tasks, which costs a job of millisecond
 tasks a tenth of its speed; a task queued in the pool cannot be taken back, so a job
 arriving later waits for one more task per worker, which this bounds."""
-
-
-AFTER_LOST_WORKER_SECONDS = 0.05
-"""Pause before handing out more tasks after one failed because its pool broke (a worker
-died): starting the next pool reads how the old pool's workers ended, which is only
-reliable once the pool has finished stopping them."""
 
 
 @dataclass(eq=False, slots=True)
@@ -184,7 +176,6 @@ class FairScheduler:
         except Exception as exc:  # closed, or broken beyond repair: the job learns it
             task.future.set_exception(exc)
             return
-        lane._inner[task.future] = inner
         task.started = _now()
         account.running.add(task)
         self._running += 1
@@ -202,7 +193,6 @@ class FairScheduler:
             account.finished += 1
             account.finished_seconds += took
         future = task.future
-        lost = not inner.cancelled() and isinstance(inner.exception(), BrokenProcessPool)
         if not future.done():
             if inner.cancelled():
                 future.cancel()
@@ -210,12 +200,7 @@ class FairScheduler:
                 future.set_exception(exc)
             else:
                 future.set_result(inner.result())
-        if lost:
-            # A worker died and the pool is still failing and stopping the others: let the
-            # job judge its lost tasks first, and start the next pool a moment later.
-            asyncio.get_running_loop().call_later(AFTER_LOST_WORKER_SECONDS, self._fill)
-        else:
-            self._fill()
+        self._fill()
 
 
 def _now() -> float:
@@ -226,16 +211,14 @@ class Lane(Executor):
     """One job's view of an engine's executor: tasks wait for their turn, then run there.
 
     Everything but `submit` is the executor's own: shipping code, the number of workers
-    (capped by the job's ``max_workers``), and what the fault handling asks about lost
-    workers, to which a lane passes the executor's future for its own.
+    (capped by the job's ``max_workers``), and killing a task's worker for its
+    ``task_timeout``. A lost worker is reported by the executor's own future, which the
+    lane's future takes over as it is.
     """
 
     def __init__(self, scheduler: FairScheduler, max_workers: int | None) -> None:
         self._scheduler = scheduler
         self._cap = max_workers
-        self._inner: weakref.WeakKeyDictionary[asyncio.Future[Any], asyncio.Future[Any]] = (
-            weakref.WeakKeyDictionary()
-        )
 
     @property
     def max_workers(self) -> int:
@@ -269,47 +252,17 @@ class Lane(Executor):
     async def aclose(self) -> None:
         self.close()
 
-    def _executor_future(self, future: asyncio.Future[Any] | None) -> asyncio.Future[Any] | None:
-        return None if future is None else self._inner.get(future, future)
-
     # Optional executor features: present on a lane exactly when the executor has them, so
-    # that ``getattr(executor, name, None)`` tells the same story through a lane. Those that
-    # take a task's future get the executor's; anything else is the executor's own.
+    # that ``getattr(executor, name, None)`` tells the same story through a lane.
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_scheduler", "_cap", "_inner"):
+        if name.startswith("__") or name in ("_scheduler", "_cap"):
             raise AttributeError(name)
         return getattr(self._scheduler.executor, name)
 
     @property
     def workers_replaced(self) -> int:
         return int(getattr(self._scheduler.executor, "workers_replaced", 0))
-
-    @property
-    def lost_tasks(self) -> Callable[..., Any] | None:
-        return self._forward("lost_tasks")
-
-    @property
-    def killed_tasks(self) -> Callable[..., Any] | None:
-        return self._forward("killed_tasks")
-
-    @property
-    def describe_lost_workers(self) -> Callable[..., Any] | None:
-        return self._forward("describe_lost_workers")
-
-    def _forward(self, name: str) -> Callable[..., Any] | None:
-        """The executor's method ``name`` taking a lane's future, or None if it has none."""
-        found: Callable[[asyncio.Future[Any] | None], Any] | None = getattr(
-            self._scheduler.executor, name, None
-        )
-        if found is None:
-            return None
-        method = found
-
-        def forward(future: asyncio.Future[Any] | None = None) -> Any:
-            return method(self._executor_future(future))
-
-        return forward
 
     @property
     def kill_task(self) -> Callable[..., bool] | None:

@@ -178,14 +178,7 @@ class ShippedCall:
         self.path = path
 
     def __call__(self, *args: Any) -> Any:
-        fn = load_shipped(self.token, self.path)
-        if len(args) > 1 and isinstance(args[1], int):
-            # Leave a note of what this worker runs: if it dies, the caller reads it to tell
-            # the chunk that killed it from the ones that died alongside (`lost_tasks`).
-            marker = os.path.join(os.path.dirname(self.path), f"running-{os.getpid()}")
-            with open(marker, "w") as f:
-                f.write(f"{self.token} {args[1]}")
-        return fn(*args)
+        return load_shipped(self.token, self.path)(*args)
 
     def __reduce__(self) -> tuple[type[ShippedCall], tuple[str, str]]:
         return (ShippedCall, (self.token, self.path))
@@ -229,7 +222,7 @@ class _SliceReader:
 
     __slots__ = ("_at", "_data", "_view")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | bytearray) -> None:
         self._data = data
         self._view = memoryview(data)
         self._at = 0
@@ -253,7 +246,7 @@ class _SliceReader:
         end = self._data.find(b"\n", start)
         end = len(self._data) if end < 0 else end + 1
         self._at = end
-        return self._data[start:end]
+        return bytes(self._data[start:end])
 
 
 class Sealed:

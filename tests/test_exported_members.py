@@ -67,6 +67,7 @@ def test_executors_members() -> None:
         "ProcessExecutor",
         "ShippedCode",
         "ThreadExecutor",
+        "WorkerLost",
         "resolve_executor",
     ]
 

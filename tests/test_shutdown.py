@@ -118,9 +118,9 @@ def test_workers_of_a_program_killed_outright_exit_too(tmp_path: pathlib.Path) -
     assert wait_until_gone(info["descendants"]) == []
     # Its code directory outlives it, until the next pool is started.
     assert os.path.exists(info["code"])
-    from aiomr.executors._process import _code_directory
+    from aiomr.executors._shipping import private_directory
 
-    fresh = _code_directory()
+    fresh = private_directory()
     try:
         assert not os.path.exists(info["code"])
     finally:

@@ -7,7 +7,8 @@
 * `DaskExecutor` (``"dask"``): a Dask cluster, with the optional extra
   ``pip install 'aiomr[dask]'`` (imported on first use).
 
-Subclass `Executor` to add a backend.
+Subclass `Executor` to add a backend. An executor that can tell how a task's worker was
+lost fails the task with `WorkerLost`, so the retry rules know whose fault it was.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .._lazy import lazy_exports as _lazy_exports
 if TYPE_CHECKING:
     from ._base import Executor as Executor
     from ._base import ShippedCode as ShippedCode
+    from ._base import WorkerLost as WorkerLost
     from ._dask import DaskExecutor as DaskExecutor
     from ._futures import FuturesExecutor as FuturesExecutor
     from ._inline import InlineExecutor as InlineExecutor
@@ -36,6 +38,7 @@ __all__ = [
     "ProcessExecutor",
     "ShippedCode",
     "ThreadExecutor",
+    "WorkerLost",
     "resolve_executor",
 ]
 
@@ -48,6 +51,7 @@ _WHERE: dict[str, str] = {
     "ProcessExecutor": "._process",
     "ShippedCode": "._base",
     "ThreadExecutor": "._thread",
+    "WorkerLost": "._base",
     "resolve_executor": "._resolve",
 }
 

@@ -15,12 +15,32 @@ import abc
 import asyncio
 import os
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from types import TracebackType
 from typing import Any, Self
 
 from .._exceptions import ClosedResourceError
+from .._retry import Verdict
 
-__all__ = ["Executor", "ShippedCode", "default_max_workers"]
+__all__ = ["Executor", "ShippedCode", "WorkerLost", "default_max_workers"]
+
+
+class WorkerLost(BrokenProcessPool):
+    """How an executor fails a task whose worker ended before the task did.
+
+    It says what happened (``str(exc)``: which worker, how it ended, why it was killed when
+    the executor killed it) and whose fault it was (`verdict`), so the retry rules can be
+    fair: a task that was running when its worker crashed ``"failed"``; one whose worker was
+    killed from outside (a SIGKILL the OOM killer did not send, a stopped process) was
+    ``"killed"``; one that had not started is never failed at all, the executor runs it
+    elsewhere. A subclass of `concurrent.futures.process.BrokenProcessPool`, which
+    executors that cannot tell raise instead (all of those count as ``"failed"``).
+    """
+
+    def __init__(self, description: str, *, verdict: Verdict) -> None:
+        super().__init__(description)
+        self.description = description
+        self.verdict: Verdict = verdict
 
 
 def default_max_workers() -> int:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import pickle
+import shutil
 from collections.abc import Callable
 from typing import Any
 
 from .._codepickle import dumps_code
 from ._base import Executor, ShippedCode, default_max_workers
+from ._shipping import private_directory, ship_by_file
 
 __all__ = ["FuturesExecutor"]
 
@@ -35,12 +37,15 @@ class _PickledCall:
 class FuturesExecutor(Executor):
     """Adapt a `concurrent.futures.Executor` you own; `aclose` leaves it running.
 
-    A `concurrent.futures.ThreadPoolExecutor` gets the code as it is. Any other
-    executor may run tasks in other processes or on other machines, so the job's code is
-    pickled once with cloudpickle and the bytes travel with each task. For a
-    `concurrent.futures.ProcessPoolExecutor`, prefer ``ProcessExecutor(pool=...)``,
-    which ships the code once per worker instead (aiomr picks it for you when you pass such
-    a pool as ``executor=``).
+    A `concurrent.futures.ThreadPoolExecutor` gets the code as it is. A
+    `concurrent.futures.ProcessPoolExecutor` runs on this machine, so the job's code is
+    pickled once into a file its workers read once per job (as `ProcessExecutor` does).
+    Any other executor may run tasks in other processes or on other machines, so the job's
+    code is pickled once with cloudpickle and the bytes travel with each task.
+
+    Such a pool has none of `ProcessExecutor`'s fault handling: a worker that dies breaks
+    the stdlib pool for good (every task fails with ``BrokenProcessPool``), a stopped worker
+    can stall it, and ``task_timeout`` is not available. Prefer ``executor="process"``.
 
     Args:
         executor: the executor to submit to.
@@ -55,6 +60,7 @@ class FuturesExecutor(Executor):
         self._max_workers = max_workers or (found if isinstance(found, int) else None)
         if self._max_workers is None:
             self._max_workers = default_max_workers()
+        self._directory: str | None = None
 
     @property
     def max_workers(self) -> int:
@@ -65,6 +71,10 @@ class FuturesExecutor(Executor):
         self._check_open()
         if isinstance(self._executor, concurrent.futures.ThreadPoolExecutor):
             return ShippedCode(fn)
+        if isinstance(self._executor, concurrent.futures.ProcessPoolExecutor):
+            if self._directory is None:
+                self._directory = private_directory()
+            return ship_by_file(fn, self._directory)
         try:
             data = dumps_code(fn)
         except Exception as exc:
@@ -79,3 +89,6 @@ class FuturesExecutor(Executor):
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None

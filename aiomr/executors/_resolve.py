@@ -48,8 +48,6 @@ def resolve_executor(
         raise ValueError(f"executor must be one of {', '.join(map(repr, _NAMES))}, got {spec!r}")
     if isinstance(spec, Executor):
         return spec, False
-    if isinstance(spec, concurrent.futures.ProcessPoolExecutor):
-        return ProcessExecutor(pool=spec), True
     if isinstance(spec, concurrent.futures.Executor):
         return FuturesExecutor(spec, max_workers=max_workers), True
     raise TypeError(

@@ -1,0 +1,757 @@
+"""The caller's side of `ProcessExecutor`'s worker processes: one thread, no blocking.
+
+::
+
+    submit (loop thread) ──► pending ──► a ready worker with room ──► its task pipe
+                                                                        │
+       future set on the task's loop ◄── reply frame ◄── its reply pipe ◄┘
+                                         (unpickled here)
+
+    every TICK_SECONDS: heartbeats read from shared memory; a worker with no sign of life
+    for ``stall_timeout`` is killed. A worker that ends (its sentinel turns readable) fails
+    the one task it was running and hands back those it had not started; a new worker
+    takes its slot.
+
+Everything here runs on one helper thread, the pool thread, around one selector: the task
+and reply pipes are non-blocking, a worker's end is seen through its process sentinel,
+processes are started on a thread of their own (a forkserver handshake can take a while).
+So no stopped, hung or dying worker can make anyone wait: not the event loop, not this
+thread, not the other workers. The event loop only pickles small tasks and sets futures.
+
+Each worker gets at most `DEPTH` tasks at a time, the second queued in its pipe so that it
+never waits a round trip for its next task; idle workers are served first. When a worker
+ends, the first task it had not answered is the one it was running (its slot says whether it
+had started it); the others never started and simply go back to the front of the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.context
+import os
+import pickle
+import selectors
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None  # type: ignore[assignment]
+
+from .._exceptions import BrokenWorkerError, WorkerTraceback
+from .._retry import Verdict
+from .._worker import _SliceReader
+from ._base import WorkerLost
+from ._process_worker import CONTROL, HEADER, Slots, serve
+
+__all__ = ["DEPTH", "Pool", "TICK_SECONDS"]
+
+log = logging.getLogger("aiomr.executors._process")
+
+DEPTH = 2
+"""Tasks a worker holds at most: the one it runs and the next, already in its pipe."""
+TICK_SECONDS = 0.1
+"""How often the pool thread looks at the workers' heartbeats and deadlines."""
+BOOT_SECONDS = 120.0
+"""How long a new worker may take to say it is ready (importing the caller's main module and
+whatever it imports) before it counts as failed to start."""
+BOOT_FAILURES = 3
+"""Workers in a row that end before they are ready, after which the pool gives up: tasks
+fail with `BrokenWorkerError` until the next submit tries again."""
+TERMINATE_GRACE = 5.0
+"""Seconds a terminated worker may take to exit before it is killed."""
+_BIG_REPLY = 256 << 10
+"""Replies from this size on are unpickled through a reader that hands the GIL over between
+pickle frames, so the event loop's thread is never held for the whole of one."""
+_READ_BUDGET = 8 << 20
+"""Bytes read from one worker per turn of the pool thread, so one large reply cannot hold up
+the other workers' replies."""
+_PIPE_SIZE = 1 << 20
+"""Capacity asked of the reply pipes (Linux): fewer wake-ups for large replies."""
+
+
+@dataclass(eq=False, slots=True)
+class Task:
+    """One submitted task, from `Pool.submit` until its future is set."""
+
+    seq: int
+    call: bytes
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    key: tuple[str, int] | None
+    """``(code token, start)`` of a shipped job task, by which `Pool.kill` finds it."""
+    started_at: float = 0.0
+    """When it started, or may have (the pool thread's monotonic clock): for ``limit``."""
+    oom_kills: int | None = None
+    limit: float | None = None
+    """Seconds it may run before its worker is killed (``task_timeout``), once set."""
+
+
+@dataclass(eq=False)
+class Worker:
+    """One worker process and what the pool thread knows of it."""
+
+    slot: int
+    process: multiprocessing.process.BaseProcess
+    tasks_out: Connection
+    replies_in: Connection
+    spawned_at: float
+    out_fd: int = -1
+    in_fd: int = -1
+    pid: int = 0
+    ready: bool = False
+    ended: bool = False
+    tasks: collections.deque[Task] = field(default_factory=collections.deque)
+    outbox: collections.deque[memoryview] = field(default_factory=collections.deque)
+    head: bytearray = field(default_factory=lambda: bytearray(HEADER.size))
+    body: bytearray | None = None
+    tag: int = 0
+    got: int = 0
+    beats: int = 0
+    last_sign: float = 0.0
+    cpu: int | None = None
+    ending: tuple[Verdict, str] | None = None
+    """Why the pool killed it: ``(verdict for its task, description)``."""
+
+
+def _oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed since boot (``None``: unknown)."""
+    try:
+        with open("/proc/vmstat", "rb") as f:
+            for line in f:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _outside(oom_kills_before: int | None) -> bool:
+    """Whether a SIGKILL was not the OOM killer's: its count stood still since the task began."""
+    return oom_kills_before is not None and _oom_kills() == oom_kills_before
+
+
+def _proc_state(pid: int) -> tuple[str, int] | None:
+    """``(state letter, CPU ticks used)`` of process ``pid`` from ``/proc`` (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return fields[0].decode(), int(fields[11]) + int(fields[12])
+    except (IndexError, ValueError):
+        return None
+
+
+def _kill(pid: int, how: int = signal.SIGKILL) -> None:
+    """Send ``how`` to process ``pid`` if it is known (never to a group: ``pid`` 0 would be)."""
+    if pid > 0:
+        with contextlib.suppress(OSError):
+            os.kill(pid, how)
+
+
+def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    elif isinstance(value, asyncio.CancelledError):
+        future.cancel()
+    else:
+        future.set_exception(value)
+
+
+def _describe_exit(pid: int, code: int | None) -> str:
+    if code is None:
+        return f"worker {pid} ended; how is unknown"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"worker {pid} killed by {name}"
+    return f"worker {pid} exited with status {code}"
+
+
+class Pool:
+    """Worker processes for one `ProcessExecutor`, served by one pool thread.
+
+    ``submit``, ``kill``, ``pids`` and ``close`` may be called from any thread (the event
+    loop's, in practice); everything else happens on the pool thread.
+    """
+
+    def __init__(
+        self,
+        max_workers: int,
+        context: multiprocessing.context.BaseContext,
+        *,
+        niceness: int,
+        stall_timeout: float,
+        directory: str,
+    ) -> None:
+        self.max_workers = max_workers
+        self.replaced = 0
+        """Workers started to take the place of one that ended."""
+        self._context = context
+        self._niceness = niceness
+        self._stall_timeout = stall_timeout
+        self._slots_path = os.path.join(directory, "slots")
+        self._slots = Slots(self._slots_path, max_workers, create=True)
+        self._lock = threading.Lock()
+        self._pending: collections.deque[Task] = collections.deque()
+        self._workers: dict[int, Worker] = {}
+        """By slot: the live worker of each slot that has one."""
+        self._booting: set[int] = set()
+        self._respawn_at: dict[int, float] = {}
+        self._boot_failures = 0
+        self._broken: BaseException | None = None
+        self._ready_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._closing = False
+        self._closed_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._kill_at: float | None = None
+        self._seq = 0
+        self._oom_kills = _oom_kills()
+        """The OOM killer's count, read every tick: a SIGKILL while it stood still since
+        the task started was not the OOM killer's."""
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._writing: set[int] = set()
+        self._commands: collections.deque[Callable[[], None]] = collections.deque()
+        self._thread = threading.Thread(target=self._run, name="aiomr-pool", daemon=True)
+        self._thread.start()
+        _live.add(self)
+        for slot in range(max_workers):
+            self._spawn(slot)
+
+    # -- called from other threads ------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue ``fn(*args)``; return a future of the running loop for its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        try:
+            call = pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # a record on its way out that cannot be pickled
+            future.set_exception(exc)
+            return future
+        key = None
+        if len(args) > 1 and isinstance(args[1], int):
+            token = getattr(fn, "token", None)
+            key = (token, args[1]) if isinstance(token, str) else None
+        with self._lock:
+            self._seq += 1
+            task = Task(self._seq, call, future, loop, key)
+            self._pending.append(task)
+        self._command(self._assign)
+        return future
+
+    def limit(self, key: tuple[str, int], seconds: float) -> bool:
+        """Have the worker of the task ``key`` killed once the task has run for ``seconds``
+        (time waiting to start does not count); False if no such task is here."""
+        with self._lock:
+            queues = [self._pending, *(w.tasks for w in self._workers.values())]
+            for queue in queues:
+                for task in queue:
+                    if task.key == key and not task.future.done():
+                        task.limit = seconds
+                        return True
+        return False
+
+    def pids(self) -> list[int]:
+        """Process ids of the workers that are ready and not known to have ended."""
+        with self._lock:
+            return [w.pid for w in self._workers.values() if w.ready and not w.ended]
+
+    def wait_ready(self) -> asyncio.Future[None]:
+        """A future of the running loop, set once every worker is ready (or the pool gave up)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            self._ready_waiters.append((loop, future))
+        self._command(self._check_ready)
+        return future
+
+    def close(self, *, terminate: bool) -> asyncio.Future[None]:
+        """Stop every worker; return a future of the running loop set once all have ended.
+
+        Workers with tasks are terminated when ``terminate`` is true (SIGTERM, then SIGKILL
+        after `TERMINATE_GRACE`); idle ones are told to exit. A stopped worker is killed.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            self._closed_waiters.append((loop, future))
+        self._command(lambda: self._close(terminate))
+        return future
+
+    def kill_all(self) -> None:
+        """SIGKILL every worker now (cancelled close, interpreter exit)."""
+        self._closing = True
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            _kill(worker.pid)
+        self._command(lambda: None)
+
+    def _command(self, command: Callable[[], None]) -> None:
+        self._commands.append(command)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
+
+    # -- the pool thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # a bug here must not leave anybody waiting
+            log.exception("aiomr's pool thread failed; its workers are stopped")
+            self._fail_everything(exc)
+
+    def _fail_everything(self, exc: BaseException) -> None:
+        error = BrokenWorkerError(f"the process pool failed: {type(exc).__name__}: {exc}")
+        self._closing = True
+        self._broken = error
+        with self._lock:
+            tasks = list(self._pending)
+            self._pending.clear()
+            for worker in self._workers.values():
+                tasks.extend(worker.tasks)
+                worker.tasks.clear()
+                _kill(worker.pid)
+        for task in tasks:
+            self._deliver(task, False, error)
+        self._check_ready()
+        with self._lock:
+            waiters, self._closed_waiters = self._closed_waiters, []
+        for loop, future in waiters:
+            self._deliver(Task(0, b"", future, loop, None), True, None)
+        _live.discard(self)
+
+    def _serve(self) -> None:
+        next_tick = time.monotonic() + TICK_SECONDS
+        while True:
+            timeout = max(0.0, next_tick - time.monotonic())
+            for key, _ in self._selector.select(timeout):
+                if key.data is None:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                else:
+                    key.data()
+            while self._commands:
+                self._commands.popleft()()
+            now = time.monotonic()
+            if now >= next_tick:
+                self._tick(now)
+                next_tick = now + TICK_SECONDS
+            self._assign()
+            if self._closing and not self._workers and not self._booting:
+                self._finish()
+                return
+
+    def _spawn(self, slot: int) -> None:
+        """Start a worker for ``slot`` on a thread of its own."""
+        self._booting.add(slot)
+        self._slots.clear(slot)
+        threading.Thread(
+            target=self._start_process, args=(slot,), name="aiomr-spawn", daemon=True
+        ).start()
+
+    def _start_process(self, slot: int) -> None:
+        try:
+            tasks_in, tasks_out = self._context.Pipe(duplex=False)
+            replies_in, replies_out = self._context.Pipe(duplex=False)
+            process = self._context.Process(  # type: ignore[attr-defined]
+                target=serve,
+                args=(
+                    tasks_in,
+                    replies_out,
+                    self._slots_path,
+                    slot,
+                    self.max_workers,
+                    self._niceness,
+                    os.getpid(),
+                ),
+                name=f"aiomr-worker-{slot}",
+            )
+            process.start()
+            tasks_in.close()
+            replies_out.close()
+        except BaseException as exc:
+            error = exc
+            self._command(lambda: self._spawn_failed(slot, error))
+            return
+        worker = Worker(slot, process, tasks_out, replies_in, time.monotonic())
+        self._command(lambda: self._add(worker))
+
+    def _spawn_failed(self, slot: int, exc: BaseException) -> None:
+        self._booting.discard(slot)
+        log.warning("a worker process could not be started: %s", exc)
+        self._boot_failed(slot, f"it could not be started: {exc}")
+
+    def _add(self, worker: Worker) -> None:
+        self._booting.discard(worker.slot)
+        worker.pid = worker.process.pid or 0
+        worker.last_sign = time.monotonic()
+        fd = worker.in_fd = worker.replies_in.fileno()
+        worker.out_fd = worker.tasks_out.fileno()
+        os.set_blocking(fd, False)
+        os.set_blocking(worker.out_fd, False)
+        if hasattr(fcntl, "F_SETPIPE_SZ"):
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        with self._lock:
+            self._workers[worker.slot] = worker
+        self._selector.register(fd, selectors.EVENT_READ, lambda: self._read(worker))
+        self._selector.register(
+            worker.process.sentinel, selectors.EVENT_READ, lambda: self._ended(worker)
+        )
+        if self._closing:
+            self._stop(worker, terminate=True)
+
+    def _assign(self) -> None:
+        """Hand pending tasks to ready workers, idle ones first."""
+        if not self._pending:
+            return
+        with self._lock:
+            while self._pending:
+                task = self._pending[0]
+                if task.future.done():  # cancelled while it waited: it never runs
+                    self._pending.popleft()
+                    continue
+                ready = [w for w in self._workers.values() if w.ready and not w.ended]
+                if not ready:
+                    break
+                worker = min(ready, key=lambda w: len(w.tasks))
+                if len(worker.tasks) >= DEPTH:
+                    break
+                self._pending.popleft()
+                if not worker.tasks:
+                    task.started_at = time.monotonic()
+                    task.oom_kills = self._oom_kills
+                worker.tasks.append(task)
+                worker.outbox.append(memoryview(HEADER.pack(len(task.call), task.seq)))
+                worker.outbox.append(memoryview(task.call))
+                self._write(worker)
+
+    def _write(self, worker: Worker) -> None:
+        if worker.ended:
+            return
+        fd = worker.out_fd
+        try:
+            while worker.outbox:
+                view = worker.outbox[0]
+                written = os.write(fd, view)
+                if written < len(view):
+                    worker.outbox[0] = view[written:]
+                    break
+                worker.outbox.popleft()
+        except BlockingIOError:
+            pass
+        except OSError:  # the worker is gone; its sentinel says so in a moment
+            worker.outbox.clear()
+        if worker.outbox and fd not in self._writing:
+            self._writing.add(fd)
+            self._selector.register(fd, selectors.EVENT_WRITE, lambda: self._write(worker))
+        elif not worker.outbox and fd in self._writing:
+            self._writing.discard(fd)
+            self._selector.unregister(fd)
+
+    def _read(self, worker: Worker, *, drain: bool = False) -> None:
+        """Read what ``worker`` has written, without blocking; handle every whole frame."""
+        if worker.ended:
+            return
+        fd = worker.in_fd
+        budget = _READ_BUDGET if not drain else float("inf")
+        while budget > 0:
+            if worker.body is None:
+                target = memoryview(worker.head)[worker.got :]
+            else:
+                target = memoryview(worker.body)[worker.got :]
+            try:
+                n = os.readv(fd, [target])
+            except OSError:  # nothing more for now (BlockingIOError), or the pipe is gone
+                return
+            if n == 0:
+                return  # end of file: its sentinel tells the rest
+            worker.got += n
+            budget -= n
+            if worker.body is None and worker.got == HEADER.size:
+                size, worker.tag = HEADER.unpack(worker.head)
+                worker.body, worker.got = bytearray(size), 0
+            if worker.body is not None and worker.got == len(worker.body):
+                body, worker.body, worker.got = worker.body, None, 0
+                self._frame(worker, worker.tag, body)
+
+    def _frame(self, worker: Worker, tag: int, body: bytearray) -> None:
+        if tag == CONTROL:
+            message = pickle.loads(body)
+            if message[0] == "ready" and not worker.ready:
+                worker.ready = True
+                worker.pid = int(message[1])
+                self._boot_failures = 0
+                self._broken = None
+                self._check_ready()
+            return
+        with self._lock:
+            if not worker.tasks or worker.tasks[0].seq != tag:
+                log.error("worker %d answered task %d out of turn; ignored", worker.pid, tag)
+                return
+            task = worker.tasks.popleft()
+            if worker.tasks:
+                worker.tasks[0].started_at = time.monotonic()
+                worker.tasks[0].oom_kills = self._oom_kills
+        try:
+            if len(body) >= _BIG_REPLY:
+                ok, value = pickle.Unpickler(_SliceReader(body)).load()
+            else:
+                ok, value = pickle.loads(body)
+        except Exception as exc:
+            ok, value = False, BrokenWorkerError(f"a reply from worker {worker.pid} is unreadable")
+            value.__cause__ = exc
+        else:
+            if not ok:
+                exception, formatted = value
+                exception.__cause__ = WorkerTraceback(formatted)
+                value = exception
+        self._deliver(task, ok, value)
+
+    def _deliver(self, task: Task, ok: bool, value: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+            task.loop.call_soon_threadsafe(_resolve, task.future, ok, value)
+
+    def _started(self, worker: Worker, task: Task) -> bool:
+        """Whether ``worker`` has started ``task`` (it writes each one's number first)."""
+        return self._slots.read(worker.slot)[1] == task.seq
+
+    def _end(self, worker: Worker, verdict: Verdict, why: str) -> None:
+        """Kill ``worker``; its running task fails with ``verdict``, for ``why``."""
+        if worker.ending is None:
+            worker.ending = (verdict, why)
+        _kill(worker.pid)
+
+    def _ended(self, worker: Worker) -> None:
+        """``worker``'s process has ended: settle its tasks, free its slot, replace it."""
+        if worker.ended:
+            return
+        code = worker.process.exitcode
+        if code is None:  # the sentinel turned readable a moment before the exit status
+            return
+        self._read(worker, drain=True)  # replies written before the end still count
+        worker.ended = True
+        self._forget(worker)
+        with self._lock:
+            running = worker.tasks.popleft() if worker.tasks else None
+            if running is not None and not self._started(worker, running):
+                worker.tasks.appendleft(running)
+                running = None
+            self._pending.extendleft(reversed(worker.tasks))
+            worker.tasks.clear()
+        if running is not None:
+            self._lose(worker, running, code)
+        elif not worker.ready and not self._closing:
+            self._boot_failed(worker.slot, _describe_exit(worker.pid, code))
+            return
+        elif worker.ending is not None and not self._closing:
+            how = _describe_exit(worker.pid, code)
+            log.warning("%s (%s); starting another", how, worker.ending[1])
+        elif not self._closing:
+            log.warning("%s while idle; starting another", _describe_exit(worker.pid, code))
+        if not self._closing:
+            self.replaced += 1
+            self._spawn(worker.slot)
+
+    def _lose(self, worker: Worker, task: Task, code: int) -> None:
+        """Fail ``task``, whose worker ended while running it, saying how and whose fault."""
+        how = _describe_exit(worker.pid, code)
+        if self._closing:
+            self._deliver(task, False, asyncio.CancelledError())
+            return
+        verdict: Verdict
+        if worker.ending is not None:
+            verdict, why = worker.ending
+            how = f"{how}: {why}"
+        elif code == -signal.SIGKILL and _outside(task.oom_kills):
+            verdict, how = "killed", f"{how} from outside (not by the OOM killer)"
+        else:
+            verdict = "failed"
+        log.warning("%s; starting another", how)
+        self._deliver(task, False, WorkerLost(how, verdict=verdict))
+
+    def _boot_failed(self, slot: int, how: str) -> None:
+        self._boot_failures += 1
+        if self._closing:
+            return
+        if self._boot_failures >= BOOT_FAILURES:
+            error = BrokenWorkerError(
+                "worker processes could not start; when the program is a script, its "
+                "top-level code must sit under `if __name__ == '__main__':` because workers "
+                f"import the main module (the last one: {how})"
+            )
+            self._broken = error
+            with self._lock:
+                failed = list(self._pending)
+                self._pending.clear()
+            for task in failed:
+                self._deliver(task, False, error)
+            self._check_ready()
+            # Try again on the next submit, not in a loop.
+            self._respawn_at[slot] = float("inf")
+            return
+        self._respawn_at[slot] = time.monotonic() + 0.1 * self._boot_failures
+
+    def _forget(self, worker: Worker) -> None:
+        for fd in (worker.in_fd, worker.process.sentinel):
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(fd)
+        fd = worker.out_fd
+        if fd in self._writing:
+            self._writing.discard(fd)
+            self._selector.unregister(fd)
+        worker.outbox.clear()
+        with self._lock:
+            if self._workers.get(worker.slot) is worker:
+                del self._workers[worker.slot]
+        worker.tasks_out.close()
+        worker.replies_in.close()
+        with contextlib.suppress(Exception):
+            worker.process.close()
+
+    def _tick(self, now: float) -> None:
+        self._oom_kills = _oom_kills()
+        for slot, when in list(self._respawn_at.items()):
+            if when == float("inf") and self._pending and not self._closing:
+                when = now  # a new task: try once more
+                self._boot_failures = BOOT_FAILURES - 1
+            if when <= now and not self._closing:
+                del self._respawn_at[slot]
+                self._spawn(slot)
+        for worker in list(self._workers.values()):
+            if worker.ended:
+                continue
+            if worker.ending is None and not worker.ready:
+                if now - worker.spawned_at > BOOT_SECONDS:
+                    self._end(worker, "failed", f"it was not ready after {BOOT_SECONDS:.0f} s")
+                elif now - worker.spawned_at > self._stall_timeout:
+                    state = _proc_state(worker.pid)
+                    if state is not None and state[0] in "Tt":
+                        self._end(worker, "killed", "it was stopped while starting")
+                continue
+            if worker.process.exitcode is not None:
+                self._ended(worker)
+                continue
+            self._check_limit(worker, now)
+            beats, _ = self._slots.read(worker.slot)
+            if beats != worker.beats:
+                worker.beats, worker.last_sign = beats, now
+                continue
+            if now - worker.last_sign < self._stall_timeout or worker.ending is not None:
+                continue
+            state = _proc_state(worker.pid)
+            if state is not None and state[0] not in "Tt" and state[1] != worker.cpu:
+                worker.cpu, worker.last_sign = state[1], now  # busy in C code: alive
+                continue
+            silent = f"no sign of life for {now - worker.last_sign:.1f} s"
+            if state is not None and state[0] in "Tt":
+                self._end(worker, "killed", f"it was stopped ({silent}), so it was killed")
+            else:
+                self._end(worker, "failed", f"it hung ({silent}), so it was killed")
+        if self._closing and self._kill_at is not None and now >= self._kill_at:
+            self._kill_at = None
+            for worker in list(self._workers.values()):
+                _kill(worker.pid)
+
+    def _check_limit(self, worker: Worker, now: float) -> None:
+        """Kill ``worker`` if its running task has run longer than the task's limit."""
+        task = worker.tasks[0] if worker.tasks else None
+        if task is None or task.limit is None or worker.ending is not None:
+            return
+        if not self._started(worker, task) or now - task.started_at < task.limit:
+            return
+        self._read(worker, drain=True)  # it may have answered since the last look
+        if not worker.tasks or worker.tasks[0] is not task:
+            return
+        state = _proc_state(worker.pid)
+        if state is not None and state[0] in "Tt":
+            # Its time ran out while it was stopped: that was not the task's doing.
+            self._end(worker, "killed", "it was stopped past its task_timeout")
+        else:
+            self._end(worker, "failed", f"it ran longer than task_timeout={task.limit}s")
+
+    def _check_ready(self) -> None:
+        with self._lock:
+            ready = sum(w.ready and not w.ended for w in self._workers.values())
+            if ready < self.max_workers and self._broken is None and not self._closing:
+                return
+            waiters, self._ready_waiters = self._ready_waiters, []
+        for loop, future in waiters:
+            if self._broken is not None:
+                self._deliver(Task(0, b"", future, loop, None), False, self._broken)
+            else:
+                self._deliver(Task(0, b"", future, loop, None), True, None)
+
+    def _close(self, terminate: bool) -> None:
+        self._closing = True
+        self._respawn_at.clear()
+        with self._lock:
+            dropped = list(self._pending)
+            self._pending.clear()
+        for task in dropped:
+            self._deliver(task, False, asyncio.CancelledError())
+        self._check_ready()
+        for worker in list(self._workers.values()):
+            self._stop(worker, terminate=terminate or not worker.ready)
+        self._kill_at = time.monotonic() + TERMINATE_GRACE
+
+    def _stop(self, worker: Worker, *, terminate: bool) -> None:
+        state = _proc_state(worker.pid) if worker.pid else None
+        if state is not None and state[0] in "Tt":
+            self._end(worker, "killed", "the pool was closed")
+        elif (terminate and worker.tasks) or not worker.ready:
+            # A stopped process acts on SIGTERM only once it runs again.
+            _kill(worker.pid, signal.SIGTERM)
+            _kill(worker.pid, signal.SIGCONT)
+        else:
+            worker.outbox.append(memoryview(HEADER.pack(0, CONTROL)))
+            self._write(worker)
+
+    def _finish(self) -> None:
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._slots.close()
+        _live.discard(self)
+        with self._lock:
+            waiters, self._closed_waiters = self._closed_waiters, []
+        for loop, future in waiters:
+            self._deliver(Task(0, b"", future, loop, None), True, None)
+
+
+_live: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+def _kill_at_exit() -> None:
+    # multiprocessing joins the children it knows of when the interpreter exits; workers
+    # of a pool nobody closed would wait for a task forever, and so would the exit.
+    for pool in list(_live):
+        pool.kill_all()
+
+
+# Registered after multiprocessing's own exit handler (imported above), so it runs first.
+atexit.register(_kill_at_exit)

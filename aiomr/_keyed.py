@@ -44,6 +44,7 @@ from ._shuffle import (
     MapOutput,
     ReduceOutput,
     ReducePlan,
+    as_mapping,
     iter_result_file,
     iter_sorted,
 )
@@ -270,10 +271,7 @@ def _result_batches(results: list[ReduceOutput], sort: bool) -> Iterator[list[tu
 
 
 def _read_mapping(results: list[ReduceOutput], sort: bool) -> dict[Any, Any]:
-    mapping: dict[Any, Any] = {}
-    for batch in _result_batches(results, sort):
-        mapping.update(batch)
-    return mapping
+    return as_mapping(_result_batches(results, sort))
 
 
 def _read_pairs(results: list[ReduceOutput], sort: bool) -> list[tuple[Any, Any]]:

@@ -20,7 +20,6 @@ crosses into C once per batch rather than once per pair.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import operator
 import os
@@ -31,8 +30,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from ._exceptions import MapperOutputError
-from ._hashing import stable_hash, stable_hashes
+from ._hashing import NotEqualToItself, refuse_nan, stable_hash, stable_hashes
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
+from ._order import ascending_pairs, merge_ascending, short_repr, sort_records
 from ._spill import KeyedStore
 from ._worker import Skipped
 
@@ -49,7 +49,6 @@ __all__ = [
 RESULT_BATCH = 1024
 """Pairs per pickled batch in result files."""
 _IMMUTABLE = (int, float, complex, str, bytes, bool, tuple, frozenset, type(None))
-_REPR_LIMIT = 80
 
 
 class MapOutput(NamedTuple):
@@ -92,23 +91,18 @@ class ReducePlan:
     reducer_final: Callable[[], Iterable[tuple[Any, Any]]] | None = None
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _REPR_LIMIT else text[: _REPR_LIMIT - 3] + "..."
-
-
 def _bad_pair(item: Any, record: Any, position: int) -> MapperOutputError | None:
     """Explain why ``item`` is not a usable pair, or return None if it is one."""
-    where = f"for record {position} ({_short(record)})"
+    where = f"for record {position} ({short_repr(record)})"
     if not isinstance(item, tuple | list) or len(item) != 2:
         return MapperOutputError(
-            f"the mapper must yield (key, value) pairs, but {where} it yielded {_short(item)}"
+            f"the mapper must yield (key, value) pairs, but {where} it yielded {short_repr(item)}"
         )
     try:
         hash(item[0])
     except TypeError:
         return MapperOutputError(
-            f"the mapper yielded an unhashable key {_short(item[0])} "
+            f"the mapper yielded an unhashable key {short_repr(item[0])} "
             f"({type(item[0]).__qualname__}) {where}"
         )
     return None
@@ -301,33 +295,58 @@ def _dump_checked(section: tuple[list[Any], list[Any]], file: Any) -> None:
                     pickle.dumps(part, pickle.HIGHEST_PROTOCOL)
                 except Exception:
                     raise MapperOutputError(
-                        f"the mapper yielded a {role} that cannot be pickled: {_short(part)} "
-                        f"({type(part).__qualname__}) for key {_short(key)}: {exc}"
+                        f"the mapper yielded a {role} that cannot be pickled: {short_repr(part)} "
+                        f"({type(part).__qualname__}) for key {short_repr(key)}: {exc}"
                     ) from exc
         raise
 
 
 def _partition(keys: list[Any], values: list[Any], count: int) -> list[tuple[list[Any], list[Any]]]:
-    """Split a combined chunk's keys and values by partition, in their order."""
-    if count == 1:
-        return [(keys, values)]
-    sections: list[tuple[list[Any], list[Any]]] = [([], []) for _ in range(count)]
+    """Split a combined chunk's keys and values by partition, in their order.
+
+    Refuses NaN keys (`MapperOutputError`) whatever the count: with one partition nothing is
+    hashed, so the keys are looked at on their own.
+    """
     try:
+        if count == 1:
+            refuse_nan(keys)
+            return [(keys, values)]
+        sections: list[tuple[list[Any], list[Any]]] = [([], []) for _ in range(count)]
         for key, value, hashed in zip(keys, values, stable_hashes(keys), strict=True):
             section_keys, section_values = sections[hashed % count]
             section_keys.append(key)
             section_values.append(value)
+    except NotEqualToItself as exc:
+        key, nan = next((key, nan) for key in keys if (nan := _nan_in(key)) is not _NOTHING)
+        what = "a NaN key" if nan is key else f"a key holding the NaN {short_repr(nan)}"
+        raise MapperOutputError(
+            f"the mapper yielded {what}: {short_repr(key)} ({type(key).__qualname__}). A NaN "
+            "is not equal to itself, so a dict keeps NaN keys apart unless they are the very "
+            "same object, and keys that travel between processes never are: map NaN to None "
+            "or to a string first"
+        ) from exc
     except Exception as exc:
         key = next((key for key in keys if _fails_to_hash(key)), None)
         if key is None:
             raise
         raise MapperOutputError(
-            f"the mapper yielded a key that cannot be pickled: {_short(key)} "
+            f"the mapper yielded a key that cannot be pickled: {short_repr(key)} "
             f"({type(key).__qualname__}); keys of other types than str, bytes, numbers, None "
             "and tuples are partitioned by their pickle, so their class must be importable "
             f"by the workers: {exc}"
         ) from exc
     return sections
+
+
+def _nan_in(key: Any) -> Any:
+    """The NaN that ``key`` is or holds, or `_NOTHING`."""
+    try:
+        stable_hash(key)
+    except NotEqualToItself as exc:
+        return exc.part
+    except Exception:
+        pass
+    return _NOTHING
 
 
 def _fails_to_hash(key: Any) -> bool:
@@ -407,7 +426,9 @@ def reduce_partition(
                 store.add_section(*pickle.load(f))
         results: Iterable[tuple[Any, Any]] = _results(plan, store)
         if plan.sort and plan.emit is not None:
-            results = sorted(results, key=lambda pair: pair[0])
+            emitted = list(results)
+            sort_records(emitted)  # pairs sort by their item 0, the key, as records do
+            results = ascending_pairs(emitted)
         with open(path, "wb") as out:
             batch: list[tuple[Any, Any]] = []
             for pair in results:
@@ -433,7 +454,49 @@ def iter_result_file(path: str) -> Iterator[list[tuple[Any, Any]]]:
                 return
 
 
+def as_mapping(batches: Iterable[list[tuple[Any, Any]]]) -> dict[Any, Any]:
+    """Collect result batches into one dict; raise if two of their keys are equal.
+
+    Equal keys hash alike and meet in one partition, where they reduce as one; two pairs
+    with equal keys mean two keys that are equal but hashed apart, each reduced with part of
+    the values. ``dict.update`` would silently keep one of them: the count of keys tells.
+    """
+    mapping: dict[Any, Any] = {}
+    for batch in batches:
+        before = len(mapping)
+        mapping.update(batch)
+        if len(mapping) - before != len(batch):
+            raise _reduced_apart(mapping, before, batch)
+    return mapping
+
+
+def _reduced_apart(
+    mapping: dict[Any, Any], before: int, batch: list[tuple[Any, Any]]
+) -> MapperOutputError:
+    """Name two equal keys among the first ``before`` keys of ``mapping`` and ``batch``."""
+    # A dict keeps its keys in insertion order and updating a key leaves it in place, so
+    # the first ``before`` keys are the ones the earlier batches put there.
+    seen = {key: key for key in itertools.islice(mapping, before)}
+    first, second = None, None
+    for key, _ in batch:
+        if key in seen:
+            first, second = seen[key], key
+            break
+        seen[key] = key
+    return MapperOutputError(
+        f"the keys {short_repr(first)} ({type(first).__qualname__}) and {short_repr(second)} "
+        f"({type(second).__qualname__}) are equal, but were reduced apart, each with part "
+        "of the values: keys go to their partition by a hash of their value (numbers by "
+        "value, str and bytes by content, tuples and frozensets by their items, other types "
+        "by their pickle), and these two hash differently; make equal keys one type, or "
+        "give their type a pickle that equal values share"
+    )
+
+
 def iter_sorted(paths: list[str]) -> Iterator[tuple[Any, Any]]:
-    """Merge result files that are each sorted by key into one ascending stream."""
-    streams = [itertools.chain.from_iterable(iter_result_file(p)) for p in paths]
-    return heapq.merge(*streams, key=lambda pair: pair[0])
+    """Merge result files that are each sorted by key into one ascending stream.
+
+    Keys of different partitions meet here for the first time: the stream raises before a
+    pair that does not follow its predecessor (`aiomr._order.merge_ascending`).
+    """
+    return merge_ascending([itertools.chain.from_iterable(iter_result_file(p)) for p in paths])

@@ -42,17 +42,9 @@ import weakref
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from typing import IO, Any, Generic, Literal, TypeVar
 
-from ._hashing import stable_hash
-from ._runs import (
-    Merge,
-    Run,
-    Slice,
-    Span,
-    Values,
-    discard,
-    sort_records,
-    write_run,
-)
+from ._hashing import stable_hash, stable_hashes
+from ._order import check_ascending, sort_records
+from ._runs import Merge, Run, Slice, Span, Values, discard, write_run
 from ._sizes import ATOMIC as _ATOMIC
 from ._sizes import EMPTY_LIST_SIZE as _EMPTY_LIST_SIZE
 from ._sizes import ENTRY_SIZE as _ENTRY_SIZE
@@ -327,12 +319,20 @@ class KeyedStore(Generic[K, A]):
             self._finalizer()  # runs once: closes the files, removes them and the directory
 
     def _records(self) -> list[tuple[Any, Any, Any]]:
-        """Return the in-memory state as records sorted by sort key."""
+        """Return the in-memory state as records sorted by sort key.
+
+        Sorted by key, the keys are checked to be totally ordered (`check_ascending`):
+        a sort of keys that are not returns some order without a word.
+        """
+        data = self._data
         if self._order == "key":
-            records = [(key, key, acc) for key, acc in self._data.items()]
-        else:
-            sortkey = self._hash
-            records = [(sortkey(key), key, acc) for key, acc in self._data.items()]
+            records = list(zip(data, data, data.values(), strict=True))
+            sort_records(records)
+            check_ascending([record[0] for record in records])
+            return records
+        keys = list(data)
+        hashes = stable_hashes(keys) if self._hash is stable_hash else map(self._hash, keys)
+        records = list(zip(hashes, keys, data.values(), strict=True))
         sort_records(records)
         return records
 
@@ -366,17 +366,18 @@ class KeyedStore(Generic[K, A]):
     def _merge_pass(self) -> None:
         """Merge consecutive groups of MAX_FAN_IN runs into one run each, in a new file."""
         out = self._new_file()
-        runs = []
+        spans = []
         with self._reader() as raw:
             for i in range(0, len(self._runs), MAX_FAN_IN):
                 group = self._runs[i : i + MAX_FAN_IN]
-                merge = Merge([Run(j, [], Slice(raw, span)) for j, span in enumerate(group)])
-                runs.append(write_run(out, merge.records(), self._batch_bytes))
+                runs = [Run(j, [], Slice(raw, span)) for j, span in enumerate(group)]
+                merge = Merge(runs, ordered=self._order == "key")
+                spans.append(write_run(out, merge.records(), self._batch_bytes))
         assert self._file is not None
         self._file.close()
         self._writers.remove(self._file)
         os.remove(self._file.name)
-        self._file, self._runs = out, runs
+        self._file, self._runs = out, spans
 
     def _memory_items(self) -> Generator[tuple[Any, Any], None, None]:
         # Without runs nothing needs merging: hash order may be any order, so dict order it is.
@@ -410,7 +411,7 @@ class KeyedStore(Generic[K, A]):
                 if self._data:
                     runs.append(Run(len(runs), self._records(), None))
                     self._data = {}
-                merge = Merge(runs)
+                merge = Merge(runs, ordered=self._order == "key")
                 while (run := merge.top()) is not None:
                     assert run.head is not None
                     sortkey, key = run.head[0], run.head[1]

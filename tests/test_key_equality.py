@@ -201,3 +201,29 @@ def test_the_bulk_int_hashes_are_the_single_ones() -> None:
     assert list(stable_hashes(keys)) == [stable_hash(key) for key in keys]
     words = ["a", "ç", ""]
     assert list(stable_hashes(words)) == [stable_hash(word) for word in words]
+
+
+@pytest.mark.usefixtures("nothing_left_running")
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+async def test_a_refused_key_leaves_no_worker_and_no_file(on_error: Any, tmp_path: Path) -> None:
+    # A NaN key is the job's code at fault, not one record's: it raises under "skip" too.
+    # The call owns its pool here, and every file of the job (map outputs, spilled runs)
+    # lives in its directory under temp_dir.
+    for keys, message in (
+        (["a", NAN] * 50, "NaN key"),
+        ([3, Code(3), 4] * 50, "are equal, but were reduced apart"),
+    ):
+        with pytest.raises(aiomr.MapperOutputError, match=message):
+            await aiomr.map_reduce_by_key(
+                keys,
+                one,
+                operator.add,
+                chunk_size=7,
+                partitions=1,
+                memory_budget=1,
+                on_error=on_error,
+                temp_dir=str(tmp_path),
+                executor="process",
+                max_workers=2,
+            )
+        assert os.listdir(tmp_path) == []

@@ -11,9 +11,11 @@ Why sorted runs
     Sorting a run by a sort key lets the final merge stream: a heap holds one record per run,
     so all partials of a key arrive next to each other and nothing needs a second dict. With
     ``order="hash"`` the sort key is `aiomr._hashing.stable_hash` (cheap, any hashable
-    key); with ``order="key"`` it is the key itself, which yields the groups in ascending key
-    order. More than `MAX_FAN_IN` runs are first merged, oldest first, into bigger runs,
-    which bounds the heap and the batches held in memory (one per run).
+    key, told apart by equality where hashes collide, so keys need no order); with
+    ``order="key"`` it is the key itself, which yields the groups in ascending key order, and
+    every run and merge checks that the keys are totally ordered (`aiomr._order`). More
+    than `MAX_FAN_IN` runs are first merged, oldest first, into bigger runs, which bounds
+    the heap and the batches held in memory (one per run).
 
 One file for all runs
     Runs are appended to one file and read back by byte range through one unbuffered handle,
@@ -94,7 +96,8 @@ class KeyedStore(Generic[K, A]):
         memory_budget: bytes of estimated key state held before a spill to disk.
         directory: where the private temporary directory goes; the system default if None.
         order: ``"hash"`` (groups in no promised order, the same for the same input) or
-            ``"key"`` (ascending keys, which must be mutually orderable).
+            ``"key"`` (ascending keys, which must be totally ordered: each run and merge
+            checks, see `aiomr._order`).
 
     A store is read once, by `groups` or `items`; reading it to the end, `close` or leaving
     the ``with`` block removes its temporary files. A key's accumulators are combined, and its

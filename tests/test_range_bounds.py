@@ -368,3 +368,25 @@ async def test_sqlite_split_of_an_empty_table_and_a_text_column(
         assert await by_key(executor="inline") == {}
         with pytest.raises(aiomr.EmptySourceError):
             await aiomr.map_reduce(empty, count_rows, operator.add, executor="inline")
+
+
+@pytest.mark.usefixtures("nothing_left_running")
+async def test_a_refused_split_in_the_caller_leaves_nothing(pg: Pg, tmp_path: pathlib.Path) -> None:
+    async with open_pg("asyncpg-pool", pg.dsn, pg.table) as pool:
+        sql = f"SELECT 'store ' || store AS name, store, amount FROM {pg.table}"
+        source = query(pool, sql, split=RangeSplit("name", partitions=3))
+        with pytest.raises(TypeError, match=r"^RangeSplit: the MIN of the column name is"):
+            await aiomr.map_reduce_by_key(
+                source, store_amount, operator.add, executor="process", temp_dir=str(tmp_path)
+            )
+        stats = aiomr.JobStats()
+        source = query(
+            pool, f"SELECT id, store, amount FROM {pg.table}", split=RangeSplit("id", partitions=3)
+        )
+        totals = await aiomr.map_reduce_by_key(
+            source, store_amount, operator.add, executor="process", stats=stats
+        )
+    assert totals == expected_totals()
+    assert stats.records == stats.records_reduced + stats.records_skipped == ROWS + NULL_IDS
+    assert os.listdir(tmp_path) == []
+    await poll(pg.all_idle, "every backend of the test to be idle")

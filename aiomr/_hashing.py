@@ -167,7 +167,7 @@ def stable_hashes(keys: list[Any]) -> Iterator[int]:
 
 
 def _scan(key: Any) -> None:
-    if isinstance(key, float | complex | numbers.Number) and not isinstance(key, int):
+    if isinstance(key, numbers.Number) and not isinstance(key, int):
         if isinstance(key, complex):
             if math.isnan(key.real) or math.isnan(key.imag):
                 raise NotEqualToItself(key)

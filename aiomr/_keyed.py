@@ -38,15 +38,13 @@ from ._dispatch import judge, lost_worker_error, outcome_of
 from ._job import check_max_workers, run_map_phase
 from ._keyed_tasks import MapBody, ReduceBody
 from ._reducer import Folder
+from ._result_files import as_mapping, iter_result_file, iter_sorted
 from ._retry import RetryPolicy, Tally
 from ._shuffle import (
     RESULT_BATCH,
     MapOutput,
     ReduceOutput,
     ReducePlan,
-    as_mapping,
-    iter_result_file,
-    iter_sorted,
 )
 from ._stats import JobStats
 from ._worker import execute

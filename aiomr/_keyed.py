@@ -38,14 +38,13 @@ from ._dispatch import judge, lost_worker_error, outcome_of
 from ._job import check_max_workers, run_map_phase
 from ._keyed_tasks import MapBody, ReduceBody
 from ._reducer import Folder
+from ._result_files import as_mapping, iter_result_file, iter_sorted
 from ._retry import RetryPolicy, Tally
 from ._shuffle import (
     RESULT_BATCH,
     MapOutput,
     ReduceOutput,
     ReducePlan,
-    iter_result_file,
-    iter_sorted,
 )
 from ._stats import JobStats
 from ._worker import execute
@@ -270,10 +269,7 @@ def _result_batches(results: list[ReduceOutput], sort: bool) -> Iterator[list[tu
 
 
 def _read_mapping(results: list[ReduceOutput], sort: bool) -> dict[Any, Any]:
-    mapping: dict[Any, Any] = {}
-    for batch in _result_batches(results, sort):
-        mapping.update(batch)
-    return mapping
+    return as_mapping(_result_batches(results, sort))
 
 
 def _read_pairs(results: list[ReduceOutput], sort: bool) -> list[tuple[Any, Any]]:

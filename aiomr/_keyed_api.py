@@ -67,7 +67,8 @@ async def map_reduce_by_key(
         mapper: ``record -> iterable of (key, value)``; keys must be hashable and picklable.
         reducer: ``(value, value) -> value``.
         partitions: reduce tasks; defaults to twice the worker count.
-        sort: return keys in ascending order (keys must be mutually orderable).
+        sort: return keys in ascending order; keys must be in a total order under ``<``
+            (a `TypeError` names two keys that are not).
         memory_budget: bytes of key state a reduce task holds before it spills a sorted run
             to a temporary file; runs are merged at the end.
         temp_dir: where the job's temporary files go (default: the system's).

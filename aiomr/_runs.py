@@ -25,9 +25,9 @@ import os
 import pickle
 import shutil
 from collections.abc import Iterable, Iterator
-from operator import itemgetter
 from typing import IO, Any
 
+from ._order import follows, unorderable
 from ._sizes import estimate_size
 
 __all__ = [
@@ -38,8 +38,6 @@ __all__ = [
     "Span",
     "Values",
     "discard",
-    "sort_records",
-    "unorderable",
     "write_run",
 ]
 
@@ -48,53 +46,6 @@ BATCH_RECORDS = 1000
 of tiny records stays small."""
 Span = tuple[int, int]
 """A run's ``[start, end)`` byte offsets in the spill file."""
-
-
-def unorderable(keys: list[Any]) -> TypeError:
-    """Build the error for keys that ``order="key"`` cannot sort, naming two culprits.
-
-    Tries every pair, so callers pass few keys: the heads of a merge, or one failed comparison.
-    """
-    for i, left in enumerate(keys):
-        for right in keys[i + 1 :]:
-            try:
-                left < right  # noqa: B015 - only whether the comparison raises matters
-                right < left  # noqa: B015
-            except TypeError:
-                return TypeError(
-                    "sorting by key (sort=True) needs keys that compare, "
-                    f"but {left!r} and {right!r} cannot be compared"
-                )
-    return TypeError("sorting by key (sort=True) needs keys that compare, and some do not")
-
-
-class _Probe:
-    """Sort wrapper that reports which two keys failed to compare."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, key: Any) -> None:
-        self.key = key
-
-    def __lt__(self, other: _Probe) -> bool:
-        try:
-            return bool(self.key < other.key)
-        except TypeError:
-            raise unorderable([self.key, other.key]) from None
-
-
-def sort_records(records: list[tuple[Any, ...]]) -> None:
-    """Sort records by their sort key (item 0), never comparing keys or accumulators."""
-    try:
-        records.sort(key=itemgetter(0))
-    except TypeError as exc:
-        # Sorting is deterministic, so sorting probes repeats the comparisons up to the one that
-        # failed and names its keys; the fast path above pays nothing for this.
-        try:
-            sorted(_Probe(record[0]) for record in records)
-        except TypeError as named:
-            raise named from exc
-        raise unorderable([]) from exc  # a comparison that failed once and then passed
 
 
 def write_run(file: IO[bytes], records: Iterable[tuple[Any, ...]], batch_bytes: int) -> Span:
@@ -209,11 +160,17 @@ class Run:
 
 
 class Merge:
-    """K-way merge of runs by sort key; ties come out oldest run first."""
+    """K-way merge of runs by sort key; ties come out oldest run first.
 
-    __slots__ = ("heap",)
+    ``ordered``: the sort keys are the keys themselves (``sort=True``), and each one the
+    merge hands out is checked to follow the one before (`aiomr._order.follows`), so keys
+    that are not totally ordered raise instead of coming out twice. Hashes need no check.
+    """
 
-    def __init__(self, runs: list[Run]) -> None:
+    __slots__ = ("heap", "ordered")
+
+    def __init__(self, runs: list[Run], *, ordered: bool = False) -> None:
+        self.ordered = ordered
         self.heap = [(run.head[0], run.index, run) for run in runs if run.head is not None]
         try:
             heapq.heapify(self.heap)
@@ -225,15 +182,17 @@ class Merge:
 
     def advance(self) -> None:
         heap = self.heap
-        run = heap[0][2]
+        last, _, run = heap[0]
         run.advance()
         if run.head is None:
             heapq.heappop(heap)
-            return
-        try:
-            heapq.heapreplace(heap, (run.head[0], run.index, run))
-        except TypeError as exc:
-            raise unorderable([run.head[0], *(entry[0] for entry in heap)]) from exc
+        else:
+            try:
+                heapq.heapreplace(heap, (run.head[0], run.index, run))
+            except TypeError as exc:
+                raise unorderable([run.head[0], *(entry[0] for entry in heap)]) from exc
+        if self.ordered and heap:
+            follows(last, heap[0][0])
 
     def records(self) -> Iterator[tuple[Any, Any, Any]]:
         while (run := self.top()) is not None:

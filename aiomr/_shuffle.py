@@ -20,7 +20,6 @@ crosses into C once per batch rather than once per pair.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import operator
 import os
@@ -32,8 +31,9 @@ from typing import Any, Literal, NamedTuple
 
 from ._blame import note_no_record, note_record
 from ._exceptions import MapperOutputError
-from ._hashing import stable_hash, stable_hashes
+from ._hashing import NotEqualToItself, refuse_nan, stable_hash, stable_hashes
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
+from ._order import ascending_pairs, short_repr, sort_records
 from ._spill import KeyedStore
 from ._worker import Skipped
 
@@ -42,7 +42,6 @@ __all__ = [
     "MapOutput",
     "ReducePlan",
     "ReduceOutput",
-    "iter_result_file",
     "map_keyed",
     "reduce_partition",
 ]
@@ -50,7 +49,6 @@ __all__ = [
 RESULT_BATCH = 1024
 """Pairs per pickled batch in result files."""
 _IMMUTABLE = (int, float, complex, str, bytes, bool, tuple, frozenset, type(None))
-_REPR_LIMIT = 80
 
 
 class MapOutput(NamedTuple):
@@ -93,23 +91,18 @@ class ReducePlan:
     reducer_final: Callable[[], Iterable[tuple[Any, Any]]] | None = None
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _REPR_LIMIT else text[: _REPR_LIMIT - 3] + "..."
-
-
 def _bad_pair(item: Any, record: Any, position: int) -> MapperOutputError | None:
     """Explain why ``item`` is not a usable pair, or return None if it is one."""
-    where = f"for record {position} ({_short(record)})"
+    where = f"for record {position} ({short_repr(record)})"
     if not isinstance(item, tuple | list) or len(item) != 2:
         return MapperOutputError(
-            f"the mapper must yield (key, value) pairs, but {where} it yielded {_short(item)}"
+            f"the mapper must yield (key, value) pairs, but {where} it yielded {short_repr(item)}"
         )
     try:
         hash(item[0])
     except TypeError:
         return MapperOutputError(
-            f"the mapper yielded an unhashable key {_short(item[0])} "
+            f"the mapper yielded an unhashable key {short_repr(item[0])} "
             f"({type(item[0]).__qualname__}) {where}"
         )
     return None
@@ -309,33 +302,58 @@ def _dump_checked(section: tuple[list[Any], list[Any]], file: Any) -> None:
                     pickle.dumps(part, pickle.HIGHEST_PROTOCOL)
                 except Exception:
                     raise MapperOutputError(
-                        f"the mapper yielded a {role} that cannot be pickled: {_short(part)} "
-                        f"({type(part).__qualname__}) for key {_short(key)}: {exc}"
+                        f"the mapper yielded a {role} that cannot be pickled: {short_repr(part)} "
+                        f"({type(part).__qualname__}) for key {short_repr(key)}: {exc}"
                     ) from exc
         raise
 
 
 def _partition(keys: list[Any], values: list[Any], count: int) -> list[tuple[list[Any], list[Any]]]:
-    """Split a combined chunk's keys and values by partition, in their order."""
-    if count == 1:
-        return [(keys, values)]
-    sections: list[tuple[list[Any], list[Any]]] = [([], []) for _ in range(count)]
+    """Split a combined chunk's keys and values by partition, in their order.
+
+    Refuses NaN keys (`MapperOutputError`) whatever the count: with one partition nothing is
+    hashed, so the keys are looked at on their own.
+    """
     try:
+        if count == 1:
+            refuse_nan(keys)
+            return [(keys, values)]
+        sections: list[tuple[list[Any], list[Any]]] = [([], []) for _ in range(count)]
         for key, value, hashed in zip(keys, values, stable_hashes(keys), strict=True):
             section_keys, section_values = sections[hashed % count]
             section_keys.append(key)
             section_values.append(value)
+    except NotEqualToItself as exc:
+        key, nan = next((key, nan) for key in keys if (nan := _nan_in(key)) is not _NOTHING)
+        what = "a NaN key" if nan is key else f"a key holding the NaN {short_repr(nan)}"
+        raise MapperOutputError(
+            f"the mapper yielded {what}: {short_repr(key)} ({type(key).__qualname__}). A NaN "
+            "is not equal to itself, so a dict keeps NaN keys apart unless they are the very "
+            "same object, and keys that travel between processes never are: map NaN to None "
+            "or to a string first"
+        ) from exc
     except Exception as exc:
         key = next((key for key in keys if _fails_to_hash(key)), None)
         if key is None:
             raise
         raise MapperOutputError(
-            f"the mapper yielded a key that cannot be pickled: {_short(key)} "
+            f"the mapper yielded a key that cannot be pickled: {short_repr(key)} "
             f"({type(key).__qualname__}); keys of other types than str, bytes, numbers, None "
             "and tuples are partitioned by their pickle, so their class must be importable "
             f"by the workers: {exc}"
         ) from exc
     return sections
+
+
+def _nan_in(key: Any) -> Any:
+    """The NaN that ``key`` is or holds, or `_NOTHING`."""
+    try:
+        stable_hash(key)
+    except NotEqualToItself as exc:
+        return exc.part
+    except Exception:
+        pass
+    return _NOTHING
 
 
 def _fails_to_hash(key: Any) -> bool:
@@ -415,7 +433,9 @@ def reduce_partition(
                 store.add_section(*pickle.load(f))
         results: Iterable[tuple[Any, Any]] = _results(plan, store)
         if plan.sort and plan.emit is not None:
-            results = sorted(results, key=lambda pair: pair[0])
+            emitted = list(results)
+            sort_records(emitted)  # pairs sort by their item 0, the key, as records do
+            results = ascending_pairs(emitted)
         with open(path, "wb") as out:
             batch: list[tuple[Any, Any]] = []
             for pair in results:
@@ -429,19 +449,3 @@ def reduce_partition(
                 pairs += len(batch)
         spills = store.spills
     return ReduceOutput(partition, path, pairs, spills)
-
-
-def iter_result_file(path: str) -> Iterator[list[tuple[Any, Any]]]:
-    """Yield the pickled batches of a result file (runs in a helper thread)."""
-    with open(path, "rb") as f:
-        while True:
-            try:
-                yield pickle.load(f)
-            except EOFError:
-                return
-
-
-def iter_sorted(paths: list[str]) -> Iterator[tuple[Any, Any]]:
-    """Merge result files that are each sorted by key into one ascending stream."""
-    streams = [itertools.chain.from_iterable(iter_result_file(p)) for p in paths]
-    return heapq.merge(*streams, key=lambda pair: pair[0])

@@ -11,9 +11,11 @@ Why sorted runs
     Sorting a run by a sort key lets the final merge stream: a heap holds one record per run,
     so all partials of a key arrive next to each other and nothing needs a second dict. With
     ``order="hash"`` the sort key is `aiomr._hashing.stable_hash` (cheap, any hashable
-    key); with ``order="key"`` it is the key itself, which yields the groups in ascending key
-    order. More than `MAX_FAN_IN` runs are first merged, oldest first, into bigger runs,
-    which bounds the heap and the batches held in memory (one per run).
+    key, told apart by equality where hashes collide, so keys need no order); with
+    ``order="key"`` it is the key itself, which yields the groups in ascending key order, and
+    every run and merge checks that the keys are totally ordered (`aiomr._order`). More
+    than `MAX_FAN_IN` runs are first merged, oldest first, into bigger runs, which bounds
+    the heap and the batches held in memory (one per run).
 
 One file for all runs
     Runs are appended to one file and read back by byte range through one unbuffered handle,
@@ -42,17 +44,9 @@ import weakref
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from typing import IO, Any, Generic, Literal, TypeVar
 
-from ._hashing import stable_hash
-from ._runs import (
-    Merge,
-    Run,
-    Slice,
-    Span,
-    Values,
-    discard,
-    sort_records,
-    write_run,
-)
+from ._hashing import stable_hash, stable_hashes
+from ._order import check_ascending, sort_records
+from ._runs import Merge, Run, Slice, Span, Values, discard, write_run
 from ._sizes import ATOMIC as _ATOMIC
 from ._sizes import EMPTY_LIST_SIZE as _EMPTY_LIST_SIZE
 from ._sizes import ENTRY_SIZE as _ENTRY_SIZE
@@ -102,7 +96,8 @@ class KeyedStore(Generic[K, A]):
         memory_budget: bytes of estimated key state held before a spill to disk.
         directory: where the private temporary directory goes; the system default if None.
         order: ``"hash"`` (groups in no promised order, the same for the same input) or
-            ``"key"`` (ascending keys, which must be mutually orderable).
+            ``"key"`` (ascending keys, which must be totally ordered: each run and merge
+            checks, see `aiomr._order`).
 
     A store is read once, by `groups` or `items`; reading it to the end, `close` or leaving
     the ``with`` block removes its temporary files. A key's accumulators are combined, and its
@@ -327,12 +322,20 @@ class KeyedStore(Generic[K, A]):
             self._finalizer()  # runs once: closes the files, removes them and the directory
 
     def _records(self) -> list[tuple[Any, Any, Any]]:
-        """Return the in-memory state as records sorted by sort key."""
+        """Return the in-memory state as records sorted by sort key.
+
+        Sorted by key, the keys are checked to be totally ordered (`check_ascending`):
+        a sort of keys that are not returns some order without a word.
+        """
+        data = self._data
         if self._order == "key":
-            records = [(key, key, acc) for key, acc in self._data.items()]
-        else:
-            sortkey = self._hash
-            records = [(sortkey(key), key, acc) for key, acc in self._data.items()]
+            records = list(zip(data, data, data.values(), strict=True))
+            sort_records(records)
+            check_ascending([record[0] for record in records])
+            return records
+        keys = list(data)
+        hashes = stable_hashes(keys) if self._hash is stable_hash else map(self._hash, keys)
+        records = list(zip(hashes, keys, data.values(), strict=True))
         sort_records(records)
         return records
 
@@ -366,17 +369,18 @@ class KeyedStore(Generic[K, A]):
     def _merge_pass(self) -> None:
         """Merge consecutive groups of MAX_FAN_IN runs into one run each, in a new file."""
         out = self._new_file()
-        runs = []
+        spans = []
         with self._reader() as raw:
             for i in range(0, len(self._runs), MAX_FAN_IN):
                 group = self._runs[i : i + MAX_FAN_IN]
-                merge = Merge([Run(j, [], Slice(raw, span)) for j, span in enumerate(group)])
-                runs.append(write_run(out, merge.records(), self._batch_bytes))
+                runs = [Run(j, [], Slice(raw, span)) for j, span in enumerate(group)]
+                merge = Merge(runs, ordered=self._order == "key")
+                spans.append(write_run(out, merge.records(), self._batch_bytes))
         assert self._file is not None
         self._file.close()
         self._writers.remove(self._file)
         os.remove(self._file.name)
-        self._file, self._runs = out, runs
+        self._file, self._runs = out, spans
 
     def _memory_items(self) -> Generator[tuple[Any, Any], None, None]:
         # Without runs nothing needs merging: hash order may be any order, so dict order it is.
@@ -410,7 +414,7 @@ class KeyedStore(Generic[K, A]):
                 if self._data:
                     runs.append(Run(len(runs), self._records(), None))
                     self._data = {}
-                merge = Merge(runs)
+                merge = Merge(runs, ordered=self._order == "key")
                 while (run := merge.top()) is not None:
                     assert run.head is not None
                     sortkey, key = run.head[0], run.head[1]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import operator
 from collections.abc import Iterator
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
 
 import distributed
 import pytest
@@ -171,3 +175,99 @@ def test_chunk_mode_equals_a_single_chunk(
         )
 
     assert asyncio.run(job()) == count(data)
+
+
+def _equal_numbers(value: Fraction) -> list[Any]:
+    """``value`` as every number type that holds it exactly: keys a dict takes as one."""
+    forms: list[Any] = [value, Decimal(value.numerator) / Decimal(value.denominator)]
+    as_float = float(value)
+    if as_float == value:
+        forms += [as_float, complex(as_float, 0)]
+    if value.denominator == 1:
+        forms.append(int(value))
+        if value in (0, 1):
+            forms.append(bool(value))
+    return forms
+
+
+def _special_int(index: int) -> int:
+    """Ints past the decimal-string limit, equal Python hashes (-1, -2; 2**61 - 1 and 0)."""
+    return [10**5000, -(10**5000), 2**61 - 1, 2**64, -1, -2][index]
+
+
+NUMBER_KEYS = st.one_of(
+    # Small values in every type at once, so equal keys of different types are common.
+    st.builds(Fraction, st.integers(-4, 4), st.sampled_from([1, 2, 4])).flatmap(
+        lambda value: st.sampled_from(_equal_numbers(value))
+    ),
+    st.integers(),
+    st.integers(0, 5).map(_special_int),
+    st.floats(allow_nan=False),
+    st.complex_numbers(allow_nan=False, max_magnitude=1e6),
+    st.decimals(allow_nan=False),
+    st.fractions(max_denominator=10),
+)
+PLAIN_KEYS = st.one_of(NUMBER_KEYS, st.text(max_size=2), st.binary(max_size=2), st.none())
+MIXED_KEYS = st.recursive(
+    PLAIN_KEYS,
+    lambda inner: st.tuples(inner) | st.tuples(inner, inner) | st.frozensets(inner, max_size=3),
+    max_leaves=4,
+)
+
+
+@pytest.fixture(scope="module")
+def key_executors() -> Iterator[dict[str, Executor]]:
+    made: dict[str, Executor] = {
+        "inline": InlineExecutor(),
+        "thread": ThreadExecutor(2),
+        "process": ProcessExecutor(2),
+    }
+    yield made
+    for executor in made.values():
+        asyncio.run(executor.aclose())
+
+
+def _count(key: Any) -> list[tuple[Any, int]]:
+    return [(key, 1)]
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    keys=st.lists(MIXED_KEYS, max_size=60),
+    executor=st.sampled_from(["inline", "thread", "process"]),
+    partitions=st.sampled_from([1, 2, 3, 5]),
+    chunk_size=st.integers(1, 8),
+    memory_budget=st.sampled_from([1, 1 << 28]),
+)
+def test_counts_by_key_equal_a_counter(
+    key_executors: dict[str, Executor],
+    keys: list[Any],
+    executor: str,
+    partitions: int,
+    chunk_size: int,
+    memory_budget: int,
+) -> None:
+    # Invariant 8: keys a dict treats as equal (1, 1.0, True, 1+0j, Decimal(1),
+    # Fraction(1); tuples and frozensets of them) reduce as one key, on every executor and
+    # whatever the partitions, chunks and spills.
+    stats = aiomr.JobStats()
+
+    async def job() -> dict[Any, int]:
+        return await aiomr.map_reduce_by_key(
+            keys,
+            _count,
+            operator.add,
+            executor=key_executors[executor],
+            partitions=partitions,
+            chunk_size=chunk_size,
+            memory_budget=memory_budget,
+            stats=stats,
+        )
+
+    counts = asyncio.run(job())
+    expected = collections.Counter(keys)
+    assert len(counts) == len(expected)
+    assert counts == expected
+    assert stats.records == stats.records_reduced + stats.records_skipped == len(keys)

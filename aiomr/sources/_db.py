@@ -26,7 +26,7 @@ from collections.abc import AsyncGenerator
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from ._db_connect import Target, note_lost, open_connection, resolve
-from ._db_driver import Params, RowType, Transfer, check_read, pack_params
+from ._db_driver import Bounds, Params, RowType, Transfer, check_read, pack_params
 from ._db_ranges import RangeSplit
 from ._db_rows import RowIterator
 from ._db_split import read_ranges
@@ -92,17 +92,42 @@ class QuerySource(Generic[Row]):
         return RowIterator(self._batches(), self._describe)
 
     def _batches(self) -> AsyncGenerator[Any, None]:
-        if self.split is None or len(self.split.plan()) == 1:
+        split = self.split
+        if split is None:
+            return self._one_cursor()
+        if split.reads_bounds:
+            return self._after_bounds(split)
+        return self._ranges(split, split.plan())
+
+    def _ranges(self, split: RangeSplit, ranges: list[Bounds]) -> AsyncGenerator[Any, None]:
+        if len(ranges) == 1:  # one range holds every row: the query as it is
             return self._one_cursor()
         return read_ranges(
             self._target,
             self.sql,
             self.params,
-            self.split,
+            split,
+            ranges,
             batch_size=self.batch_size,
             row=self.row,
             transfer=self.transfer,
         )
+
+    async def _after_bounds(self, split: RangeSplit) -> AsyncGenerator[Any, None]:
+        """Read the column's MIN and MAX, then the ranges planned between them."""
+        async with open_connection(self._target) as (driver, connection):
+            driver.check_params(self.params)
+            try:
+                low, high = await driver.column_bounds(
+                    connection, self.sql, self.params, split.column
+                )
+            except Exception as exc:
+                note_lost(exc, driver, connection)
+                exc.add_note(f"aiomr: reading the MIN and MAX of {split.column} for a range split")
+                raise
+        async with contextlib.aclosing(self._ranges(split, split.plan_from(low, high))) as batches:
+            async for batch in batches:
+                yield batch
 
     async def _one_cursor(self) -> AsyncGenerator[Any, None]:
         async with open_connection(self._target) as (driver, connection):

@@ -10,6 +10,7 @@ which library made it, and that library is then already imported.
 from __future__ import annotations
 
 import abc
+import contextlib
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -24,6 +25,7 @@ __all__ = [
     "RowType",
     "Table",
     "Transfer",
+    "bounds_query",
     "check_identifier",
     "check_read",
     "pack_params",
@@ -126,6 +128,15 @@ def range_query(sql: str, column: str, bounds: Bounds, mark: Callable[[Any], str
     return f"SELECT * FROM ({body}) AS aiomr_range WHERE {bounds.where(column, mark)}"
 
 
+def bounds_query(sql: str, column: str) -> str:
+    """Wrap ``sql`` so that it returns one row: the ``MIN`` and ``MAX`` of ``column``.
+
+    The query's own parameters keep their places: nothing is added to them.
+    """
+    body = sql.strip().rstrip(";")
+    return f"SELECT MIN({column}), MAX({column}) FROM ({body}) AS aiomr_bounds"
+
+
 @dataclass(frozen=True, slots=True)
 class Table:
     """Where a sink writes: a table, its schema if any, and the columns in row order."""
@@ -205,6 +216,19 @@ class Driver(abc.ABC):
         if transfer == "copy":
             return self.read_copy(connection, sql, params, row=row)
         return self.read(connection, sql, params, batch_size=batch_size, row=row)
+
+    async def column_bounds(
+        self, connection: Any, sql: str, params: Params, column: str
+    ) -> tuple[Any, Any]:
+        """Return the ``MIN`` and ``MAX`` of ``column`` over the query, read as `read` reads."""
+        read = self.read(connection, bounds_query(sql, column), params, batch_size=1, row="tuple")
+        rows = []
+        async with contextlib.aclosing(read) as batches:
+            async for batch in batches:
+                rows.extend(batch)
+        if len(rows) != 1 or len(rows[0]) != 2:
+            raise ValueError(f"the MIN and MAX of {column} came back as {rows!r}, not one pair")
+        return rows[0][0], rows[0][1]
 
     @abc.abstractmethod
     def restrict(

@@ -68,12 +68,13 @@ async def read_ranges(
     sql: str,
     params: Params,
     split: RangeSplit,
+    ranges: list[Bounds],
     *,
     batch_size: int,
     row: RowType,
     transfer: Transfer = "rows",
 ) -> AsyncGenerator[Any, None]:
-    """Yield the batches of every range of ``split``, in the order they arrive.
+    """Yield the batches of every range of ``ranges`` (``split``'s plan), as they arrive.
 
     Cancellation: closing the iterator cancels the readers and waits for them to let go of
     their cursors, transactions and connections.
@@ -87,7 +88,7 @@ async def read_ranges(
             ),
             name=f"aiomr-query-range-{bounds.index}",
         )
-        for bounds in split.plan()
+        for bounds in ranges
     ]
     running = len(tasks)
     try:

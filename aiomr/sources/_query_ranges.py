@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ._db_driver import Driver, Params, RowType, check_read, pack_params
+from ._db_driver import Driver, Params, RowType, bounds_query, check_read, pack_params
 from ._db_pages import PAGES, PageSplit
 from ._db_psycopg import PsycopgDriver
 from ._db_ranges import RangeSplit
@@ -109,12 +109,39 @@ class RangeReader(abc.ABC):
         connection.execute(f"EXPLAIN {sql}", params).close()
 
     def restrict(self, connection: Any, sql: str, params: Params, split: Any) -> list[QueryRange]:
-        """The query of each range of ``split``, with its parameters (`Driver.restrict`)."""
+        """The query of each range of ``split``, with its parameters (`Driver.restrict`).
+
+        A split without bounds reads the column's MIN and MAX first, on ``connection``.
+        """
+        if split.reads_bounds:
+            try:
+                low, high = self.column_bounds(connection, sql, params, split.column)
+            except Exception as exc:
+                exc.add_note(f"aiomr: reading the MIN and MAX of {split.column} on {self.name}")
+                raise
+            plan = split.plan_from(low, high)
+        else:
+            plan = split.plan()
         ranges = []
-        for bounds in split.plan():
+        for bounds in plan:
             text, values = self.driver.restrict(connection, sql, params, split.column, bounds)
             ranges.append(QueryRange(bounds.index, text, values, bounds.describe(split.column)))
         return ranges
+
+    def column_bounds(
+        self, connection: Any, sql: str, params: Params, column: str
+    ) -> tuple[Any, Any]:
+        """Return the ``MIN`` and ``MAX`` of ``column`` over the query (blocking)."""
+        cursor = connection.execute(bounds_query(sql, column), self.bind(params))
+        try:
+            low, high = cursor.fetchone()
+        finally:
+            cursor.close()
+        return low, high
+
+    def bind(self, params: Params) -> Any:
+        """The parameters as the connection's ``execute`` takes them."""
+        return params
 
     def line_blocks(self, split: QueryRange) -> Iterator[list[Any]]:
         """The range's rows, ``batch_size`` at a time, as tuples or dicts."""
@@ -208,7 +235,11 @@ class PostgresReader(RangeReader):
 
     def explain(self, connection: Any, sql: str, params: Params) -> None:
         """See `RangeReader.explain`; with no parameters, a ``%`` in the query is itself."""
-        connection.execute(f"EXPLAIN {sql}", params or None).close()
+        connection.execute(f"EXPLAIN {sql}", self.bind(params)).close()
+
+    def bind(self, params: Params) -> Any:
+        """See `RangeReader.bind`: no parameters, ``None``, so a ``%`` stays a ``%``."""
+        return params or None
 
     def restrict(
         self, connection: Any, sql: str, params: Params, split: RangeSplit | PageSplit

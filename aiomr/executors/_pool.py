@@ -70,6 +70,10 @@ whatever it imports) before it counts as failed to start."""
 BOOT_FAILURES = 3
 """Workers in a row that end before they are ready, after which the pool gives up: tasks
 fail with `BrokenWorkerError` until the next submit tries again."""
+SILENT_SECONDS = 0.5
+"""A worker whose heartbeat has stood still this long gets no new task while it stays so: it
+may be stopped, and a task sent to it would wait for ``stall_timeout``. (An idle worker's
+heartbeat never stands still; a busy one's may, inside a long C call: it keeps its task.)"""
 TERMINATE_GRACE = 5.0
 """Seconds a terminated worker may take to exit before it is killed."""
 _BIG_REPLY = 256 << 10
@@ -391,6 +395,11 @@ class Pool:
                 name=f"aiomr-worker-{slot}",
             )
             process.start()
+            # multiprocessing polls every child it knows of whenever any thread starts a
+            # process, and a dead child's exit status can be read only once: a poll from
+            # a spawn thread racing the pool thread's left the pool with status 255 for a
+            # worker killed by SIGKILL. The pool reaps its workers itself.
+            multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
             tasks_in.close()
             replies_out.close()
         except BaseException as exc:
@@ -435,7 +444,12 @@ class Pool:
                 if task.future.done():  # cancelled while it waited: it never runs
                     self._pending.popleft()
                     continue
-                ready = [w for w in self._workers.values() if w.ready and not w.ended]
+                now = time.monotonic()
+                ready = [
+                    w
+                    for w in self._workers.values()
+                    if w.ready and not w.ended and now - w.last_sign < SILENT_SECONDS
+                ]
                 if not ready:
                     break
                 worker = min(ready, key=lambda w: len(w.tasks))
@@ -504,6 +518,7 @@ class Pool:
             message = pickle.loads(body)
             if message[0] == "ready" and not worker.ready:
                 worker.ready = True
+                worker.last_sign = time.monotonic()
                 worker.pid = int(message[1])
                 self._boot_failures = 0
                 self._broken = None
@@ -570,7 +585,7 @@ class Pool:
             return
         elif worker.ending is not None and not self._closing:
             how = _describe_exit(worker.pid, code)
-            log.warning("%s (%s); starting another", how, worker.ending[1])
+            log.warning("%s: %s; starting another", how, worker.ending[1])
         elif not self._closing:
             log.warning("%s while idle; starting another", _describe_exit(worker.pid, code))
         if not self._closing:
@@ -669,9 +684,9 @@ class Pool:
                 continue
             silent = f"no sign of life for {now - worker.last_sign:.1f} s"
             if state is not None and state[0] in "Tt":
-                self._end(worker, "killed", f"it was stopped ({silent}), so it was killed")
+                self._end(worker, "killed", f"it was stopped: {silent}")
             else:
-                self._end(worker, "failed", f"it hung ({silent}), so it was killed")
+                self._end(worker, "failed", f"it hung: {silent}")
         if self._closing and self._kill_at is not None and now >= self._kill_at:
             self._kill_at = None
             for worker in list(self._workers.values()):

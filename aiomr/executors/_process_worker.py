@@ -119,20 +119,34 @@ def _write_frame(fd: int, tag: int, body: bytes) -> None:
             view = view[os.write(fd, view) :]
 
 
-def _reply(tag: int, call: bytes) -> bytes:
-    """Run the pickled ``(fn, args)`` and pickle its reply: ``(True, result)`` or
-    ``(False, (exception, formatted traceback))``."""
+def _run(call: bytes) -> tuple[bool, Any]:
+    """Run the pickled ``(fn, args)``: ``(True, result)`` or ``(False, (exception, formatted
+    traceback))``."""
     try:
         fn, args = pickle.loads(call)
-        reply: tuple[bool, Any] = (True, fn(*args))
+        return True, fn(*args)
     except BaseException as exc:  # the caller decides what it means, as concurrent.futures does
-        reply = (False, (exc, traceback.format_exc()))
+        return False, (exc, traceback.format_exc())
+
+
+def _reply(call: bytes) -> bytes:
+    """Run a task and pickle its reply.
+
+    The reply may hold an exception, whose traceback holds the frames of the task, and they
+    hold this frame as their caller: a cycle, which would keep whatever the task left open
+    (a file, a database cursor inside a half-read generator) alive until the next garbage
+    collection -- in a worker that waits for its next task, perhaps never. So nothing here
+    keeps the reply once it is pickled.
+    """
+    reply = _run(call)
     try:
         return pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         what = "result" if reply[0] else f"exception {type(reply[1][0]).__qualname__}"
         error = ReplyPicklingError(f"the task's {what} cannot be pickled: {exc}")
         return pickle.dumps((False, (error, traceback.format_exc())), pickle.HIGHEST_PROTOCOL)
+    finally:
+        del reply
 
 
 def serve(
@@ -159,7 +173,7 @@ def serve(
         if call is None or tag == CONTROL:
             return
         slots.start(slot, tag)
-        reply = _reply(tag, bytes(call))
+        reply = _reply(bytes(call))
         del call
         _write_frame(sink, tag, reply)
         del reply

@@ -150,7 +150,8 @@ async def dispatch(
                 split_bytes = None if finished.split is None else finished.split.size
                 if split_bytes is not None:
                     stats.records += outcome.records
-                    stats.bytes_done += split_bytes
+                    read = outcome.bytes_read  # a blocks mapper may stop before the end
+                    stats.bytes_done += split_bytes if read is None else read
                 stats.task_seconds += outcome.seconds
                 stats.task_seconds_max = max(stats.task_seconds_max, outcome.seconds)
                 stats.worker_pids.add(outcome.pid)
@@ -272,7 +273,8 @@ def _outcome(future: asyncio.Future[Any], chunk: Chunk[Any], executor: Executor)
         index = getattr(result.exception, "index", None)
         if isinstance(result.exception, RecordError) and isinstance(index, int):
             # Parsed in the worker, located here: only the caller knows file and line.
-            located = RecordError(f"{chunk.locate(index)}: {result.exception}")
+            where = chunk.locate(index)
+            located = RecordError(f"{where}: {result.exception}", location=where)
             result = Failure(located, result.traceback, result.pid)
     outcome: Outcome = outcome_of(result, chunk.location)
     return outcome

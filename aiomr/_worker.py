@@ -18,11 +18,11 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import cloudpickle
 
-from ._exceptions import RecordError, UnpicklableError
+from ._exceptions import UnpicklableError
 from ._sentinels import Marker
 
 __all__ = [
@@ -51,6 +51,8 @@ class Outcome(NamedTuple):
     seconds: float
     pid: int
     skipped: tuple[Any, ...] = ()
+    bytes_read: int | None = None
+    """For a split: the bytes it read, when not all it covers (else ``None``)."""
 
 
 class Failure:
@@ -315,11 +317,13 @@ def execute(body: Callable[[Any, int], Any], payload: Any, start: int) -> Outcom
         formatted = traceback.format_exc()
         return Failure(exc, formatted, os.getpid())
     skipped: tuple[Skipped, ...] = ()
+    read = None
     if isinstance(value, Counted):
-        value, count, skipped = value
+        value, count, skipped, read = value
     else:
         count = len(payload) if isinstance(payload, list) else 0
-    return Outcome(seal(value), count, time.perf_counter() - started, os.getpid(), skipped)
+    seconds = time.perf_counter() - started
+    return Outcome(seal(value), count, seconds, os.getpid(), skipped, read)
 
 
 EMPTY: Any = Marker(__name__, "EMPTY")
@@ -333,6 +337,8 @@ class Counted(NamedTuple):
     value: Any
     records: int
     skipped: tuple[Skipped, ...] = ()
+    bytes_read: int | None = None
+    """For a split: the bytes it read, when not all it covers (else ``None``)."""
 
 
 class Skipped(NamedTuple):
@@ -428,20 +434,25 @@ def _fold_values(
     return Counted(functools.reduce(reducer, values, first), tally.n)
 
 
-def parse_records(parser: Callable[[Any], Any], records: list[Any]) -> list[Any]:
-    """Parse every record; a malformed one raises `RecordError` carrying its index."""
-    out = []
-    for index, record in enumerate(records):
-        try:
-            out.append(parser(record))
-        except RecordError as exc:
-            exc.index = index  # type: ignore[attr-defined]
-            raise
-    return out
+class RecordParser(Protocol):
+    """What turns the raw records a source sends into records (`aiomr.sources.lines`)."""
+
+    def __call__(self, raw: Any, /) -> Any:
+        """Parse one record; raise `RecordError` if it is malformed."""
+        ...
+
+    def parse_many(self, raws: list[Any], /) -> list[Any]:
+        """Parse a chunk; a malformed record raises `RecordError` carrying its ``index``."""
+        ...
+
+
+def parse_records(parser: RecordParser, records: list[Any]) -> list[Any]:
+    """Parse every record of a chunk; a malformed one raises `RecordError` with its index."""
+    return parser.parse_many(records)
 
 
 def fold_parsed(
-    parser: Callable[[Any], Any],
+    parser: RecordParser,
     mapper: Callable[[Any], Any],
     reducer: Callable[[Any, Any], Any],
     records: list[Any],
@@ -452,7 +463,7 @@ def fold_parsed(
 
 
 def map_parsed_chunk(
-    parser: Callable[[Any], Any], mapper: Callable[[list[Any]], Any], records: list[Any], start: int
+    parser: RecordParser, mapper: Callable[[list[Any]], Any], records: list[Any], start: int
 ) -> Any:
     """Chunk mode over streamed lines: parse here, then map the whole chunk."""
     return mapper(parse_records(parser, records))

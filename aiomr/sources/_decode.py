@@ -1,0 +1,113 @@
+"""Turn raw records into what the mapper sees, in the workers: decode, then parse.
+
+`aiomr.sources.lines` hands a job raw ``bytes`` records: the caller only cuts them, and the
+workers decode and parse them here, so a record that does not decode is a bad record like
+any other (skipped with ``on_error="skip"``, named by ``path:LINE`` otherwise) and the event
+loop never spends time decoding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .._exceptions import RecordError
+from ._parse import Parser
+
+__all__ = ["HeadedRecord", "RecordDecoder", "decode_error"]
+
+
+def decode_error(exc: UnicodeDecodeError, encoding: str) -> RecordError:
+    """Say what could not be decoded, without where (the caller adds that)."""
+    bad = exc.object[exc.start : exc.start + 1]
+    return RecordError(f"cannot decode as {encoding}: {exc.reason} (byte {bad!r})")
+
+
+class HeadedRecord(NamedTuple):
+    """A raw record of a file with a header, and the field names that header gave."""
+
+    names: tuple[Any, ...]
+    raw: bytes
+
+    def __repr__(self) -> str:
+        return repr(self.raw)
+
+
+class RecordDecoder:
+    """Decode raw records with ``encoding`` and parse them with ``parser`` (either optional).
+
+    `parse_many` does a whole chunk in a few C calls when it can (joined, decoded once, split
+    again); a record that fails raises `RecordError` with its ``index`` in the chunk.
+    """
+
+    def __init__(self, encoding: str | None, errors: str, parser: Parser | None) -> None:
+        self.encoding = encoding
+        self.errors = errors
+        self.parser = parser
+        self._bound: dict[tuple[Any, ...], Parser] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"encoding": self.encoding, "errors": self.errors, "parser": self.parser}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["encoding"], state["errors"], state["parser"])  # type: ignore[misc]
+
+    def __call__(self, raw: Any) -> Any:
+        """Decode and parse one raw record."""
+        return self.parse_many([raw])[0]
+
+    def parse_many(self, raws: list[Any]) -> list[Any]:
+        """Decode and parse a chunk of raw records."""
+        if raws and type(raws[0]) is HeadedRecord:
+            return self._headed(raws)
+        texts = self.decode_many(raws)
+        return self.parser.parse_many(texts) if self.parser is not None else texts
+
+    def decode_many(self, raws: list[bytes]) -> list[Any]:
+        """Decode a chunk of raw records; ``bytes`` as they are without an encoding."""
+        encoding = self.encoding
+        if encoding is None or not raws:
+            return raws
+        errors = self.errors
+        # One decode for the chunk when no record holds a newline (all but CSV records).
+        if self.parser is None or self.parser.format != "csv":
+            joined = b"\n".join(raws)
+            try:
+                texts = joined.decode(encoding, errors).split("\n")
+            except UnicodeDecodeError as exc:
+                error = decode_error(exc, encoding)
+                error.index = joined.count(b"\n", 0, exc.start)
+                raise error from exc
+            if len(texts) == len(raws):  # else an error handler wrote a newline
+                return texts
+        out = []
+        for index, raw in enumerate(raws):
+            try:
+                out.append(raw.decode(encoding, errors))
+            except UnicodeDecodeError as exc:
+                error = decode_error(exc, encoding)
+                error.index = index
+                raise error from exc
+        return out
+
+    def _headed(self, raws: list[HeadedRecord]) -> list[Any]:
+        """Records of files with headers: each run from one file parsed with its names."""
+        out: list[Any] = []
+        start = 0
+        while start < len(raws):
+            names = raws[start].names
+            end = start + 1
+            while end < len(raws) and raws[end].names is names:
+                end += 1
+            try:
+                texts = self.decode_many([record.raw for record in raws[start:end]])
+                parser = self._bound.get(names)
+                if parser is None:
+                    assert self.parser is not None
+                    parser = self._bound[names] = self.parser.with_names(names)
+                out.extend(parser.parse_many(texts))
+            except RecordError as exc:
+                if exc.index is not None:
+                    exc.index += start
+                raise
+            start = end
+        return out

@@ -29,7 +29,7 @@ _UNBALANCED = (
     "invalid CSV: unbalanced quotes (a quoted field must close within its record, and a "
     "field holding a quote must be quoted whole, its quotes doubled)"
 )
-_UNCLOSED = "invalid CSV: a quoted field is still open at the end of the file"
+_UNCLOSED = _UNBALANCED + ": its quotes never close, so the record runs to the end of the file"
 
 
 class Parser:
@@ -176,7 +176,8 @@ def _csv_rows(records: list[str]) -> list[list[str]]:
     except csv.Error as exc:
         index = len(rows)  # the row being read started on the record after the last row
         record = records[index]
-        if "new-line" in str(exc) or "unexpected end of data" in str(exc):
+        framing = "new-line" in str(exc) or "unexpected end of data" in str(exc)
+        if framing or reader.line_num > index + 1:  # it did not end where its record ends
             message = _UNCLOSED if record.count('"') & 1 else _UNBALANCED
         else:
             message = f"invalid CSV: {exc}"

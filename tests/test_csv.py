@@ -253,13 +253,14 @@ async def test_an_undecodable_streamed_line_is_skipped_and_reported(
         )
         assert counts == dict.fromkeys(good, 1)
     assert stats.records == stats.records_reduced + stats.records_skipped == 2000
-    assert [r.location for r in stats.bad_records] == [f"{path}:{n}" for n in bad]
+    # Chunks finish in any order: their bad records are reported as they come.
+    assert sorted(r.location for r in stats.bad_records) == sorted(f"{path}:{n}" for n in bad)
     assert all(
         r.error == "RecordError: cannot decode as utf-8: invalid continuation byte (byte b'\\xe9')"
         for r in stats.bad_records
     )
     written = [json.loads(line) for line in dead.read_text().splitlines()]
-    assert [w["location"] for w in written] == [f"{path}:{n}" for n in bad]
+    assert sorted(w["location"] for w in written) == sorted(f"{path}:{n}" for n in bad)
 
 
 async def test_an_undecodable_streamed_line_still_fails_a_job_that_does_not_skip(

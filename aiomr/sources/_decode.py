@@ -8,18 +8,44 @@ loop never spends time decoding.
 
 from __future__ import annotations
 
+import codecs
+import time
 from typing import Any, NamedTuple
 
 from .._exceptions import RecordError
 from ._parse import Parser
 
-__all__ = ["HeadedRecord", "RecordDecoder", "decode_error"]
+__all__ = ["SLICE", "HeadedRecord", "RecordDecoder", "decode_error", "decode_gently"]
 
 
 def decode_error(exc: UnicodeDecodeError, encoding: str) -> RecordError:
     """Say what could not be decoded, without where (the caller adds that)."""
     bad = exc.object[exc.start : exc.start + 1]
     return RecordError(f"cannot decode as {encoding}: {exc.reason} (byte {bad!r})")
+
+
+SLICE = 1 << 20
+"""Bytes decoded in one call by `decode_gently`: about a millisecond."""
+YIELD_SECONDS = 0.0002
+"""Pause between slices. Not 0: ``sleep(0)`` releases the GIL and takes it straight back
+before a waiting thread wakes, and the waiter then gets it only after the interpreter's
+switch interval (5 ms); a short real pause lets it in at once."""
+
+
+def decode_gently(raw: bytes, encoding: str, errors: str) -> str:
+    """Decode ``raw`` a slice at a time, offering the GIL to other threads between slices.
+
+    One ``bytes.decode`` of 50 MB holds the GIL for a tenth of a second, and an event loop in
+    another thread of the process waits all that time; in slices it waits a millisecond at a
+    time, and only the final join of the decoded pieces is one long copy.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)(errors)
+    pieces = []
+    for start in range(0, len(raw), SLICE):
+        final = start + SLICE >= len(raw)
+        pieces.append(decoder.decode(raw[start : start + SLICE], final))
+        time.sleep(YIELD_SECONDS)  # let a thread that waits for the GIL (the loop) take it
+    return "".join(pieces)
 
 
 class HeadedRecord(NamedTuple):
@@ -55,19 +81,25 @@ class RecordDecoder:
         """Decode and parse one raw record."""
         return self.parse_many([raw])[0]
 
-    def parse_many(self, raws: list[Any]) -> list[Any]:
-        """Decode and parse a chunk of raw records."""
+    def parse_many(self, raws: list[Any], gently: bool = False) -> list[Any]:
+        """Decode and parse a chunk of raw records.
+
+        ``gently``: the chunk holds records of megabytes, and this runs beside an event
+        loop: decode one record at a time, a large one in slices (see `decode_gently`).
+        """
         if raws and type(raws[0]) is HeadedRecord:
             return self._headed(raws)
-        texts = self.decode_many(raws)
+        texts = self.decode_many(raws, gently)
         return self.parser.parse_many(texts) if self.parser is not None else texts
 
-    def decode_many(self, raws: list[bytes]) -> list[Any]:
+    def decode_many(self, raws: list[bytes], gently: bool = False) -> list[Any]:
         """Decode a chunk of raw records; ``bytes`` as they are without an encoding."""
         encoding = self.encoding
         if encoding is None or not raws:
             return raws
         errors = self.errors
+        if gently:
+            return [self._decode_one(index, raw, True) for index, raw in enumerate(raws)]
         # One decode for the chunk when no record holds a newline (all but CSV records).
         if self.parser is None or self.parser.format != "csv":
             joined = b"\n".join(raws)
@@ -79,15 +111,18 @@ class RecordDecoder:
                 raise error from exc
             if len(texts) == len(raws):  # else an error handler wrote a newline
                 return texts
-        out = []
-        for index, raw in enumerate(raws):
-            try:
-                out.append(raw.decode(encoding, errors))
-            except UnicodeDecodeError as exc:
-                error = decode_error(exc, encoding)
-                error.index = index
-                raise error from exc
-        return out
+        return [self._decode_one(index, raw) for index, raw in enumerate(raws)]
+
+    def _decode_one(self, index: int, raw: bytes, gently: bool = False) -> str:
+        assert self.encoding is not None
+        try:
+            if gently and len(raw) > SLICE:
+                return decode_gently(raw, self.encoding, self.errors)
+            return raw.decode(self.encoding, self.errors)
+        except UnicodeDecodeError as exc:
+            error = decode_error(exc, self.encoding)
+            error.index = index
+            raise error from exc
 
     def _headed(self, raws: list[HeadedRecord]) -> list[Any]:
         """Records of files with headers: each run from one file parsed with its names."""

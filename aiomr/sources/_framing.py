@@ -51,7 +51,7 @@ def last_record_end(data: bytes, quoted: bool, odd: bool = False) -> int:
 class Pending:
     """The bytes of a record whose end has not been read yet, kept in pieces."""
 
-    __slots__ = ("_odd", "_parts", "quoted", "size")
+    __slots__ = ("_forgetting", "_odd", "_parts", "newlines", "quoted", "size")
 
     def __init__(self, quoted: bool) -> None:
         self.quoted = quoted
@@ -59,6 +59,9 @@ class Pending:
         self._odd = False
         self.size = 0
         """Bytes pending."""
+        self.newlines = 0
+        """Newlines pending (counted for CSV only: inside quotes)."""
+        self._forgetting = False
 
     def push(self, data: bytes) -> bytes:
         """Add ``data``; return every record now complete (ending after a newline), or ``b""``.
@@ -75,24 +78,58 @@ class Pending:
             self._parts = []
         else:
             out = data[:cut] if cut < len(data) else data
-        self._odd = False
-        self.size = 0
+        self._reset()
         if cut < len(data):
             self._keep(data[cut:])
         return out
 
     def _keep(self, data: bytes) -> None:
-        self._parts.append(data)
+        if not self._forgetting:
+            self._parts.append(data)
         self.size += len(data)
         if self.quoted:
             self._odd ^= bool(data.count(b'"') & 1)
+            self.newlines += data.count(b"\n")
+
+    def _reset(self) -> None:
+        self._parts = []
+        self._odd = False
+        self.size = 0
+        self.newlines = 0
+        self._forgetting = False
+
+    def forget(self) -> None:
+        """Keep counting the pending record's bytes, but not the bytes themselves: the reader
+        will read the record again in one piece (`drop` it then)."""
+        self._parts = []
+        self._forgetting = True
+
+    def record_end(self, data: bytes) -> int:
+        """The offset just after the end of the pending record in ``data``; 0 if not there."""
+        return first_record_end(data, self.quoted, self._odd)
+
+    def ends_with_cr(self) -> bool:
+        """Whether the pending bytes end with a carriage return."""
+        return bool(self._parts) and bytes(self._parts[-1][-1:]) == b"\r"
+
+    def take(self, last: bytes, trim: int = 0) -> bytes:
+        """End the pending record with ``last`` (``trim`` bytes of what is pending dropped
+        first) and return it, joined once."""
+        if trim:
+            self._parts[-1] = self._parts[-1][:-trim]
+        self._parts.append(last)
+        out = b"".join(self._parts)
+        self._reset()
+        return out
+
+    def drop(self) -> None:
+        """Forget what is pending (its bytes were read again another way)."""
+        self._reset()
 
     def drain(self) -> bytes:
         """Return what is pending (the last record of a file without a final newline)."""
         out = b"".join(self._parts)
-        self._parts = []
-        self._odd = False
-        self.size = 0
+        self._reset()
         return out
 
 
@@ -139,12 +176,12 @@ def split_records(body: AnyStr, quoted: bool) -> tuple[list[AnyStr], list[int] |
     return records, starts if multi else None
 
 
-def first_record_end(data: bytes, quoted: bool) -> int:
-    """Return the offset just after the first record end in ``data``, or 0 when none."""
+def first_record_end(data: bytes, quoted: bool, odd: bool = False) -> int:
+    """Return the offset just after the first record end in ``data``, or 0 when none;
+    ``odd`` as for `last_record_end`."""
     end = data.find(b"\n") + 1
     if not quoted:
         return end
-    odd = False
     start = 0
     while end:
         odd ^= bool(data.count(b'"', start, end) & 1)

@@ -29,8 +29,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import IO, Any, Generic, NamedTuple, TypeVar
 
 from .._exceptions import BrokenInputError, RecordError
-from ._decode import HeadedRecord, RecordDecoder
-from ._framing import Pending, split_records
+from ._decode import HeadedRecord, RecordDecoder, decode_error, decode_gently
+from ._framing import Pending, located_records, split_records
 from ._locate import locate
 from ._parse import Format, Parser, make_parser
 from ._paths import COMPRESSED, PathsLike, expand_paths, is_compressed
@@ -43,6 +43,10 @@ DEFAULT_BLOCK_SIZE = 128 << 10
 n-gram lines), small enough that splitting a block, which holds the GIL for one C call, is
 short."""
 
+LONG_RECORD = 1 << 20
+"""Bytes past which a pending record is assembled without holding the GIL where it can be
+(see `_File._long_record`)."""
+
 T = TypeVar("T", str, bytes)
 
 Origin = tuple[int, str, int]
@@ -52,7 +56,8 @@ Origin = tuple[int, str, int]
 class _Block(NamedTuple):
     """What one read of a file gave: the records it completed, and their lines."""
 
-    records: list[bytes]
+    records: list[Any]
+    """Raw ``bytes``, or ``str`` when decoded on the way."""
     starts: list[int] | None
     """The line (from 0) where each record starts, when some record spans several lines."""
     lines: int
@@ -64,7 +69,7 @@ class _Block(NamedTuple):
 class _File:
     """One open file, read on helper threads up to the size it had when opened."""
 
-    def __init__(self, path: str, quoted: bool) -> None:
+    def __init__(self, path: str, quoted: bool, encoding: tuple[str, str] | None) -> None:
         self.path = path
         self.raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by close()
         try:
@@ -81,6 +86,8 @@ class _File:
         self.position = 0  # bytes read (decompressed)
         self.pending = Pending(quoted)
         self.quoted = quoted
+        self.encoding = encoding
+        """``(encoding, errors)`` to decode records here, or ``None`` to keep them raw."""
 
     def read_records(self, size: int) -> _Block:
         """Read a block and cut the records it completes (blocking)."""
@@ -99,18 +106,101 @@ class _File:
                     f"{self.position}: it shrank while being read"
                 )
             self.left -= len(data)
-        if data:
-            block = self.pending.push(data)
-            if not block:
-                return _Block([], None, 0, 0, False)
-            body = block[:-1]
-        else:
+        if not data and self.pending.size >= LONG_RECORD and not self.compressed:
+            record, lines = self._long_record(b"", 0)  # the last line, without a newline
+            decoded = self._decode_long(record)
+            return _Block([decoded], None if lines == 1 else [0], lines, len(record), True)
+        if not data:
             body = self.pending.drain()
             if not body:
                 return _Block([], None, 0, 0, True)
-        records, starts = split_records(body, self.quoted)
-        count = len(records) if starts is None else body.count(b"\n") + 1
-        return _Block(records, starts, count, len(body), not data)
+            last, first_lines = split_records(self._decode(body), self.quoted)
+            count = len(last) if first_lines is None else body.count(b"\n") + 1
+            return _Block(last, first_lines, count, len(body), True)
+        long: tuple[Any, int] | None = None
+        if self.pending.size >= LONG_RECORD and (end := self.pending.record_end(data)):
+            record, lines = self._long_record(data, end)
+            long = self._decode_long(record), lines
+            data = data[end:]
+        block = self.pending.push(data) if data else b""
+        if self.pending.size >= LONG_RECORD and not self.compressed:
+            self.pending.forget()  # read again in one piece when complete: see _long_record
+        records: list[Any] = []
+        starts: list[int] | None = None
+        count = 0
+        if block:
+            body = block[:-1]
+            before = long[1] if long is not None else 0
+            records, starts = split_records(self._decode(body, before), self.quoted)
+            count = len(records) if starts is None else body.count(b"\n") + 1
+        size = len(block)
+        if long is not None:  # the long record first, on lines of its own
+            record, lines = long
+            if starts is not None or lines > 1:
+                starts = [0, *(lines + k for k in (starts or range(len(records))))]
+            records.insert(0, record)
+            count += lines
+            size += len(record)
+        return _Block(records, starts, count, size, False)
+
+    def _decode(self, body: bytes, lines_before: int = 0) -> Any:
+        """``body`` decoded, when records are decoded here; a byte that does not decode
+        raises `RecordError` whose ``index`` is the line (in the block) of its record."""
+        if self.encoding is None:
+            return body
+        encoding, errors = self.encoding
+        try:
+            return body.decode(encoding, errors)
+        except UnicodeDecodeError as exc:
+            error = decode_error(exc, encoding)
+            line = [r[0] for r in located_records(body, self.quoted) if r[1] <= exc.start][-1]
+            error.index = lines_before + line
+            raise error from exc
+
+    def _decode_long(self, record: bytes) -> Any:
+        """A long record decoded, when records are decoded here, in slices (`decode_gently`)."""
+        if self.encoding is None:
+            return record
+        encoding, errors = self.encoding
+        try:
+            return decode_gently(record, encoding, errors)
+        except UnicodeDecodeError as exc:
+            error = decode_error(exc, encoding)
+            error.index = 0
+            raise error from exc
+
+    def _long_record(self, data: bytes, end: int) -> tuple[bytes, int]:
+        """Complete the pending record, which ends at ``end`` in ``data`` (or, with ``end``
+        0, at the end of the file): return it, without its line end, and the lines it spans.
+
+        A plain file's record is read again in one call (its pieces were not kept): the
+        kernel copies it into a new ``bytes`` while the GIL is free, where joining the pieces
+        would hold the GIL (and so the event loop) for the whole copy, and freeing hundreds of
+        pieces for longer still. A compressed file's pieces are kept and joined once.
+        """
+        pending = self.pending
+        lines = pending.newlines + (data.count(b"\n", 0, end - 1) if end else 0) + 1
+        length = pending.size + max(end - 1, 0)  # the record without its newline
+        start = self.position - len(data) - pending.size
+        if self.compressed:
+            cr = data[end - 2 : end - 1] == b"\r" if end > 1 else pending.ends_with_cr()
+            keep = end - 1 - cr
+            return pending.take(data[: max(keep, 0)], trim=1 if keep < 0 else 0), lines
+        if end > 1:
+            length -= data[end - 2 : end - 1] == b"\r"
+        else:  # the byte before the line end was read in an earlier block: look again
+            self.raw.seek(start + length - 1)
+            length -= self.raw.read(1) == b"\r"
+        self.raw.seek(start)
+        record = self.raw.read(length)
+        self.raw.seek(self.position)
+        pending.drop()
+        if len(record) != length:
+            raise BrokenInputError(
+                f"{self.path}: expected {self.size} bytes (its size when opened), found "
+                f"{start + len(record)}: it shrank while being read"
+            )
+        return record, lines
 
     def close(self) -> None:
         try:
@@ -157,13 +247,14 @@ class LineSource(Generic[T]):
         self._line = 0  # lines of the current file handed out so far
         self._names: tuple[Any, ...] | None = None  # the current file's header
         self._seen = False  # the current file's header was read
+        self._decode_here = False  # iterated by the caller: records are decoded as read
         self._pending: list[Any] = []
         self._pending_lines: list[int] | None = None  # line of each record, when not in a row
         self._pending_at = 0
         self._pending_origin: tuple[str, int] = ("", 0)
         self._pending_bytes = 0
         self.batch_bytes = 0
-        """Raw bytes of the records the last `read_batch` returned (at least)."""
+        """Raw bytes of the largest block whose records the last `read_batch` returned."""
         self._done = False
         self._closed = False
         self._claimed = False
@@ -191,27 +282,29 @@ class LineSource(Generic[T]):
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[T]:
-        decoder = self.parser
+        # Read by the caller itself: records are decoded on the helper thread that reads
+        # them, one block at a time, and parsed there too when there is a format.
+        self._decode_here = self.encoding is not None
+        parser = self.format_parser
+        text_parser = RecordDecoder(None, self.errors, parser) if parser is not None else None
         try:
             while True:
-                batch, origins = await self.read_batch(65_536)
-                if not batch:
+                if self._pending_at >= len(self._pending) and not await self._fill():
                     return
-                if decoder is not None:
-                    batch = await self._decoded(decoder, batch, origins)
+                batch, origins = await self.read_batch(len(self._pending) - self._pending_at)
+                if text_parser is not None:
+                    batch = await self._parsed(text_parser, batch, origins)
                 for record in batch:
                     yield record
         finally:
             await self.aclose()
 
-    async def _decoded(
-        self, decoder: RecordDecoder, batch: list[Any], origins: list[Origin]
+    async def _parsed(
+        self, parser: RecordDecoder, batch: list[Any], origins: list[Origin]
     ) -> list[Any]:
-        """Decode and parse a batch: on a helper thread when large or with a format."""
+        """Parse a batch of decoded records on a helper thread."""
         try:
-            if self.format_parser is not None or self.batch_bytes > self.block_size:
-                return await asyncio.to_thread(decoder.parse_many, batch)
-            return decoder.parse_many(batch)
+            return await asyncio.to_thread(parser.parse_many, batch)
         except RecordError as exc:
             if exc.index is None:
                 raise
@@ -258,7 +351,13 @@ class LineSource(Generic[T]):
                 return False
             file = self._file
             assert file is not None
-            block = await asyncio.to_thread(file.read_records, self.block_size)
+            try:
+                block = await asyncio.to_thread(file.read_records, self.block_size)
+            except RecordError as exc:  # decoded here: index is the line in the block
+                if exc.index is None:
+                    raise
+                where = f"{self._path}:{self._line + 1 + exc.index}"
+                raise locate(exc, where) from exc.__cause__ or exc
             records, starts = block.records, block.starts
             if not records:
                 if block.at_end:
@@ -293,7 +392,7 @@ class LineSource(Generic[T]):
         assert parser is not None
         header: Any = records[0]
         try:
-            if self.encoding is not None:
+            if self.encoding is not None and isinstance(header, bytes):
                 header = RecordDecoder(self.encoding, self.errors, None).decode_many([header])[0]
             names = parser.read_header(header)
         except RecordError as exc:
@@ -315,7 +414,8 @@ class LineSource(Generic[T]):
         self._line = 0
         self._names = None
         self._seen = False
-        self._file = await asyncio.to_thread(_File, self._path, self._quoted)
+        decoding = (self.encoding, self.errors) if self._decode_here and self.encoding else None
+        self._file = await asyncio.to_thread(_File, self._path, self._quoted, decoding)
         return True
 
     async def _close_file(self) -> None:

@@ -69,7 +69,7 @@ class RecordDecoder:
         self.encoding = encoding
         self.errors = errors
         self.parser = parser
-        self._bound: dict[tuple[Any, ...], Parser] = {}
+        self._bound: dict[tuple[Any, ...], RecordDecoder] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"encoding": self.encoding, "errors": self.errors, "parser": self.parser}
@@ -88,8 +88,14 @@ class RecordDecoder:
         loop: decode one record at a time, a large one in slices (see `decode_gently`).
         """
         if raws and type(raws[0]) is HeadedRecord:
-            return self._headed(raws)
-        texts = self.decode_many(raws, gently)
+            return self._headed(raws, gently)
+        try:
+            texts = self.decode_many(raws, gently)
+        except RecordError as exc:
+            # The records before the one that does not decode may hold an earlier error.
+            if exc.index and self.parser is not None:
+                self.parser.parse_many(self.decode_many(raws[: exc.index], gently))
+            raise
         return self.parser.parse_many(texts) if self.parser is not None else texts
 
     def decode_many(self, raws: list[bytes], gently: bool = False) -> list[Any]:
@@ -124,7 +130,7 @@ class RecordDecoder:
             error.index = index
             raise error from exc
 
-    def _headed(self, raws: list[HeadedRecord]) -> list[Any]:
+    def _headed(self, raws: list[HeadedRecord], gently: bool) -> list[Any]:
         """Records of files with headers: each run from one file parsed with its names."""
         out: list[Any] = []
         start = 0
@@ -133,13 +139,13 @@ class RecordDecoder:
             end = start + 1
             while end < len(raws) and raws[end].names is names:
                 end += 1
+            bound = self._bound.get(names)
+            if bound is None:
+                assert self.parser is not None
+                parser = self.parser.with_names(names)
+                bound = self._bound[names] = RecordDecoder(self.encoding, self.errors, parser)
             try:
-                texts = self.decode_many([record.raw for record in raws[start:end]])
-                parser = self._bound.get(names)
-                if parser is None:
-                    assert self.parser is not None
-                    parser = self._bound[names] = self.parser.with_names(names)
-                out.extend(parser.parse_many(texts))
+                out.extend(bound.parse_many([record.raw for record in raws[start:end]], gently))
             except RecordError as exc:
                 if exc.index is not None:
                     exc.index += start

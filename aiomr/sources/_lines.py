@@ -88,9 +88,14 @@ class _File:
         self.quoted = quoted
         self.encoding = encoding
         """``(encoding, errors)`` to decode records here, or ``None`` to keep them raw."""
+        self.error: RecordError | None = None
+        """A record that did not decode, to raise at the next read."""
 
     def read_records(self, size: int) -> _Block:
         """Read a block and cut the records it completes (blocking)."""
+        if self.error is not None:  # found cutting the last block: raise it now, in order
+            error, self.error = self.error, None
+            raise error
         want = size if self.compressed else min(size, self.left)
         try:
             data = self.stream.read(want) if want else b""
@@ -114,9 +119,8 @@ class _File:
             body = self.pending.drain()
             if not body:
                 return _Block([], None, 0, 0, True)
-            last, first_lines = split_records(self._decode(body), self.quoted)
-            count = len(last) if first_lines is None else body.count(b"\n") + 1
-            return _Block(last, first_lines, count, len(body), True)
+            last, first_lines, count = self._cut(body)
+            return _Block(last, first_lines, count, len(body), self.error is None)
         long: tuple[Any, int] | None = None
         if self.pending.size >= LONG_RECORD and (end := self.pending.record_end(data)):
             record, lines = self._long_record(data, end)
@@ -129,10 +133,7 @@ class _File:
         starts: list[int] | None = None
         count = 0
         if block:
-            body = block[:-1]
-            before = long[1] if long is not None else 0
-            records, starts = split_records(self._decode(body, before), self.quoted)
-            count = len(records) if starts is None else body.count(b"\n") + 1
+            records, starts, count = self._cut(block[:-1])
         size = len(block)
         if long is not None:  # the long record first, on lines of its own
             record, lines = long
@@ -143,19 +144,31 @@ class _File:
             size += len(record)
         return _Block(records, starts, count, size, False)
 
-    def _decode(self, body: bytes, lines_before: int = 0) -> Any:
-        """``body`` decoded, when records are decoded here; a byte that does not decode
-        raises `RecordError` whose ``index`` is the line (in the block) of its record."""
-        if self.encoding is None:
-            return body
-        encoding, errors = self.encoding
-        try:
-            return body.decode(encoding, errors)
-        except UnicodeDecodeError as exc:
-            error = decode_error(exc, encoding)
-            line = [r[0] for r in located_records(body, self.quoted) if r[1] <= exc.start][-1]
-            error.index = lines_before + line
-            raise error from exc
+    def _cut(self, body: bytes) -> tuple[list[Any], list[int] | None, int]:
+        """The records of ``body`` (decoded, when records are decoded here), where they start
+        (as `split_records`) and the lines they span.
+
+        A byte that does not decode stops the cut at the record that holds it: the records
+        before it are returned (they may hold an earlier error, found when they are parsed),
+        and the error is kept in ``error`` for the next read to raise, its ``index`` 0 (the
+        next line).
+        """
+        text: Any = body
+        if self.encoding is not None:
+            try:
+                text = body.decode(*self.encoding)
+            except UnicodeDecodeError as exc:
+                error = decode_error(exc, self.encoding[0])
+                error.__cause__ = exc
+                error.index = 0
+                self.error = error
+                at = [r[1] for r in located_records(body, self.quoted) if r[1] <= exc.start][-1]
+                if not at:
+                    return [], None, 0
+                body = body[: at - 1]
+                text = body.decode(*self.encoding)
+        records, starts = split_records(text, self.quoted)
+        return records, starts, len(records) if starts is None else body.count(b"\n") + 1
 
     def _decode_long(self, record: bytes) -> Any:
         """A long record decoded, when records are decoded here, in slices (`decode_gently`)."""

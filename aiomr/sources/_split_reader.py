@@ -61,7 +61,14 @@ class SplitReader:
         line = 0  # lines of the segment before the block
         for block, _, offset in read_blocks(Split(0, (segment,)), BLOCK_SIZE, self.quoted):
             body = block[:-1] if block.endswith(b"\n") else block
-            records, starts = split_records(self.decode(body, lines, line, offset), self.quoted)
+            text, bad = self._decoded(body, lines, line, offset)
+            if bad is not None:  # the records before the bad one may hold an earlier error
+                error, at = bad
+                body = body[: at - 1]
+                if not at:
+                    raise error
+                text, _ = self._decoded(body, lines, line, offset)
+            records, starts = split_records(text, self.quoted)
             count = len(records) if starts is None else body.count(b"\n") + 1
             skip = 0
             if at_top:  # the file's header: checked, then left out
@@ -76,22 +83,38 @@ class SplitReader:
                     number = starts[index] if starts is not None else index
                     at = offset + _line_start(body, number)
                     raise locate(exc, lines.where(line + number, at)) from exc
+            if bad is not None:
+                if records:
+                    yield records
+                raise bad[0]
             line += count
             if records:
                 yield records
 
     def decode(self, body: bytes, lines: SegmentLines, line: int, offset: int) -> Any:
         """Decode ``body`` (records from ``line`` of a range, at ``offset``); bytes as they
-        are without an encoding."""
+        are without an encoding. A byte that does not decode raises `aiomr.RecordError`."""
+        text, bad = self._decoded(body, lines, line, offset)
+        if bad is not None:
+            raise bad[0]
+        return text
+
+    def _decoded(
+        self, body: bytes, lines: SegmentLines, line: int, offset: int
+    ) -> tuple[Any, tuple[RecordError, int] | None]:
+        """``body`` decoded; or, if a byte does not decode, the error, named by the record
+        that holds the byte (as when records are decoded one by one), and where in ``body``
+        that record starts."""
         if self.encoding is None:
-            return body
+            return body, None
         try:
-            return body.decode(self.encoding, self.errors)
+            return body.decode(self.encoding, self.errors), None
         except UnicodeDecodeError as exc:
-            # Named by the record that holds the byte, as when records are decoded one by one.
             number, at, _ = [r for r in located_records(body, self.quoted) if r[1] <= exc.start][-1]
-            error = decode_error(exc, self.encoding)
-            raise locate(error, lines.where(line + number, offset + at)) from exc
+            where = lines.where(line + number, offset + at)
+            error = locate(decode_error(exc, self.encoding), where)
+            error.__cause__ = exc
+            return None, (error, at)
 
     def bind_header(self, record: Any, lines: SegmentLines, offset: int) -> Parser:
         """The parser for a file whose header is ``record`` (line 0 of the range)."""

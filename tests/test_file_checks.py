@@ -380,3 +380,35 @@ async def test_a_streamed_file_is_read_up_to_its_size_when_opened(tmp_path: path
         rest.extend(more)
     assert batch + rest == [b"%08d" % n for n in range(1000)]
     await source.aclose()
+
+
+def pair(line: str) -> list[tuple[str, int]]:
+    return [(line[:2], 1)]
+
+
+@pytest.mark.parametrize("broken", ["truncated", "malformed"])
+@pytest.mark.parametrize("kind", ["files", "lines"])
+async def test_a_key_based_job_that_fails_on_its_input_leaves_no_file_behind(
+    engine: aiomr.Engine, tmp_path: pathlib.Path, broken: str, kind: str
+) -> None:
+    good = write(tmp_path / "good.txt", numbered(50_000))  # several map tasks first
+    if broken == "truncated":
+        packed = gzip.compress(numbered(200_000))
+        bad = tmp_path / "bad.txt.gz"
+        bad.write_bytes(packed[: len(packed) // 2])
+        error: type[Exception] = aiomr.BrokenInputError
+    else:
+        bad = tmp_path / "bad.txt"
+        bad.write_bytes(numbered(1000) + b"\xff\n")
+        error = aiomr.RecordError
+    make = aiomr.sources.files if kind == "files" else aiomr.sources.lines
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    with pytest.raises(error):
+        await engine.run_by_key(
+            make([good, str(bad)]),
+            aiomr.ReduceByKey(pair, operator.add),
+            temp_dir=str(jobs),
+            chunk_size=5000,
+        )
+    assert list(jobs.iterdir()) == []

@@ -16,7 +16,7 @@ import pytest
 
 import aiomr
 import aiomr.sources
-from aiomr.sources import _lines
+from aiomr.sources import _lines, _streamed
 from aiomr.sources._framing import Pending
 from aiomr.sources._splits import SplitReader, plan_splits
 
@@ -72,7 +72,7 @@ def test_lines_reads_a_long_line_again_in_one_piece_instead_of_keeping_its_block
     most: list[int] = []
     reads: list[int] = []
 
-    class Watched(_lines._File):
+    class Watched(_streamed.StreamedFile):
         def read_records(self, size: int) -> Any:
             block = super().read_records(size)
             most.append(len(self.pending._parts))
@@ -83,7 +83,7 @@ def test_lines_reads_a_long_line_again_in_one_piece_instead_of_keeping_its_block
             reads.append(len(record))
             return record, lines
 
-    monkeypatch.setattr(_lines, "_File", Watched)
+    monkeypatch.setattr(_lines, "StreamedFile", Watched)
 
     async def read() -> list[Any]:
         return [line async for line in aiomr.sources.lines(path, encoding=None, block_size=4096)]
@@ -92,7 +92,7 @@ def test_lines_reads_a_long_line_again_in_one_piece_instead_of_keeping_its_block
 
     assert asyncio.run(read()) == [b"short", b"y" * 5_000_000, b"end"]
     # Past LONG_RECORD the pieces are let go; the line is read again, once, whole.
-    assert max(most) <= _lines.LONG_RECORD // 4096 + 1
+    assert max(most) <= _streamed.LONG_RECORD // 4096 + 1
     assert reads == [5_000_000]
 
 

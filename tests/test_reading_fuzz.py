@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 import aiomr
 import aiomr.sources
 from aiomr.executors import ProcessExecutor
-from aiomr.sources import _file_blocks, _lines, _split_reader
+from aiomr.sources import _file_blocks, _split_reader, _streamed
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "": lambda data: data,
@@ -235,13 +235,13 @@ def short(message: str) -> str:
 def small_blocks(block: int, long_record: int) -> Iterator[None]:
     """Read splits in blocks of ``block`` bytes, and treat streamed records over
     ``long_record`` bytes as long ones: the paths a small file otherwise never takes."""
-    saved = (_split_reader.BLOCK_SIZE, _file_blocks.BLOCK_SIZE, _lines.LONG_RECORD)
+    saved = (_split_reader.BLOCK_SIZE, _file_blocks.BLOCK_SIZE, _streamed.LONG_RECORD)
     _split_reader.BLOCK_SIZE = _file_blocks.BLOCK_SIZE = block
-    _lines.LONG_RECORD = long_record
+    _streamed.LONG_RECORD = long_record
     try:
         yield
     finally:
-        _split_reader.BLOCK_SIZE, _file_blocks.BLOCK_SIZE, _lines.LONG_RECORD = saved
+        _split_reader.BLOCK_SIZE, _file_blocks.BLOCK_SIZE, _streamed.LONG_RECORD = saved
 
 
 def write_files(directory: str, files: list[File]) -> list[str]:

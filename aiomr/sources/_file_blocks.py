@@ -92,10 +92,11 @@ class FileBlocks:
     def __next__(self) -> bytes:
         return next(self._blocks)
 
-    def locate(self, offset: int) -> str:
-        """Name the line at byte ``offset`` of the last block handed out."""
+    def locate(self, offset: int) -> str | None:
+        """Name the line at byte ``offset`` of the last block handed out (``None`` before
+        the first)."""
         if self._where is None:
-            raise ValueError("no block was handed out yet")
+            return None
         lines, line, start = self._where
         block = self._last
         number = block.count(b"\n", 0, offset)
@@ -187,9 +188,10 @@ def map_file_blocks(
     try:
         value = mapper(blocks)
     except RecordError as exc:
-        if exc.offset is None or exc.location is not None:
+        where = None if exc.offset is None or exc.location else blocks.locate(exc.offset)
+        if where is None:
             raise
-        raise locate(exc, blocks.locate(exc.offset)) from exc
+        raise locate(exc, where) from exc
     skipped = tuple(blocks.skipped)
     read = None if blocks.exhausted else blocks.bytes_read
     return Counted(value, blocks.records + len(skipped), skipped, read)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ._badrecords import BadRecord as BadRecord
     from ._engine import Engine as Engine
     from ._exceptions import AiomrError as AiomrError
+    from ._exceptions import BrokenInputError as BrokenInputError
     from ._exceptions import BrokenWorkerError as BrokenWorkerError
     from ._exceptions import ClosedResourceError as ClosedResourceError
     from ._exceptions import EmptySourceError as EmptySourceError
@@ -60,6 +61,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AiomrError",
     "BadRecord",
+    "BrokenInputError",
     "BrokenWorkerError",
     "ClosedResourceError",
     "EmptySourceError",
@@ -101,6 +103,7 @@ __all__ = [
 _WHERE: dict[str, str] = {
     "AiomrError": "._exceptions",
     "BadRecord": "._badrecords",
+    "BrokenInputError": "._exceptions",
     "BrokenWorkerError": "._exceptions",
     "ClosedResourceError": "._exceptions",
     "EmptySourceError": "._exceptions",

@@ -33,8 +33,8 @@ class BadRecord:
     """A record that was skipped, where it came from, and why."""
 
     location: str
-    """``file:line`` for streamed lines, file and byte offset for splits, else the record's
-    position in the source."""
+    """``path:LINE`` for streamed lines, ``path:LINE (byte OFFSET)`` for byte-range splits,
+    else the record's position in the source."""
     record: str
     """A short repr of the record."""
     error: str

@@ -151,7 +151,8 @@ async def dispatch(
                 split_bytes = None if finished.split is None else finished.split.size
                 if split_bytes is not None:
                     stats.records += outcome.records
-                    stats.bytes_done += split_bytes
+                    read = outcome.bytes_read  # a blocks mapper may stop before the end
+                    stats.bytes_done += split_bytes if read is None else read
                 stats.task_seconds += outcome.seconds
                 stats.task_seconds_max = max(stats.task_seconds_max, outcome.seconds)
                 stats.worker_pids.add(outcome.pid)
@@ -255,7 +256,7 @@ def _outcome(future: asyncio.Future[Any], chunk: Chunk[Any]) -> Outcome:
         where = chunk.locate(result.record)
         if isinstance(result.exception, RecordError) and chunk.split is None:
             # Parsed in the worker, located here: only the caller knows file and line.
-            located = RecordError(f"{where}: {result.exception}")
+            located = RecordError(f"{where}: {result.exception}", location=where)
             result = Failure(located, result.traceback, result.pid, result.record, result.reading)
     outcome: Outcome = outcome_of(result, chunk.location, record=where)
     return outcome

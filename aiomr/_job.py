@@ -45,12 +45,8 @@ from ._worker import (
     fold_guarded,
     fold_parsed,
     fold_records,
-    fold_split_chunks,
-    fold_split_guarded,
-    fold_split_records,
     map_chunk,
     map_parsed_chunk,
-    map_split_blocks,
 )
 from .executors import Executor, ShippedCode
 from .sources._lines import LineSource
@@ -83,8 +79,12 @@ class JobOptions:
     def __post_init__(self) -> None:
         check_on_error(self.on_error, self.dead_letter)
         check_max_workers(self.max_workers)
-        if self.on_error != "raise" and self.mode != "record":
-            raise ValueError("on_error='skip' and 'collect' need mode='record'")
+        if self.on_error != "raise" and self.mode == "chunk":
+            # A chunk's mapper sees its records together: one bad record cannot be left out.
+            raise ValueError(
+                "on_error='skip' and 'collect' need mode='record', or mode='blocks' over a "
+                "source that checks its blocks"
+            )
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
             raise TypeError(f"retry must be an aiomr.RetryPolicy, got {self.retry!r}")
         if self.mode not in ("record", "chunk", "blocks"):
@@ -117,19 +117,20 @@ def check_callable(name: str, value: object) -> None:
 
 
 def _body_for(
-    source: object, mode: Mode, mapper: Callable[[Any], Any], reducer: Callable[[Any, Any], Any]
+    source: object,
+    mode: Mode,
+    mapper: Callable[[Any], Any],
+    reducer: Callable[[Any, Any], Any],
+    on_error: OnError = "raise",
 ) -> Callable[[Any, int], Any]:
-    """Choose the task body for the kind of source and the mode."""
+    """Choose the task body for the kind of source, the mode and ``on_error``."""
     if isinstance(source, SplitSource):
-        reader = source.reader
-        if mode == "record":
-            return functools.partial(fold_split_records, reader, mapper, reducer)
-        if mode == "chunk":
-            return functools.partial(fold_split_chunks, reader, mapper, reducer)
-        return functools.partial(map_split_blocks, reader, mapper)
+        return source.task_body(mode, mapper, reducer, on_error)
     if mode == "blocks":
         raise ValueError("mode='blocks' needs a file source: aiomr.sources.files(...)")
     parser = source.parser if isinstance(source, LineSource) else None
+    if on_error != "raise":
+        return functools.partial(fold_guarded, mapper, reducer, parser)
     if mode == "record":
         if parser is not None:
             return functools.partial(fold_parsed, parser, mapper, reducer)
@@ -235,13 +236,7 @@ async def run_map_reduce(
     """
     check_callable("mapper", mapper)
     check_callable("reducer", reducer)
-    if options.on_error == "raise":
-        body = _body_for(source, options.mode, mapper, reducer)
-    elif isinstance(source, SplitSource):
-        body = functools.partial(fold_split_guarded, source.reader, mapper, reducer)
-    else:
-        parser = source.parser if isinstance(source, LineSource) else None
-        body = functools.partial(fold_guarded, mapper, reducer, parser)
+    body = _body_for(source, options.mode, mapper, reducer, options.on_error)
     dead_letter = DeadLetterFile(options.dead_letter) if options.dead_letter else None
     stats = stats if stats is not None else JobStats()
     if folder is None:

@@ -12,11 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._blame import reading, shift_record
 from ._shuffle import Guard, MapOutput, ReduceOutput, ReducePlan, map_keyed, reduce_partition
-from ._worker import Counted, parse_records
+from ._worker import Counted, RecordParser, parse_records
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from .sources._split_source import SplitReading
 
 __all__ = ["MapBody", "ReduceBody"]
@@ -36,8 +34,8 @@ class MapBody:
     """The map task body of a key-based job; a class so its repr names the job's mapper.
 
     With a ``reader`` (a source the workers read: files, SQLite ranges) each task's one record
-    is a split, read here; with a ``parser`` (lines streamed by the caller with a format) the
-    lines are parsed here. ``guarded``: leave bad records out instead of failing the task.
+    is a split, read here; with a ``parser`` (lines streamed by the caller) the raw lines are
+    decoded and parsed here. ``guarded``: leave bad records out instead of failing the task.
     """
 
     def __init__(
@@ -45,7 +43,7 @@ class MapBody:
         plan: ReducePlan,
         *,
         reader: SplitReading | None = None,
-        parser: Callable[[Any], Any] | None = None,
+        parser: RecordParser | None = None,
         guarded: bool = False,
     ) -> None:
         self.plan = plan

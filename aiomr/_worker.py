@@ -19,12 +19,12 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import cloudpickle
 
 from ._blame import INPUT, note_input, note_record, reading, take_note
-from ._exceptions import UnpicklableError
+from ._exceptions import RecordError, UnpicklableError
 from ._sentinels import Marker
 
 __all__ = [
@@ -53,6 +53,8 @@ class Outcome(NamedTuple):
     seconds: float
     pid: int
     skipped: tuple[Any, ...] = ()
+    bytes_read: int | None = None
+    """For a split: the bytes it read, when not all it covers (else ``None``)."""
 
 
 class Failure:
@@ -329,11 +331,13 @@ def execute(body: Callable[[Any, int], Any], payload: Any, start: int) -> Outcom
         record = note if isinstance(note, int) else None
         return Failure(exc, formatted, os.getpid(), record, reading=note == INPUT)
     skipped: tuple[Skipped, ...] = ()
+    read = None
     if isinstance(value, Counted):
-        value, count, skipped = value
+        value, count, skipped, read = value
     else:
         count = len(payload) if isinstance(payload, list) else 0
-    return Outcome(seal(value), count, time.perf_counter() - started, os.getpid(), skipped)
+    seconds = time.perf_counter() - started
+    return Outcome(seal(value), count, seconds, os.getpid(), skipped, read)
 
 
 EMPTY: Any = Marker(__name__, "EMPTY")
@@ -347,6 +351,8 @@ class Counted(NamedTuple):
     value: Any
     records: int
     skipped: tuple[Skipped, ...] = ()
+    bytes_read: int | None = None
+    """For a split: the bytes it read, when not all it covers (else ``None``)."""
 
 
 class Skipped(NamedTuple):
@@ -450,20 +456,31 @@ def _fold_values(
     return Counted(functools.reduce(reducer, values, first), tally.n)
 
 
-def parse_records(parser: Callable[[Any], Any], records: list[Any]) -> list[Any]:
-    """Parse every record; a malformed one raises `RecordError` noting its index."""
-    out = []
-    for index, record in enumerate(records):
-        try:
-            out.append(parser(record))
-        except Exception as exc:
-            note_record(exc, index)
-            raise
-    return out
+class RecordParser(Protocol):
+    """What turns the raw records a source sends into records (`aiomr.sources.lines`)."""
+
+    def __call__(self, raw: Any, /) -> Any:
+        """Parse one record; raise `RecordError` if it is malformed."""
+        ...
+
+    def parse_many(self, raws: list[Any], /) -> list[Any]:
+        """Parse a chunk; a malformed record raises `RecordError` carrying its ``index``."""
+        ...
+
+
+def parse_records(parser: RecordParser, records: list[Any]) -> list[Any]:
+    """Parse every record of a chunk; a malformed one raises `RecordError` noting its index
+    (`aiomr._blame`), so the caller can name its file and line."""
+    try:
+        return parser.parse_many(records)
+    except RecordError as exc:
+        if exc.index is not None:
+            note_record(exc, exc.index)
+        raise
 
 
 def fold_parsed(
-    parser: Callable[[Any], Any],
+    parser: RecordParser,
     mapper: Callable[[Any], Any],
     reducer: Callable[[Any, Any], Any],
     records: list[Any],
@@ -474,7 +491,7 @@ def fold_parsed(
 
 
 def map_parsed_chunk(
-    parser: Callable[[Any], Any], mapper: Callable[[list[Any]], Any], records: list[Any], start: int
+    parser: RecordParser, mapper: Callable[[list[Any]], Any], records: list[Any], start: int
 ) -> Any:
     """Chunk mode over streamed lines: parse here, then map the whole chunk."""
     return mapper(parse_records(parser, records))

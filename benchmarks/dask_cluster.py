@@ -119,7 +119,7 @@ async def split_job(engine: Any, path: str) -> Totals:
 
     empty: dict[bytes, int] = {}
     totals = await engine.map_reduce(
-        aiomr.sources.files(path, encoding=None),
+        aiomr.sources.files(path, encoding=None, format="tsv", fields=4),
         ngram.count_blocks,
         ngram.merge_bytes_totals,
         initial=empty,

@@ -129,7 +129,7 @@ async def split_job(path: str, stats: aiomr.JobStats) -> Totals:
 
     empty: dict[bytes, int] = {}
     totals = await aiomr.map_reduce(
-        aiomr.sources.files(path, encoding=None),
+        aiomr.sources.files(path, encoding=None, format="tsv", fields=4),
         ngram.count_blocks,
         ngram.merge_bytes_totals,
         initial=empty,

@@ -14,17 +14,21 @@ The three ways give the same totals; they differ in where the work happens:
 
 * ``split`` (the default, the fast one): the caller cuts the files into line-aligned byte
   ranges and sends only their coordinates. Each worker reads its ranges itself, in blocks of
-  64 KiB of bytes, and counts them with the fastest pure-Python loop there is for this: one
+  64 KiB of bytes, checks that every line has its four tab-separated fields (one C call per
+  block), and counts them with the fastest pure-Python loop there is for this: one
   ``replace`` and one ``split`` per block, then ``zip`` over every fourth field into
   ``dict.get``. Words stay bytes in the workers; the caller merges one small dict per range
   (the input is sorted by word, so the ranges hardly share words) and decodes once, at the end.
-* ``idiomatic``: the same byte ranges read by the workers, but the mapper sees one decoded
-  line at a time and yields ``(word, match_count)``; `aiomr.map_reduce_by_key` combines each
+* ``idiomatic``: the same byte ranges read by the workers, but the mapper sees one parsed
+  row at a time and yields ``(word, match_count)``; `aiomr.map_reduce_by_key` combines each
   range's pairs by word in the worker, then shuffles and reduces them by key.
 * ``lines``: the idiomatic job fed by `aiomr.sources.lines`: the caller reads the files
-  (aiofiles, 1 MiB at a time) and ships the lines to the workers in chunks. That is the way
-  for input the workers cannot open themselves; here it shows what streaming every line
-  through the caller costs.
+  (128 KiB at a time) and ships the lines to the workers in chunks. That is the way for input
+  the workers cannot open themselves; here it shows what streaming every line through the
+  caller costs.
+
+A line that is not a 1-gram line (not four fields, a count that is not a number) stops every
+way with its file and line, and exit status 1.
 
 The timing and throughput of the run go to stderr.
 """
@@ -45,23 +49,54 @@ import aiomr.sources
 WAYS = ("split", "idiomatic", "lines")
 
 
+SEPARATORS_ONLY = bytes(b for b in range(256) if b not in (9, 10))
+"""What `bytes.translate` deletes to leave a block's tabs and newlines."""
+
+
 def count_blocks(blocks: Iterable[bytes]) -> dict[bytes, int]:
     """Total the match counts of a split's blocks by word, words as bytes (runs in a worker).
 
     Every block holds whole lines. Turning its newlines into tabs makes the block one flat
     list of fields, four per line, in two C calls; the words are every fourth field from the
-    first, the match counts every fourth from the third.
+    first, the match counts every fourth from the third. That only holds if every line has
+    exactly four fields: one line with three would shift every field after it. So a block is
+    checked first, also in C: its tabs and newlines, all else deleted, must read
+    ``"\t\t\t\n"`` once per line. Blocks of ``files(..., format="tsv", fields=4)`` come
+    checked already (their iterator says so), and are not checked twice.
     """
     counts: dict[bytes, int] = {}
     get = counts.get
+    checked = getattr(blocks, "tsv_fields", None) == 4
     for block in blocks:
+        if not checked:
+            separators = block.translate(None, SEPARATORS_ONLY)
+            if not block.endswith(b"\n"):
+                separators += b"\n"
+            if separators != b"\t\t\t\n" * (len(separators) // 4):
+                raise bad_line(block)
         fields = block.replace(b"\n", b"\t").split(b"\t")
-        # A block ending in a newline leaves one empty field after its last line.
-        if len(fields) % 4 != block.endswith(b"\n"):
-            raise ValueError(f"a line without 4 tab-separated fields in the block {block[:80]!r}")
-        for word, count in zip(fields[0::4], map(int, fields[2::4]), strict=False):
-            counts[word] = get(word, 0) + count
+        try:
+            for word, count in zip(fields[0::4], map(int, fields[2::4]), strict=False):
+                counts[word] = get(word, 0) + count
+        except ValueError:  # a match count that is not a number
+            raise bad_line(block) from None
     return counts
+
+
+def bad_line(block: bytes) -> aiomr.RecordError:
+    """Name the first line of ``block`` that is not a 1-gram line, by its offset in the block
+    (aiomr turns that into its file and line)."""
+    offset = 0
+    for line in block.split(b"\n"):
+        fields = line.split(b"\t")
+        if len(fields) != 4:
+            return aiomr.RecordError(f"expected 4 fields, found {len(fields)}", offset=offset)
+        try:
+            int(fields[2])
+        except ValueError:
+            return aiomr.RecordError(f"match_count {fields[2]!r} is not a number", offset=offset)
+        offset += len(line) + 1
+    return aiomr.RecordError("a block that is not 1-gram lines", offset=0)
 
 
 def merge(totals: dict[bytes, int], more: dict[bytes, int]) -> dict[bytes, int]:
@@ -85,9 +120,9 @@ def decode(totals: dict[bytes, int]) -> dict[str, int]:
         raise ValueError(f"a word that is not UTF-8: {exc.object!r}") from None
 
 
-def word_and_count(line: str) -> Iterator[tuple[str, int]]:
-    """The idiomatic mapper: yield ``(word, match_count)`` for one line."""
-    word, _year, match_count, _volume_count = line.split("\t")
+def word_and_count(row: list[str]) -> Iterator[tuple[str, int]]:
+    """The idiomatic mapper: yield ``(word, match_count)`` for one row of four fields."""
+    word, _year, match_count, _volume_count = row
     yield word, int(match_count)
 
 
@@ -96,7 +131,7 @@ async def count_words(paths: list[str], way: str, workers: int | None) -> dict[s
     if way == "split":
         empty: dict[bytes, int] = {}
         totals = await aiomr.map_reduce(
-            aiomr.sources.files(paths, encoding=None),
+            aiomr.sources.files(paths, encoding=None, format="tsv", fields=4),
             count_blocks,
             merge,
             initial=empty,
@@ -107,10 +142,15 @@ async def count_words(paths: list[str], way: str, workers: int | None) -> dict[s
         return await asyncio.to_thread(decode, totals)
     if way == "idiomatic":
         return await aiomr.map_reduce_by_key(
-            aiomr.sources.files(paths), word_and_count, operator.add, max_workers=workers
+            aiomr.sources.files(paths, format="tsv", fields=4),
+            word_and_count,
+            operator.add,
+            max_workers=workers,
         )
     if way == "lines":
-        lines: aiomr.sources.LineSource[str] = aiomr.sources.lines(paths)
+        lines: aiomr.sources.LineSource[list[str]] = aiomr.sources.lines(
+            paths, format="tsv", fields=4
+        )
         return await aiomr.map_reduce_by_key(
             lines, word_and_count, operator.add, max_workers=workers
         )
@@ -159,7 +199,7 @@ async def main(args: argparse.Namespace) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"ngram: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:  # a line that is not in the 1-gram format, or not UTF-8
+    except (ValueError, aiomr.BrokenInputError) as exc:  # a bad line, or a file cut short
         print(f"ngram: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - started

@@ -76,7 +76,7 @@ def test_skip_leaves_bad_records_out_and_says_so(
     assert done.stdout == "a\t2\nb\t1\n"
     assert done.stderr == (
         f"aiomr: skipped 2 bad records of 5, written to {dead}; the first at "
-        f"{data}: line at byte offset 2: ValueError: no 'bad one'\n"
+        f"{data}:2 (byte 2): ValueError: no 'bad one'\n"
     )
     written = [json.loads(line) for line in dead.read_text().splitlines()]
     assert [bad["record"] for bad in written] == ["b'bad one'", "b'bad two'"]
@@ -89,8 +89,8 @@ def test_collect_lists_every_bad_record(picky: tuple[pathlib.Path, pathlib.Path]
     lines = done.stderr.splitlines()
     assert lines[0].startswith("aiomr: skipped 2 bad records of 5; the first at ")
     assert lines[1:] == [
-        f"aiomr: bad record at {data}: line at byte offset 2: ValueError: no 'bad one': b'bad one'",
-        f"aiomr: bad record at {data}: line at byte offset 14: ValueError: no 'bad two': b'bad two'",
+        f"aiomr: bad record at {data}:2 (byte 2): ValueError: no 'bad one': b'bad one'",
+        f"aiomr: bad record at {data}:5 (byte 14): ValueError: no 'bad two': b'bad two'",
     ]
 
 

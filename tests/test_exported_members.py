@@ -15,6 +15,7 @@ def test_top_level_members() -> None:
     assert aiomr.__all__ == [
         "AiomrError",
         "BadRecord",
+        "BrokenInputError",
         "BrokenWorkerError",
         "ClosedResourceError",
         "EmptySourceError",

@@ -8,6 +8,7 @@ run it, as a script in a fresh process.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pathlib
 import statistics
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 import aiomr
+import aiomr.sources
 
 ROOT = pathlib.Path(aiomr.__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -220,8 +222,46 @@ def test_count_blocks_reads_blocks_with_and_without_a_final_newline() -> None:
     ]
     assert ngram.count_blocks(blocks) == {b"Aardvark": 7, b"zebra": 12}
     assert ngram.merge({b"a": 1}, {b"a": 2, b"b": 3}) == {b"a": 3, b"b": 3}
-    with pytest.raises(ValueError, match="4 tab-separated fields"):
+    with pytest.raises(aiomr.RecordError, match=r"^expected 4 fields, found 3$") as caught:
         ngram.count_blocks([b"Aardvark\t1900\t3\n"])
+    assert caught.value.offset == 0
+
+
+# Three fields, then five: as many fields as two good lines, every field after them shifted.
+SHIFTED = b"Aardvark\t2000\t10\t3\nAardvark\t2001\t20\nAardvark\t2002\t30\t5\nZebra\t2000\t7\t1\n"
+SPACES = b"Aardvark\t2000\t10\t3\nAardvark 2001 20 4\nZebra\t2000\t7\t1\n"
+
+
+@pytest.mark.parametrize(
+    ("block", "offset", "message"),
+    [
+        (SHIFTED, 19, "expected 4 fields, found 3"),
+        (SPACES, 19, "expected 4 fields, found 1"),
+        (b"a\t1\t2\t3\nb\t1\tx\t3\n", 8, "match_count b'x' is not a number"),
+        (b"a\t1\t2\t3\n\n", 8, "expected 4 fields, found 1"),
+    ],
+)
+def test_count_blocks_refuses_a_block_with_a_line_that_is_not_a_1gram_line(
+    block: bytes, offset: int, message: str
+) -> None:
+    ngram = load_example("ngram")
+    with pytest.raises(aiomr.RecordError) as caught:
+        ngram.count_blocks([block])
+    assert str(caught.value) == message
+    assert caught.value.offset == offset
+
+
+@pytest.mark.parametrize("way", ["split", "idiomatic", "lines"])
+def test_a_shifted_row_fails_every_way_with_its_file_and_line(
+    tmp_path: pathlib.Path, way: str
+) -> None:
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(SHIFTED)
+    done = run_script("ngram.py", str(bad), "--workers", "2", "--way", way)
+    assert done.returncode == 1, done.stdout
+    assert done.stdout == ""
+    where = f"{bad}:2 (byte 19)" if way != "lines" else f"{bad}:2"
+    assert done.stderr == f"ngram: {where}: expected 4 fields, found 3\n"
 
 
 @pytest.mark.parametrize("way", ["split", "idiomatic", "lines"])
@@ -259,3 +299,91 @@ def test_a_malformed_line_is_one_line_and_status_1(tmp_path: pathlib.Path, way: 
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
+
+
+# `aiomr ngram` and the library call it makes ---------------------------------------------------
+
+
+def test_the_command_fails_on_a_shifted_row_with_its_file_and_line(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(SHIFTED)
+    done = subprocess.run(
+        [sys.executable, "-m", "aiomr", "ngram", str(bad), "--word", "Zebra", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert f"RecordError: {bad}:2 (byte 19): expected 4 " in done.stderr
+
+
+def test_count_ngram_blocks_refuses_what_is_not_a_1gram_line() -> None:
+    from aiomr.cli import count_ngram_blocks
+
+    assert count_ngram_blocks([b"a\t1\t2\t3\nb\t1\t5\t3", b"a\t2\t4\t1\n"]) == {b"a": 6, b"b": 5}
+    for block, offset in [(SHIFTED, 19), (SPACES, 19), (b"a\t1\tx\t3\n", 0)]:
+        with pytest.raises(aiomr.RecordError) as caught:
+            count_ngram_blocks([block])
+        assert caught.value.offset == offset
+
+
+def ngram_source(path: pathlib.Path) -> Any:
+    """What ``aiomr ngram`` reads: 1-gram files, every line checked to have four fields."""
+    import aiomr.sources
+
+    return aiomr.sources.files([path], encoding=None, format="tsv", fields=4)
+
+
+@pytest.mark.parametrize("checked", [True, False])
+async def test_the_ngram_job_raises_at_a_shifted_row(
+    engine: aiomr.Engine, tmp_path: pathlib.Path, checked: bool
+) -> None:
+    from aiomr.cli import count_ngram_blocks, merge_totals
+
+    path = tmp_path / "bad.tsv"
+    path.write_bytes(SHIFTED)
+    # Checked by the reader, or (a source without format=) by count_ngram_blocks itself.
+    source = ngram_source(path) if checked else aiomr.sources.files(path, encoding=None)
+    with pytest.raises(aiomr.RecordError) as caught:
+        await engine.map_reduce(source, count_ngram_blocks, merge_totals, mode="blocks", initial={})
+    message = "expected 4 fields, found 3" if checked else "expected 4 tab-separated fields"
+    assert str(caught.value).startswith(f"{path}:2 (byte 19): {message}")
+    assert caught.value.location == f"{path}:2 (byte 19)"
+
+
+@pytest.mark.parametrize("on_error", ["skip", "collect"])
+async def test_the_ngram_job_skips_a_shifted_row_and_counts_the_others_right(
+    engine: aiomr.Engine, tmp_path: pathlib.Path, on_error: str
+) -> None:
+    from aiomr.cli import count_ngram_blocks, merge_totals
+
+    path = tmp_path / "bad.tsv"
+    path.write_bytes(SHIFTED)
+    dead = tmp_path / "dead.jsonl"
+    stats = aiomr.JobStats()
+    totals = await engine.map_reduce(
+        ngram_source(path),
+        count_ngram_blocks,
+        merge_totals,
+        mode="blocks",
+        initial={},
+        on_error=on_error,  # type: ignore[arg-type]
+        dead_letter=dead,
+        stats=stats,
+    )
+    assert totals == {b"Aardvark": 40, b"Zebra": 7}
+    assert (stats.records, stats.records_reduced, stats.records_skipped) == (4, 3, 1)
+    bad = aiomr.BadRecord(
+        f"{path}:2 (byte 19)",
+        repr(b"Aardvark\t2001\t20"),
+        "RecordError: expected 4 fields, found 3",
+    )
+    assert stats.bad_sample == [bad]
+    assert stats.bad_records == ([bad] if on_error == "collect" else [])
+    assert [json.loads(line) for line in dead.read_text().splitlines()] == [
+        {"location": bad.location, "record": bad.record, "error": bad.error}
+    ]
+    assert stats.bytes_done == stats.bytes_total == len(SHIFTED)

@@ -69,13 +69,14 @@ def is_open(path: str) -> bool:
 
 
 async def read_all(source: LineSource[Any], limit: int = 1000) -> list[Any]:
-    """Every line of ``source``, read the way jobs read it (whole batches)."""
+    """Every line of ``source``, read the way jobs read it (whole batches of raw records),
+    then decoded and parsed the way the workers do it."""
     out: list[Any] = []
     while True:
         batch, _ = await source.read_batch(limit)
         if not batch:
             return out
-        out.extend(batch)
+        out.extend(source.parser.parse_many(batch) if source.parser is not None else batch)
 
 
 class Hung(Exception):
@@ -255,7 +256,7 @@ async def test_async_iteration_yields_lines_in_order_and_aclose_closes_the_file(
 async def test_a_closed_line_source_yields_nothing_more(tmp_path: pathlib.Path) -> None:
     source = aiomr.sources.lines(many_lines(tmp_path))
     batch, _ = await source.read_batch(10)
-    assert batch == [str(i) for i in range(10)]
+    assert batch == [b"%d" % i for i in range(10)]  # raw: the workers decode
     await source.aclose()
     assert await read_all(source) == []
 
@@ -372,7 +373,8 @@ def test_lines_reads_every_line_once_in_order_with_its_origin(
                     origins, [*firsts[1:], len(batch)], strict=True
                 ):
                     origin_of.extend((path, line + k) for k in range(end - first))
-                got.extend(batch)
+                assert source.parser is not None or not text
+                got.extend(source.parser.parse_many(batch) if source.parser else batch)
             assert await source.read_batch(limit) == ([], [])
             await source.aclose()
             return got, origin_of
@@ -468,10 +470,20 @@ def test_lines_and_files_check_their_arguments() -> None:
     for make in (aiomr.sources.lines, aiomr.sources.files):
         with pytest.raises(LookupError):
             make("x", encoding="no-such-codec")
-        with pytest.raises(ValueError, match=r"^format= parses text: give an encoding$"):
-            make("x", format="tsv", encoding=None)
-        with pytest.raises(ValueError, match=r"^fields= and convert= need format="):
+        for format in ("csv", "jsonl"):
+            with pytest.raises(ValueError, match=rf"^format='{format}' parses text: give an"):
+                make("x", format=format, encoding=None)  # type: ignore[arg-type]
+        make("x", format="tsv", encoding=None)  # rows of bytes
+        with pytest.raises(ValueError, match=r"^fields=, convert=, header= and names= need"):
             make("x", fields=2)
+        with pytest.raises(ValueError, match=r"^fields=, convert=, header= and names= need"):
+            make("x", header=True)
+        with pytest.raises(ValueError, match=r"^header= and names= name the fields of TSV"):
+            make("x", format="jsonl", header=True)
+        with pytest.raises(ValueError, match=r"^fields=3 but names= has 2$"):
+            make("x", format="csv", fields=3, names=["a", "b"])
+        with pytest.raises(ValueError, match=r"^names must be distinct"):
+            make("x", format="csv", names=["a", "a"])
         with pytest.raises(ValueError, match=r"^format must be 'tsv', 'csv' or 'jsonl'"):
             make("x", format="xml")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match=r"^fields must be >= 1$"):
@@ -822,7 +834,8 @@ def test_small_files_are_packed_and_large_ones_cut(tmp_path: pathlib.Path) -> No
         [("s3.txt", 0, 10), ("s4.txt", 0, 10)],
     ]
     assert splits[6].size == os.path.getsize(gz)
-    assert "z.txt.gz bytes 0..end" in splits[6].describe()
+    assert "z.txt.gz bytes [0, end)" in splits[6].describe()
+    assert splits[2].describe() == f"split 2 ({large} bytes [0, 27))"
 
 
 def test_a_line_longer_than_the_split_stays_whole(tmp_path: pathlib.Path) -> None:
@@ -1003,7 +1016,9 @@ async def test_a_bad_line_in_a_split_is_named_by_file_and_byte_offset(
         if kind == "decode"
         else "expected 2 fields, found 1"
     )
-    assert str(caught.value) == f"{bad}: line at byte offset {offset}: {problem}"
+    line = pathlib.Path(bad).read_bytes()[:offset].count(b"\n") + 1
+    assert str(caught.value) == f"{bad}:{line} (byte {offset}): {problem}"
+    assert caught.value.location == f"{bad}:{line} (byte {offset})"
     assert isinstance(caught.value.__cause__, aiomr.WorkerTraceback)
 
 
@@ -1015,7 +1030,8 @@ async def test_a_bad_line_is_named_in_chunk_mode_and_keyed_jobs(
     source = aiomr.sources.files(paths, split_size=split_size)
     with pytest.raises(aiomr.RecordError) as caught:
         await run_job(engine, source, how, pair_with_one)
-    assert str(caught.value).startswith(f"{bad}: line at byte offset {offset}: cannot decode")
+    line = pathlib.Path(bad).read_bytes()[:offset].count(b"\n") + 1
+    assert str(caught.value).startswith(f"{bad}:{line} (byte {offset}): cannot decode")
 
 
 async def test_blocks_mode_needs_a_file_source(

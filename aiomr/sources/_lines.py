@@ -1,36 +1,46 @@
-"""Stream the lines of files through the caller, in large blocks, without blocking the loop.
+"""Stream the records of files through the caller, in large blocks, without blocking the loop.
 
-Each file is read in blocks of ``block_size`` bytes through aiofiles (one thread hop per block,
-never per line); gzip, bzip2 and xz files are decompressed on the same helper thread. A block is
-cut after its last newline, decoded once and split into lines in C, so a line never straddles
-two decodes (newline bytes cannot occur inside a multi-byte character of an ASCII-compatible
-encoding such as UTF-8 or Latin-1).
+Each file is read in blocks of ``block_size`` bytes, one helper-thread hop per block (never
+per line); gzip, bzip2 and xz files are decompressed on the same helper thread, and so is
+the cutting: a block is cut after its last record end, and the records before it are split
+apart in C (`aiomr.sources._streamed`). A record longer than a block costs time linear in
+its length.
 
-The source tracks where every line came from (file and line number): aiomr's chunker pulls
-whole batches with `LineSource.read_batch` and keeps those origins, so a malformed line is
-reported as ``file:line``.
+As a job's source the records stay raw ``bytes``: the workers decode and parse them
+(`aiomr.sources._decode`), so the event loop never decodes, and a record that does not
+decode is a bad record like any other. Iterated directly (``async for``), the source decodes
+each block's records on the helper thread that reads them, and parses them on a helper
+thread too when it has a format.
+
+The source tracks where every record came from (file and line number): aiomr's chunker pulls
+whole batches with `LineSource.read_batch` and keeps those origins, so a malformed record is
+reported as ``path:LINE``.
+
+A file is read up to the size it had when opened: a line being appended meanwhile is not
+read half-written. A file that ends before that size (truncated while read) raises
+`aiomr.BrokenInputError`, as does compressed data that is cut short or corrupt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-import aiofiles
-
 from .._exceptions import RecordError
+from ._decode import HeadedRecord, RecordDecoder
+from ._locate import locate
 from ._parse import Format, Parser, make_parser
-from ._paths import PathsLike, expand_paths, is_compressed, open_binary
+from ._paths import PathsLike, expand_paths
+from ._streamed import StreamedFile
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "LineSource", "Origin", "lines"]
 
 DEFAULT_BLOCK_SIZE = 128 << 10
 """Bytes per read: large enough that the thread hop per block is noise (128 KiB = ~6,000
-n-gram lines), small enough that decoding and splitting a block, which happens on the event
-loop in one C call each, is short (0.22 ms; 2.8 ms for 1 MiB, which put the n-gram key-value
-job's loop lag p99 near 10 ms against 5-6 ms at 128 KiB, at the same speed)."""
+n-gram lines), small enough that splitting a block, which holds the GIL for one C call, is
+short."""
 
 T = TypeVar("T", str, bytes)
 
@@ -39,7 +49,7 @@ Origin = tuple[int, str, int]
 
 
 class LineSource(Generic[T]):
-    """The lines of one or more files, as an async iterator (see `lines`).
+    """The records of one or more files, as an async iterator (see `lines`).
 
     Cancellation: closing (``aclose``) at any point closes the open file.
     """
@@ -62,14 +72,23 @@ class LineSource(Generic[T]):
         self.encoding = encoding
         self.errors = errors
         self.block_size = block_size
-        self.parser = parser
-        """Applied to each line in the workers (not here), when set."""
-        self._file: Any = None
+        self.format_parser = parser
+        """The parser of ``format=``, if any."""
+        self.parser: RecordDecoder | None = None
+        """Decodes and parses the raw records of `read_batch` in the workers; ``None`` when
+        they are the records (bytes, no format)."""
+        if encoding is not None or parser is not None:
+            self.parser = RecordDecoder(encoding, errors, parser)
+        self._quoted = parser is not None and parser.format == "csv"
+        self._file: StreamedFile | None = None
         self._file_index = -1
         self._path = ""
         self._line = 0  # lines of the current file handed out so far
-        self._rest = b""
+        self._names: tuple[Any, ...] | None = None  # the current file's header
+        self._seen = False  # the current file's header was read
+        self._decode_here = False  # iterated by the caller: records are decoded as read
         self._pending: list[Any] = []
+        self._pending_lines: list[int] | None = None  # line of each record, when not in a row
         self._pending_at = 0
         self._pending_origin: tuple[str, int] = ("", 0)
         self._done = False
@@ -99,19 +118,42 @@ class LineSource(Generic[T]):
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[T]:
+        # Read by the caller itself: records are decoded on the helper thread that reads
+        # them, one block at a time, and parsed there too when there is a format.
+        self._decode_here = self.encoding is not None
+        parser = self.format_parser
+        text_parser = RecordDecoder(None, self.errors, parser) if parser is not None else None
         try:
             while True:
-                batch, _ = await self.read_batch(65_536)
-                if not batch:
+                if self._pending_at >= len(self._pending) and not await self._fill():
                     return
-                for line in batch:
-                    yield line
+                batch, origins = await self.read_batch(len(self._pending) - self._pending_at)
+                if text_parser is not None:
+                    batch = await self._parsed(text_parser, batch, origins)
+                for record in batch:
+                    yield record
         finally:
             await self.aclose()
 
-    async def read_batch(self, limit: int) -> tuple[list[T], list[Origin]]:
-        """Return up to ``limit`` lines and where runs of them start; empty at the end."""
-        out: list[T] = []
+    async def _parsed(
+        self, parser: RecordDecoder, batch: list[Any], origins: list[Origin]
+    ) -> list[Any]:
+        """Parse a batch of decoded records on a helper thread."""
+        try:
+            return await asyncio.to_thread(parser.parse_many, batch)
+        except RecordError as exc:
+            if exc.index is None:
+                raise
+            where = _origin_of(origins, exc.index)
+            raise locate(exc, where) from exc.__cause__ or exc
+
+    async def read_batch(self, limit: int) -> tuple[list[Any], list[Origin]]:
+        """Return up to ``limit`` raw records and where runs of them start; empty at the end.
+
+        Raw records are ``bytes`` (or `HeadedRecord` for files with a header): what
+        ``parser`` turns into records in the workers.
+        """
+        out: list[Any] = []
         if self._closed:
             return out, []
         origins: list[Origin] = []
@@ -120,59 +162,80 @@ class LineSource(Generic[T]):
                 break
             take = self._pending[self._pending_at : self._pending_at + (limit - len(out))]
             path, first = self._pending_origin
-            origins.append((len(out), path, first + self._pending_at))
+            if self._pending_lines is None:
+                origins.append((len(out), path, first + self._pending_at))
+            else:  # records over several lines: a run ends at each of them
+                lines = self._pending_lines
+                previous = -2
+                for k in range(self._pending_at, self._pending_at + len(take)):
+                    if lines[k] != previous + 1:
+                        origins.append((len(out) + k - self._pending_at, path, first + lines[k]))
+                    previous = lines[k]
             self._pending_at += len(take)
             out.extend(take)
         return out, origins
 
     async def _fill(self) -> bool:
-        """Load the next block's lines into the pending list; False at the end of all files."""
+        """Load the next block's records into the pending list; False at the end of all files."""
         while True:
             if self._done:
                 return False
             if self._file is None and not await self._next_file():
                 self._done = True
                 return False
-            block = await self._read()
-            if block:
-                data = self._rest + block
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:
-                    self._rest = data
-                    continue
-                self._rest = data[cut:]
-                chunk = data[: cut - 1]
-            elif self._rest:
-                chunk, self._rest = self._rest, b""
-            else:
-                await self._close_file()
+            file = self._file
+            assert file is not None
+            try:
+                block = await asyncio.to_thread(file.read_records, self.block_size)
+            except RecordError as exc:  # decoded here: index is the line in the block
+                if exc.index is None:
+                    raise
+                where = f"{self._path}:{self._line + 1 + exc.index}"
+                raise locate(exc, where) from exc.__cause__ or exc
+            records, starts = block.records, block.starts
+            if not records:
+                if block.at_end:
+                    await self._close_file()
                 continue
-            lines = self._split(chunk)
-            self._pending = lines
+            first = self._line + 1
+            self._line += block.lines
+            if self._needs_header():
+                records, starts, first = self._take_header(records, starts, first)
+                if not records:
+                    continue
+            pending: list[Any] = records
+            if self._names is not None:
+                names = self._names
+                pending = [HeadedRecord(names, record) for record in records]
+            self._pending = pending
+            self._pending_lines = starts
             self._pending_at = 0
-            self._pending_origin = (self._path, self._line + 1)
-            self._line += len(lines)
+            self._pending_origin = (self._path, first)
             return True
 
-    def _split(self, chunk: bytes) -> list[Any]:
-        # The chunk's final newline is already cut off: a "\r" before it ends a CRLF line.
-        if chunk.endswith(b"\r"):
-            chunk = chunk[:-1]
-        if self.encoding is None:
-            if b"\r" in chunk:
-                chunk = chunk.replace(b"\r\n", b"\n")
-            return chunk.split(b"\n")
+    def _needs_header(self) -> bool:
+        parser = self.format_parser
+        return parser is not None and parser.header and self._names is None and not self._seen
+
+    def _take_header(
+        self, records: list[bytes], starts: list[int] | None, first: int
+    ) -> tuple[list[bytes], list[int] | None, int]:
+        """Check the file's header (its first record) and take it off ``records``."""
+        parser = self.format_parser
+        assert parser is not None
+        header: Any = records[0]
         try:
-            text = chunk.decode(self.encoding, self.errors)
-        except UnicodeDecodeError as exc:
-            line = self._line + chunk.count(b"\n", 0, exc.start) + 1
-            raise RecordError(
-                f"{self._path}:{line}: cannot decode as {self.encoding}: {exc.reason} "
-                f"(byte {exc.object[exc.start : exc.start + 1]!r})"
-            ) from exc
-        if "\r" in text:
-            text = text.replace("\r\n", "\n")
-        return text.split("\n")
+            if self.encoding is not None and isinstance(header, bytes):
+                header = RecordDecoder(self.encoding, self.errors, None).decode_many([header])[0]
+            names = parser.read_header(header)
+        except RecordError as exc:
+            raise locate(exc, f"{self._path}:{first}") from exc.__cause__ or exc
+        self._seen = True
+        if parser.names is None:
+            self._names = names
+        if starts is None:
+            return records[1:], None, first + 1
+        return records[1:], starts[1:], first
 
     async def _next_file(self) -> bool:
         if self._paths is None:
@@ -182,27 +245,15 @@ class LineSource(Generic[T]):
             return False
         self._path = self._paths[self._file_index]
         self._line = 0
-        self._rest = b""
-        if is_compressed(self._path):
-            self._file = await asyncio.to_thread(open_binary, self._path)
-        else:
-            self._file = await aiofiles.open(self._path, "rb")
+        self._names = None
+        self._seen = False
+        decoding = (self.encoding, self.errors) if self._decode_here and self.encoding else None
+        self._file = await asyncio.to_thread(StreamedFile, self._path, self._quoted, decoding)
         return True
-
-    async def _read(self) -> bytes:
-        if isinstance(self._file, aiofiles.threadpool.binary.AsyncBufferedReader):
-            data: bytes = await self._file.read(self.block_size)
-            return data
-        read: Callable[[int], bytes] = self._file.read
-        return await asyncio.to_thread(read, self.block_size)
 
     async def _close_file(self) -> None:
         file, self._file = self._file, None
-        if file is None:
-            return
-        if isinstance(file, aiofiles.threadpool.binary.AsyncBufferedReader):
-            await file.close()
-        else:
+        if file is not None:
             await asyncio.to_thread(file.close)
 
     async def aclose(self) -> None:
@@ -210,6 +261,13 @@ class LineSource(Generic[T]):
         self._done = True
         self._closed = True
         await self._close_file()
+
+
+def _origin_of(origins: list[Origin], index: int) -> str:
+    for first, path, line in reversed(origins):
+        if first <= index:
+            return f"{path}:{line + index - first}"
+    return f"record {index}"
 
 
 def lines(
@@ -220,9 +278,11 @@ def lines(
     format: Format | None = None,
     fields: int | None = None,
     convert: Callable[[Any], Any] | None = None,
+    header: bool = False,
+    names: Sequence[Any] | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> LineSource[Any]:
-    """Stream the lines of files through the caller, as an async iterator.
+    """Stream the lines (or parsed records) of files through the caller, as an async iterator.
 
     ```python
     import aiomr
@@ -232,29 +292,39 @@ def lines(
             ...
     ```
 
-    As a job's source, the lines travel to the workers in chunks; prefer `files` for local
-    files, where each worker reads its own byte range and the caller sends only coordinates.
-    `lines` is for what `files` cannot split: compressed files read as one stream, files on
-    mounts the workers cannot see, or a caller that must look at every line.
+    As a job's source, the raw records travel to the workers in chunks and are decoded and
+    parsed there; prefer `files` for local files, where each worker reads its own byte range
+    and the caller sends only coordinates. `lines` is for what `files` cannot split:
+    compressed files read as one stream, files on mounts the workers cannot see, or a caller
+    that must look at every record.
 
     Args:
         paths: a path, a glob (``*``, ``?``, ``[``, ``**``) or a directory (its files,
             recursively, hidden ones skipped), or a list of them; read in that order.
-        encoding: decode lines with it; ``None`` yields ``bytes``.
+        encoding: decode records with it; ``None`` yields ``bytes``.
         errors: what to do with undecodable bytes, as for `bytes.decode` (``"strict"``
-            raises `aiomr.RecordError` naming the file and line).
-        format: ``"tsv"``, ``"csv"`` or ``"jsonl"`` to parse each line into a record in the
-            workers, before the mapper; malformed lines raise `aiomr.RecordError`.
+            raises `aiomr.RecordError` naming the file and line, or skips the record under
+            ``on_error="skip"``).
+        format: ``"tsv"``, ``"csv"`` or ``"jsonl"`` to parse each record (in the workers,
+            for a job); malformed records raise `aiomr.RecordError`. A CSV record may hold
+            newlines in quoted fields.
         fields: for TSV and CSV, the number of fields every row must have.
-        convert: applied to each parsed row in the workers.
+        convert: applied to each parsed row.
+        header: TSV and CSV: the first record of every file names the fields; rows
+            become dicts.
+        names: TSV and CSV: the field names (rows become dicts); with ``header=True``,
+            the header every file must have.
         block_size: bytes per read.
 
-    Lines come without their line ending (``\\n`` or ``\\r\\n``). A missing file raises
+    Records come without their line ending (``\\n`` or ``\\r\\n``). A missing file raises
     `FileNotFoundError` on the first read.
     """
-    parser = make_parser(format, fields, convert)
-    if parser is not None and encoding is None:
-        raise ValueError("format= parses text: give an encoding")
+    parser = make_parser(format, fields, convert, header, names)
+    if parser is not None and encoding is None and parser.format != "tsv":
+        raise ValueError(
+            f"format={parser.format!r} parses text: give an encoding "
+            "(with encoding=None only format='tsv' splits bytes)"
+        )
     source: LineSource[Any] = LineSource(
         paths, encoding=encoding, errors=errors, block_size=block_size, parser=parser
     )

@@ -8,7 +8,8 @@ reader. The protocols say what the job needs of each part.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 __all__ = ["AnySplit", "SplitPlan", "SplitReading", "SplitSource"]
@@ -28,7 +29,7 @@ class AnySplit(Protocol):
         ...
 
     def describe(self) -> str:
-        """Name it for messages: ``split 3 (notes.txt bytes 0..1048576)``."""
+        """Name it for messages: ``split 3 (notes.txt bytes [0, 1048576))``."""
         ...
 
 
@@ -65,11 +66,11 @@ class SplitReading(Protocol):
         """The records in one item of `blocks`."""
         ...
 
-    def located_lines(self, split: Any) -> Iterator[tuple[str, int, Any]]:
+    def located_lines(self, split: Any) -> Iterator[tuple[Any, int, Any]]:
         """The split's raw records with a place and an offset there (to skip bad ones)."""
         ...
 
-    def where(self, place: str, offset: int) -> str:
+    def where(self, place: Any, offset: int) -> str:
         """Name a record that `located_lines` gave, for messages about it."""
         ...
 
@@ -95,3 +96,32 @@ class SplitSource:
         """Plan the splits (blocking); return them and the largest split size in bytes for
         ``workers`` workers."""
         raise NotImplementedError
+
+    def task_body(
+        self,
+        mode: str,
+        mapper: Callable[[Any], Any],
+        reducer: Callable[[Any, Any], Any],
+        on_error: str,
+    ) -> Callable[[Any, int], Any]:
+        """The body of the job's map tasks: reads a split in a worker and maps it.
+
+        ``on_error`` other than ``"raise"`` reads records one by one and skips bad ones; in
+        ``mode="blocks"`` only a source whose reader can check its blocks can do that.
+        """
+        from .. import _worker
+
+        reader = self.reader
+        if on_error != "raise":
+            if mode == "blocks":
+                raise ValueError(
+                    f"on_error={on_error!r} with mode='blocks' needs a source that checks "
+                    "every line of a block before the mapper sees it: "
+                    "aiomr.sources.files(..., format='tsv', fields=N)"
+                )
+            return functools.partial(_worker.fold_split_guarded, reader, mapper, reducer)
+        if mode == "record":
+            return functools.partial(_worker.fold_split_records, reader, mapper, reducer)
+        if mode == "chunk":
+            return functools.partial(_worker.fold_split_chunks, reader, mapper, reducer)
+        return functools.partial(_worker.map_split_blocks, reader, mapper)

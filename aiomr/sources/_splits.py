@@ -2,30 +2,33 @@
 
 Cutting (`SplitCutter`, on a helper thread, one split at a time as the job asks for them):
 every local uncompressed file is cut into ranges of about ``split_size`` bytes, each boundary
-moved forward to just after the next newline (a read of a few kilobytes per boundary), so
-every range holds whole lines and every line belongs to exactly one range. Files smaller than
-``split_size`` are packed together, several per split, so a directory of small files does
-not cost one task each. A compressed file cannot be cut: it is one split, decompressed by the
-worker that reads it.
+moved forward to just after the next record end (a read of a few kilobytes per boundary), so
+every range holds whole records and every record belongs to exactly one range. A record ends
+at a newline; a CSV record only at a newline after an even number of quote characters since
+the start of the file (a quoted field may hold newlines), so cutting CSV counts the quotes of
+every byte before each boundary: one extra read of the file by the caller, in C
+(`bytes.count`), at disk or page-cache speed. Files smaller than ``split_size`` are packed
+together, several per split, so a directory of small files does not cost one task each. A
+compressed file cannot be cut: it is one split, decompressed by the worker that reads it.
+The size, modification time and identity of every file are recorded as it is planned, and
+checked by the worker that reads it (see `aiomr.sources._segments`).
 
-Reading (`read_blocks`, `read_lines`, in the worker): open, seek, read ``BLOCK_SIZE`` bytes at
-a time, cut each block after its last newline. Blocks of 16-64 KiB keep the working set in
-the CPU caches; larger blocks are measurably slower for the tight counting loops this path is
-for.
+Reading: `aiomr.sources._split_reader.SplitReader` in the worker.
 """
 
 from __future__ import annotations
 
 import codecs
-import itertools
+import functools
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import IO, Any
 
-from .._exceptions import RecordError
+from ._locate import COUNT_BLOCK
 from ._parse import Format, Parser, make_parser
-from ._paths import PathsLike, expand_paths, is_compressed, open_binary
+from ._paths import PathsLike, expand_paths, is_compressed
+from ._segments import BLOCK_SIZE, Segment, Split, read_blocks, stamp_of
+from ._split_reader import SplitReader
 from ._split_source import SplitSource
 
 __all__ = [
@@ -34,12 +37,12 @@ __all__ = [
     "Segment",
     "Split",
     "SplitCutter",
+    "SplitReader",
     "files",
     "plan_splits",
+    "read_blocks",
 ]
 
-BLOCK_SIZE = 64 * 1024
-"""Bytes a worker reads at a time."""
 _PROBE = 64 * 1024
 """Bytes read at a boundary to find the next newline (more if a line is longer)."""
 AUTO_SPLITS_PER_WORKER = 4
@@ -62,44 +65,7 @@ def auto_split_size(total: int, workers: int) -> int:
     return max(MIN_AUTO_SPLIT, -(-total // count))
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """Bytes ``[start, end)`` of one file; ``end`` is ``-1`` for "to the end" (compressed)."""
-
-    path: str
-    start: int
-    end: int
-
-
-@dataclass(frozen=True, slots=True)
-class Split:
-    """The unit of work of a file source: one or more segments, read by one worker."""
-
-    index: int
-    segments: tuple[Segment, ...]
-
-    @property
-    def size(self) -> int:
-        """Bytes on disk this split covers (compressed files count their file size)."""
-        total = 0
-        for segment in self.segments:
-            if segment.end >= 0:
-                total += segment.end - segment.start
-            else:
-                total += os.path.getsize(segment.path)
-        return total
-
-    def describe(self) -> str:
-        """Name the split's ranges for messages."""
-        parts = []
-        for s in self.segments[:3]:
-            end = "end" if s.end < 0 else str(s.end)
-            parts.append(f"{s.path} bytes {s.start}..{end}")
-        more = f" and {len(self.segments) - 3} more" if len(self.segments) > 3 else ""
-        return f"split {self.index} ({', '.join(parts)}{more})"
-
-
-def _next_line_start(f: Any, position: int, size: int) -> int:
+def _next_line_start(f: IO[bytes], position: int, size: int) -> int:
     """Return the offset just after the first newline at or after ``position``."""
     f.seek(position)
     while position < size:
@@ -113,20 +79,52 @@ def _next_line_start(f: Any, position: int, size: int) -> int:
     return size
 
 
-class SplitCutter:
-    """Cut ``paths`` into line-aligned splits one at a time, each of the size asked then.
+def _next_record_start(
+    f: IO[bytes], start: int, odd: bool, position: int, size: int
+) -> tuple[int, bool]:
+    """Return the offset just after the first CSV record end at or after ``position``, and
+    the quote parity there; ``odd`` is the parity of the quotes before ``start``."""
+    f.seek(start)
+    at = start
+    while at < position:  # the quotes up to the boundary: the one full read of the file
+        data = f.read(min(COUNT_BLOCK, position - at))
+        if not data:
+            break
+        odd ^= bool(data.count(b'"') & 1)
+        at += len(data)
+    while at < size:
+        data = f.read(_PROBE)
+        if not data:
+            break
+        begin = 0
+        while (newline := data.find(b"\n", begin)) >= 0:
+            odd ^= bool(data.count(b'"', begin, newline) & 1)
+            begin = newline + 1
+            if not odd:
+                return at + begin, False
+        odd ^= bool(data.count(b'"', begin) & 1)
+        at += len(data)
+    return size, odd
 
-    `cut` is blocking (it reads a few kilobytes at a boundary): call it on a helper thread.
-    Cutting lazily lets a job size each split by what the earlier ones took (see
-    `aiomr._chunker.ChunkSizer.split_bytes`); with one size throughout it cuts exactly what
-    `plan_splits` plans.
+
+class SplitCutter:
+    """Cut ``paths`` into record-aligned splits one at a time, each of the size asked then.
+
+    `cut` is blocking (it reads a few kilobytes at a boundary; for CSV, ``quoted``, every
+    byte before it): call it on a helper thread. Cutting lazily lets a job size each split by
+    what the earlier ones took (see `aiomr._chunker.ChunkSizer.split_bytes`); with one size
+    throughout it cuts exactly what `plan_splits` plans.
     """
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], *, quoted: bool = False) -> None:
         self._paths = paths
-        self._sizes = [os.path.getsize(path) for path in paths]
+        stats = [os.stat(path) for path in paths]
+        self._sizes = [stat.st_size for stat in stats]
+        self._stamps = [stamp_of(stat) for stat in stats]
+        self._quoted = quoted
         self._file = 0
         self._offset = 0
+        self._odd = False  # CSV: the parity of the quotes before _offset in the file
         self._count = 0
         self.total = sum(self._sizes)
         """Bytes on disk the splits will cover (compressed files count their file size)."""
@@ -135,26 +133,27 @@ class SplitCutter:
         """Return the next split of about ``split_size`` bytes, or ``None`` at the end.
 
         Files smaller than ``split_size`` are packed together while they fit; a larger file
-        is cut into ranges of ``split_size``, each ending just after a newline; a compressed
+        is cut into ranges of ``split_size``, each ending just after a record; a compressed
         file is a split of its own.
         """
         packed: list[Segment] = []
         packed_bytes = 0
         while self._file < len(self._paths):
             path, size = self._paths[self._file], self._sizes[self._file]
+            stamp = self._stamps[self._file]
             if self._offset == 0:  # at the start of a file: pack it, or cut it
                 if is_compressed(path):
                     if packed:
                         break
                     self._file += 1
-                    return self._split((Segment(path, 0, -1),))
+                    return self._split((Segment(path, 0, -1, size, stamp),))
                 if size == 0:
                     self._file += 1
                     continue
                 if size < split_size:
                     if packed and packed_bytes + size > split_size:
                         break
-                    packed.append(Segment(path, 0, size))
+                    packed.append(Segment(path, 0, size, size, stamp))
                     packed_bytes += size
                     self._file += 1
                     continue
@@ -165,11 +164,15 @@ class SplitCutter:
                 end = size
             else:
                 with open(path, "rb") as f:
-                    end = _next_line_start(f, start + split_size - 1, size)
+                    boundary = start + split_size - 1
+                    if self._quoted:
+                        end, self._odd = _next_record_start(f, start, self._odd, boundary, size)
+                    else:
+                        end = _next_line_start(f, boundary, size)
             self._offset = end
             if end >= size:
-                self._file, self._offset = self._file + 1, 0
-            return self._split((Segment(path, start, end),))
+                self._file, self._offset, self._odd = self._file + 1, 0, False
+            return self._split((Segment(path, start, end, size, stamp),))
         return self._split(tuple(packed)) if packed else None
 
     def _split(self, segments: tuple[Segment, ...]) -> Split:
@@ -178,42 +181,14 @@ class SplitCutter:
         return split
 
 
-def plan_splits(paths: list[str], split_size: int) -> list[Split]:
-    """Cut ``paths`` into line-aligned splits of about ``split_size`` bytes (blocking)."""
-    cutter = SplitCutter(paths)
+def plan_splits(paths: list[str], split_size: int, *, quoted: bool = False) -> list[Split]:
+    """Cut ``paths`` into record-aligned splits of about ``split_size`` bytes (blocking)."""
+    cutter = SplitCutter(paths, quoted=quoted)
     return list(iter(lambda: cutter.cut(split_size), None))
 
 
-def read_blocks(split: Split, block_size: int = BLOCK_SIZE) -> Iterator[tuple[bytes, Segment, int]]:
-    """Yield ``(block, segment, offset)``: blocks of whole lines and where each starts."""
-    for segment in split.segments:
-        with open_binary(segment.path) as f:
-            if segment.start:
-                f.seek(segment.start)
-            position = segment.start
-            remaining = segment.end - segment.start if segment.end >= 0 else -1
-            rest = b""
-            while remaining != 0:
-                want = block_size if remaining < 0 else min(block_size, remaining)
-                data = f.read(want)
-                if not data:
-                    break
-                if remaining > 0:
-                    remaining -= len(data)
-                data = rest + data
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:
-                    rest = data
-                    continue
-                rest = data[cut:]
-                yield data[:cut], segment, position
-                position += cut
-            if rest:
-                yield rest, segment, position
-
-
 class FileSource(SplitSource):
-    """Files read by the workers themselves, in line-aligned byte ranges (see `files`)."""
+    """Files read by the workers themselves, in record-aligned byte ranges (see `files`)."""
 
     def __init__(
         self,
@@ -230,110 +205,44 @@ class FileSource(SplitSource):
             codecs.lookup(encoding)
         self.paths_arg = paths
         self.split_size = split_size
-        self.reader = SplitReader(encoding, errors, parser)
+        self.reader: SplitReader = SplitReader(encoding, errors, parser)
 
     def cutter(self, workers: int) -> tuple[SplitCutter, int]:
         """Expand the paths (blocking); return a cutter for them and the split size to use
         for ``workers`` workers: ``split_size``, or `auto_split_size` of the total."""
-        cutter = SplitCutter(expand_paths(self.paths_arg))
+        cutter = SplitCutter(expand_paths(self.paths_arg), quoted=self.reader.quoted)
         size = self.split_size
         if size is None:
             size = auto_split_size(cutter.total, workers)
         return cutter, size
 
+    def task_body(
+        self,
+        mode: str,
+        mapper: Callable[[Any], Any],
+        reducer: Callable[[Any, Any], Any],
+        on_error: str,
+    ) -> Callable[[Any, int], Any]:
+        """As for `SplitSource`; ``mode="blocks"`` hands the mapper checked blocks."""
+        if mode != "blocks":
+            return super().task_body(mode, mapper, reducer, on_error)
+        parser = self.reader.parser
+        if parser is not None and parser.format != "tsv":
+            raise ValueError(
+                f"mode='blocks' hands the mapper raw bytes and checks only TSV lines; "
+                f"format={parser.format!r} records are checked by parsing them: "
+                "use mode='record' or mode='chunk'"
+            )
+        checked = parser is not None and (parser.fields is not None or parser.header)
+        if on_error != "raise" and not checked:
+            raise ValueError(
+                f"on_error={on_error!r} with mode='blocks' needs a source that checks every "
+                "line of a block before the mapper sees it: "
+                "aiomr.sources.files(..., format='tsv', fields=N) (or header=True)"
+            )
+        from ._file_blocks import map_file_blocks
 
-class SplitReader:
-    """Read the records of a split in a worker: decode, split lines, parse."""
-
-    def __init__(self, encoding: str | None, errors: str, parser: Parser | None) -> None:
-        self.encoding = encoding
-        self.errors = errors
-        self.parser = parser
-
-    def blocks(self, split: Split) -> Iterator[bytes]:
-        """The split's raw bytes, in blocks that end at a line boundary."""
-        for block, _, _ in read_blocks(split):
-            yield block
-
-    def line_blocks(self, split: Split) -> Iterator[list[Any]]:
-        """The split's records, one list per block."""
-        decode = self.encoding
-        parse = self.parser
-        for block, segment, offset in read_blocks(split):
-            body = block[:-1] if block.endswith(b"\n") else block
-            if body.endswith(b"\r"):  # a CRLF line whose "\n" was just cut off
-                body = body[:-1]
-            if decode is None:
-                yield (body.replace(b"\r\n", b"\n") if b"\r" in body else body).split(b"\n")
-                continue
-            try:
-                text = body.decode(decode, self.errors)
-            except UnicodeDecodeError as exc:
-                line_start = body.rfind(b"\n", 0, exc.start) + 1
-                raise RecordError(
-                    f"{segment.path}: line at byte offset {offset + line_start}: cannot decode "
-                    f"as {decode}: {exc.reason} (byte {exc.object[exc.start : exc.start + 1]!r})"
-                ) from exc
-            if "\r" in text:
-                text = text.replace("\r\n", "\n")
-            records: list[Any] = text.split("\n")
-            if parse is not None:
-                records = self._parse(records, body, segment, offset)
-            yield records
-
-    def _parse(self, lines: list[str], body: bytes, segment: Segment, offset: int) -> list[Any]:
-        parse = self.parser
-        assert parse is not None
-        out = []
-        for i, line in enumerate(lines):
-            try:
-                out.append(parse(line))
-            except RecordError as exc:
-                position = offset + _nth_line_start(body, i)
-                raise RecordError(f"{segment.path}: line at byte offset {position}: {exc}") from exc
-        return out
-
-    def located_lines(self, split: Split) -> Iterator[tuple[str, int, bytes]]:
-        """The split's raw lines, each with its file and byte offset (for skipping bad ones)."""
-        for block, segment, offset in read_blocks(split):
-            position = offset
-            for line in block.split(b"\n"):
-                if position - offset >= len(block):
-                    break
-                yield segment.path, position, line.removesuffix(b"\r")
-                position += len(line) + 1
-
-    @staticmethod
-    def where(path: str, offset: int) -> str:
-        """Name a line that `located_lines` gave, for messages about it."""
-        return f"{path}: line at byte offset {offset}"
-
-    @staticmethod
-    def records_in_block(block: bytes) -> int:
-        """The lines in one of the raw blocks that `blocks` gives."""
-        return block.count(b"\n") + (not block.endswith(b"\n"))
-
-    def decode_and_parse(self, line: bytes) -> Any:
-        """Turn one raw line into a record: decode, then parse; raise on malformed input."""
-        if self.encoding is None:
-            return line
-        text = line.decode(self.encoding, self.errors)
-        return self.parser(text) if self.parser is not None else text
-
-    def records(self, split: Split) -> Iterator[Any]:
-        """The split's records one by one.
-
-        Chained in C: a generator's ``yield from`` costs some 35 ns more per record, a
-        measurable share of a key-value job's time per line.
-        """
-        return itertools.chain.from_iterable(self.line_blocks(split))
-
-
-def _nth_line_start(body: bytes, n: int) -> int:
-    position = 0
-    for _ in range(n):
-        position = body.index(b"\n", position) + 1
-    return position
+        return functools.partial(map_file_blocks, self.reader, mapper, on_error != "raise")
 
 
 def files(
@@ -345,11 +254,13 @@ def files(
     format: Format | None = None,
     fields: int | None = None,
     convert: Callable[[Any], Any] | None = None,
+    header: bool = False,
+    names: Sequence[Any] | None = None,
 ) -> FileSource:
-    """Read local files as line records, each worker reading its own byte ranges.
+    """Read local files as records, each worker reading its own byte ranges.
 
     The fast path for files on a disk the workers can see: the caller only cuts the files
-    into line-aligned ranges and sends their coordinates; workers open, read, decode and
+    into record-aligned ranges and sends their coordinates; workers open, read, decode and
     parse. The caller's memory and CPU stay flat whatever the input size.
 
     ```python
@@ -366,7 +277,9 @@ def files(
     With ``mode="record"`` (the default) the mapper sees one line (or parsed row) at a time;
     with ``mode="chunk"`` a list of them (one block, about 64 KiB of input); with
     ``mode="blocks"`` (`aiomr.map_reduce` only) an iterator over the split's raw ``bytes``
-    blocks, each ending at a line boundary, for hand-tuned loops.
+    blocks, each ending at a line end, for hand-tuned loops: with ``format="tsv"`` and
+    ``fields=N`` (or a header) every line of every block is checked first, and
+    ``on_error="skip"`` cuts bad lines out.
 
     Args:
         paths: paths, globs or directories, as for `aiomr.sources.lines`.
@@ -375,15 +288,26 @@ def files(
             `aiomr.Engine` at most what its ``split_seconds`` reads. Smaller files are
             packed several per split; compressed files (gzip, bzip2, xz) are one split
             each, decompressed by the worker.
-        encoding: decode lines with it; ``None`` gives ``bytes``.
+        encoding: decode records with it; ``None`` gives ``bytes`` (and, with
+            ``format="tsv"``, rows of ``bytes`` fields).
         errors: as for `bytes.decode`; ``"strict"`` raises `aiomr.RecordError` naming the
-            file and the byte offset of the line.
-        format: ``"tsv"``, ``"csv"`` or ``"jsonl"`` to parse each line in the workers,
-            as for `aiomr.sources.lines`.
+            record as ``path:LINE (byte OFFSET)``.
+        format: ``"tsv"``, ``"csv"`` or ``"jsonl"`` to parse each record in the workers,
+            as for `aiomr.sources.lines`; CSV records may hold newlines in quoted fields.
         fields: for TSV and CSV, the number of fields every row must have.
         convert: applied to each parsed row in the workers.
+        header: TSV and CSV: the first record of every file names the fields; rows
+            become dicts.
+        names: TSV and CSV: the field names (rows become dicts); with ``header=True``,
+            the header every file must have.
+
+    A file that is smaller than planned, replaced, or rewritten in place by the time a
+    worker reads it raises `aiomr.BrokenInputError`; one that grew is read as planned.
     """
-    parser = make_parser(format, fields, convert)
-    if parser is not None and encoding is None:
-        raise ValueError("format= parses text: give an encoding")
+    parser = make_parser(format, fields, convert, header, names)
+    if parser is not None and encoding is None and parser.format != "tsv":
+        raise ValueError(
+            f"format={parser.format!r} parses text: give an encoding "
+            "(with encoding=None only format='tsv' splits bytes)"
+        )
     return FileSource(paths, split_size=split_size, encoding=encoding, errors=errors, parser=parser)

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 from ._cli_jobs import count_ngram_blocks, merge_totals, words_of
 from ._cli_load import UsageError, load_job, version
-from ._cli_run import NOT_YET_SKIPPING, run_command
-from ._exceptions import AiomrError, WorkerTraceback
+from ._cli_run import run_command
+from ._exceptions import AiomrError, BrokenInputError, RecordError, WorkerTraceback
 from ._loop import run as run_loop
 from ._stats import JobStats
 
@@ -233,8 +233,6 @@ def _check_options(args: argparse.Namespace) -> None:
         args.executor = "process"
     if args.dead_letter is not None and args.on_error == "raise":
         raise UsageError("--dead-letter needs --on-error skip or --on-error collect")
-    if args.on_error != "raise" and args.command in NOT_YET_SKIPPING:
-        raise UsageError(f"--on-error {args.on_error} is not supported yet for {args.command}")
 
 
 class _NotTheCommandsSummary(logging.Filter):
@@ -270,8 +268,13 @@ class _CommandHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def report_failure(exc: BaseException) -> None:
     """Print why the job failed on stderr: for an error of the job's code, its traceback
-    (the worker's, when it came from one), then the error and its notes, one line each."""
-    if isinstance(exc.__cause__, WorkerTraceback):
+    (the worker's, when it came from one), then the error and its notes, one line each.
+
+    Malformed or broken input is not the job's code: its message names the file and line,
+    and a traceback through aiomr's reader would only hide that."""
+    if isinstance(exc, RecordError | BrokenInputError):
+        pass
+    elif isinstance(exc.__cause__, WorkerTraceback):
         print(exc.__cause__.formatted.rstrip(), file=sys.stderr)
     elif not isinstance(exc, AiomrError) and exc.__traceback__ is not None:
         frames = "".join(traceback.format_tb(exc.__traceback__))

@@ -110,14 +110,6 @@ def test_wordcount_takes_the_options_too(tmp_path: pathlib.Path) -> None:
     ("args", "message"),
     [
         (
-            ["ngram", "--on-error", "skip"],
-            "aiomr: --on-error skip is not supported yet for ngram\n",
-        ),
-        (
-            ["ngram", "--on-error", "collect"],
-            "aiomr: --on-error collect is not supported yet for ngram\n",
-        ),
-        (
             ["wordcount", "--dead-letter", "bad.jsonl"],
             "aiomr: --dead-letter needs --on-error skip or --on-error collect\n",
         ),
@@ -302,3 +294,38 @@ def test_a_local_dask_cluster_is_quiet_unless_asked(tmp_path: pathlib.Path) -> N
     )
     assert verbose.returncode == 0, verbose.stderr
     assert "aiomr: Scheduler closing" in verbose.stderr
+
+
+NGRAMS = "Aardvark\t2000\t10\t3\nAardvark\t2001\t20\nAardvark\t2002\t30\t5\nZebra\t2000\t7\t1\n"
+"""Four 1-gram lines, the second with only three fields: it must never shift the others."""
+
+
+def test_ngram_fails_on_a_row_without_four_fields(tmp_path: pathlib.Path) -> None:
+    data = tmp_path / "ngrams.tsv"
+    data.write_text(NGRAMS)
+    done = aiomr_command("ngram", str(data), "--word", "Zebra")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith(
+        f"aiomr: RecordError: {data}:2 (byte 19): expected 4 fields, found 3\n"
+    )
+
+
+@pytest.mark.parametrize("how", ["skip", "collect"])
+def test_ngram_skips_a_row_without_four_fields(tmp_path: pathlib.Path, how: str) -> None:
+    data = tmp_path / "ngrams.tsv"
+    data.write_text(NGRAMS)
+    dead = tmp_path / "bad.jsonl"
+    for word, total in (("Zebra", 7), ("Aardvark", 40)):
+        dead.unlink(missing_ok=True)
+        done = aiomr_command(
+            "ngram", str(data), "--word", word, "--on-error", how, "--dead-letter", str(dead)
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"{word} has appeared {total} times\n"
+        assert done.stderr.startswith(
+            f"aiomr: skipped 1 bad record of 4, written to {dead}; the first at {data}:2 (byte 19)"
+        )
+        [bad] = [json.loads(line) for line in dead.read_text().splitlines()]
+        assert bad["location"] == f"{data}:2 (byte 19)"
+        assert bad["record"] == "b'Aardvark\\t2001\\t20'"

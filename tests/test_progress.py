@@ -98,8 +98,7 @@ async def test_the_library_logs_what_it_survives(
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("aiomr")]
     # How it ended is named, and that another worker takes its place.
     assert any(
-        m.startswith("worker ") and "exited with status 3; starting another" in m
-        for m in messages
+        m.startswith("worker ") and "exited with status 3; starting another" in m for m in messages
     )
     assert any("again" in m for m in messages)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._blame import reading, shift_record
 from ._shuffle import Guard, MapOutput, ReduceOutput, ReducePlan, map_keyed, reduce_partition
-from ._worker import Counted, RecordParser, parse_records
+from ._worker import Counted, RecordParser, close_reading, parse_records
 
 if TYPE_CHECKING:
     from .sources._split_source import SplitReading
@@ -55,8 +55,11 @@ class MapBody:
         if self.guarded:
             return self._skipping(records, start)
         if self.reader is not None:
-            blocks = reading(self.reader.line_blocks(records[0]))
-            outputs, count = map_keyed(self.plan, blocks, 0)
+            lines = self.reader.line_blocks(records[0])
+            try:
+                outputs, count = map_keyed(self.plan, reading(lines), 0)
+            finally:
+                close_reading(lines)
             return Counted(outputs, count)
         if self.parser is not None:
             records = parse_records(self.parser, records)

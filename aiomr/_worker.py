@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import operator
 import os
 import pickle
@@ -504,13 +505,21 @@ def fold_split_records(
     splits: list[Any],
     start: int,
 ) -> Counted:
-    """Record mode over a byte-range split: read, decode, parse and fold it here."""
+    """Record mode over a byte-range split: read, decode, parse and fold it here.
+
+    The records are the reader's blocks chained in C; the blocks' generator is closed in
+    ``finally``, so a split whose mapper fails leaves no file or cursor open behind it.
+    """
     tally = _Tally()
+    blocks = reader.line_blocks(splits[0])
     try:
-        return _fold_values(map(mapper, tally.wrap(reader.records(splits[0]))), reducer, tally)
+        records = itertools.chain.from_iterable(blocks)
+        return _fold_values(map(mapper, tally.wrap(records)), reducer, tally)
     except Exception as exc:  # at the last record handed out, unless reading failed
         note_record(exc, tally.n - 1)
         raise
+    finally:
+        close_reading(blocks)
 
 
 def fold_split_chunks(
@@ -522,7 +531,11 @@ def fold_split_chunks(
 ) -> Counted:
     """Chunk mode over a split: the mapper sees one block's records at a time."""
     tally = _Tally(len)
-    return _fold_values(map(mapper, tally.wrap(reader.line_blocks(splits[0]))), reducer, tally)
+    blocks = reader.line_blocks(splits[0])
+    try:
+        return _fold_values(map(mapper, tally.wrap(blocks)), reducer, tally)
+    finally:
+        close_reading(blocks)
 
 
 def map_split_blocks(
@@ -534,8 +547,25 @@ def map_split_blocks(
     about 1% of a tight counting loop).
     """
     tally = _Tally(reader.records_in_block)
-    value = mapper(tally.wrap(reader.blocks(splits[0])))
+    blocks = reader.blocks(splits[0])
+    try:
+        value = mapper(tally.wrap(blocks))
+    finally:
+        close_reading(blocks)
     return Counted(value, tally.n)
+
+
+def close_reading(items: object) -> None:
+    """Close what a task read its input from (a generator holding a file or a database
+    cursor), if it can be closed.
+
+    An exception keeps the frames it passed through, and with them a half-read generator,
+    for as long as the exception lives: in the caller, for threads and inline execution,
+    that may be long. Closing in ``finally`` releases the input when the task ends.
+    """
+    close = getattr(items, "close", None)
+    if close is not None:
+        close()
 
 
 def fold_records(

@@ -16,7 +16,7 @@ line's offset in its block; `FileBlocks.locate` names it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import RecordError
@@ -92,6 +92,10 @@ class FileBlocks:
     def __next__(self) -> bytes:
         return next(self._blocks)
 
+    def close(self) -> None:
+        """Close the file being read, if any; hand out nothing more. Idempotent."""
+        self._blocks.close()
+
     def locate(self, offset: int) -> str | None:
         """Name the line at byte ``offset`` of the last block handed out (``None`` before
         the first)."""
@@ -103,7 +107,7 @@ class FileBlocks:
         at = block.rfind(b"\n", 0, offset) + 1
         return lines.where(line + number, start + at)
 
-    def _generate(self) -> Iterator[bytes]:
+    def _generate(self) -> Generator[bytes, None, None]:
         for segment in self._split.segments:
             yield from self._segment_blocks(segment)
         self.exhausted = True
@@ -192,6 +196,8 @@ def map_file_blocks(
         if where is None:
             raise
         raise locate(exc, where) from exc
+    finally:
+        blocks.close()  # now, not when the error's traceback lets go of the mapper's frame
     skipped = tuple(blocks.skipped)
     read = None if blocks.exhausted else blocks.bytes_read
     return Counted(value, blocks.records + len(skipped), skipped, read)

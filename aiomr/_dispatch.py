@@ -204,7 +204,7 @@ async def _payload(chunk: Chunk[Any], seals: bool) -> Any:
     """What to send for ``chunk``: its records, or, for an executor whose workers unseal them
     (``seals_chunks``), a large chunk pickled on a helper thread (`seal_records`)."""
     records = chunk.records
-    if seals and chunk.split is None and type(records) is list and len(records) >= SEAL_MIN_ITEMS:
+    if seals and chunk.split is None and type(records) is list and _large(records):
         try:
             return await asyncio.to_thread(seal_records, records)
         except Exception as exc:
@@ -212,6 +212,21 @@ async def _payload(chunk: Chunk[Any], seals: bool) -> Any:
                 raise _unpicklable(chunk, exc, back=False) from exc
             raise
     return records
+
+
+SEAL_MIN_BYTES = 1 << 20
+"""A chunk of fewer records than `SEAL_MIN_ITEMS` is sealed too when its records (strings,
+bytes) hold this many: one long line would otherwise be pickled on the event loop."""
+
+
+def _large(records: list[Any]) -> bool:
+    """Whether a chunk is worth pickling on a helper thread: many records, or big ones."""
+    if len(records) >= SEAL_MIN_ITEMS:
+        return True
+    try:
+        return sum(map(len, records)) >= SEAL_MIN_BYTES  # C speed; a guess for containers
+    except TypeError:  # records without a length: numbers, say
+        return False
 
 
 def judge(exc: BaseException) -> Verdict:

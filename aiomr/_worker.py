@@ -223,11 +223,10 @@ SEAL_MIN_ITEMS = 2_000
 class _SliceReader:
     """A file over bytes whose ``read`` is Python code: see `Sealed`."""
 
-    __slots__ = ("_at", "_data", "_view")
+    __slots__ = ("_at", "_view")
 
-    def __init__(self, data: bytes | bytearray) -> None:
-        self._data = data
-        self._view = memoryview(data)
+    def __init__(self, data: Any) -> None:
+        self._view = memoryview(data).cast("B")
         self._at = 0
 
     def read(self, size: int = -1) -> bytes:
@@ -245,11 +244,14 @@ class _SliceReader:
         return end - start
 
     def readline(self) -> bytes:
+        # Only the text opcodes of pickle protocols below 4 read lines: rare, so plain.
         start = self._at
-        end = self._data.find(b"\n", start)
-        end = len(self._data) if end < 0 else end + 1
+        end = start
+        while end < len(self._view) and self._view[end] != 10:
+            end += 1
+        end = min(end + 1, len(self._view))
         self._at = end
-        return bytes(self._data[start:end])
+        return self._view[start:end].tobytes()
 
 
 class Sealed:
@@ -266,8 +268,16 @@ class Sealed:
 
     __slots__ = ("data",)
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview | pickle.PickleBuffer) -> None:
         self.data = data
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        # At protocol 5 the bytes may travel out of band: aiomr's process pool writes them to
+        # the worker's pipe as they are, and reads them into the buffer the unpickler gets,
+        # so a large chunk or partial is never copied by pickle (a GIL-holding memcpy).
+        if isinstance(protocol, int) and protocol >= 5:
+            return (Sealed, (pickle.PickleBuffer(self.data),))
+        return (Sealed, (bytes(self.data),))
 
 
 def seal(value: Any) -> Any:

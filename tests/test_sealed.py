@@ -137,3 +137,28 @@ async def test_a_large_chunk_that_cannot_be_pickled_is_named() -> None:
             r"pickled to cross to a worker",
         ):
             await engine.map_reduce(records, id, operator.add, chunk_size=len(records))
+
+
+def test_sealed_bytes_cross_the_pool_out_of_band() -> None:
+    from aiomr.executors._process_worker import pack, unpack
+
+    data = pickle.dumps(list(range(300_000)), pickle.HIGHEST_PROTOCOL)
+    parts = pack((len, (Sealed(data), 0)))
+    # The sealed bytes are one of the frame's parts as they are: pickle never copied them.
+    assert any(memoryview(part).obj is data for part in parts)
+    frame = bytearray(b"".join(bytes(memoryview(part)) for part in parts))
+    fn, (sealed, start) = unpack(frame)
+    assert (fn, start) == (len, 0)
+    assert memoryview(sealed.data).obj is frame  # read back as a view, not a copy
+    assert unseal(sealed) == list(range(300_000))
+    # Pickled by anything else, a sealed value still carries its bytes in band.
+    assert pickle.loads(pickle.dumps(Sealed(data), 4)).data == data
+
+
+def test_a_chunk_of_a_few_huge_records_is_sealed_off_the_loop() -> None:
+    from aiomr._dispatch import _large
+
+    assert _large([b"x" * (2 << 20)])  # one long line
+    assert _large([0] * SEAL_MIN_ITEMS)
+    assert not _large([b"short", b"lines"])
+    assert not _large([1, 2, 3])  # no length: judged by count alone

@@ -34,7 +34,6 @@ import logging
 import multiprocessing
 import multiprocessing.context
 import os
-import pickle
 import selectors
 import signal
 import threading
@@ -52,9 +51,8 @@ except ImportError:  # pragma: no cover - not on Windows
 
 from .._exceptions import BrokenWorkerError, WorkerTraceback
 from .._retry import Verdict
-from .._worker import _SliceReader
 from ._base import WorkerLost
-from ._process_worker import CONTROL, HEADER, Slots, serve
+from ._process_worker import CONTROL, HEADER, Slots, body_size, pack, serve, unpack
 
 __all__ = ["DEPTH", "Pool", "TICK_SECONDS"]
 
@@ -91,7 +89,8 @@ class Task:
     """One submitted task, from `Pool.submit` until its future is set."""
 
     seq: int
-    call: bytes
+    call: list[Any]
+    """The parts of its frame's body (`aiomr.executors._process_worker.pack`)."""
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     key: tuple[str, int] | None
@@ -251,7 +250,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         try:
-            call = pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL)
+            call = pack((fn, args))
         except Exception as exc:  # a record on its way out that cannot be pickled
             future.set_exception(exc)
             return future
@@ -345,7 +344,7 @@ class Pool:
         with self._lock:
             waiters, self._closed_waiters = self._closed_waiters, []
         for loop, future in waiters:
-            self._deliver(Task(0, b"", future, loop, None), True, None)
+            self._deliver(Task(0, [], future, loop, None), True, None)
         _live.discard(self)
 
     def _serve(self) -> None:
@@ -460,8 +459,8 @@ class Pool:
                     task.started_at = time.monotonic()
                     task.oom_kills = self._oom_kills
                 worker.tasks.append(task)
-                worker.outbox.append(memoryview(HEADER.pack(len(task.call), task.seq)))
-                worker.outbox.append(memoryview(task.call))
+                worker.outbox.append(memoryview(HEADER.pack(body_size(task.call), task.seq)))
+                worker.outbox.extend(memoryview(part).cast("B") for part in task.call)
                 self._write(worker)
 
     def _write(self, worker: Worker) -> None:
@@ -515,7 +514,7 @@ class Pool:
 
     def _frame(self, worker: Worker, tag: int, body: bytearray) -> None:
         if tag == CONTROL:
-            message = pickle.loads(body)
+            message = unpack(body)
             if message[0] == "ready" and not worker.ready:
                 worker.ready = True
                 worker.last_sign = time.monotonic()
@@ -534,9 +533,9 @@ class Pool:
                 worker.tasks[0].oom_kills = self._oom_kills
         try:
             if len(body) >= _BIG_REPLY:
-                ok, value = pickle.Unpickler(_SliceReader(body)).load()
+                ok, value = unpack(body, sliced=True)
             else:
-                ok, value = pickle.loads(body)
+                ok, value = unpack(body)
         except Exception as exc:
             ok, value = False, BrokenWorkerError(f"a reply from worker {worker.pid} is unreadable")
             value.__cause__ = exc
@@ -717,9 +716,9 @@ class Pool:
             waiters, self._ready_waiters = self._ready_waiters, []
         for loop, future in waiters:
             if self._broken is not None:
-                self._deliver(Task(0, b"", future, loop, None), False, self._broken)
+                self._deliver(Task(0, [], future, loop, None), False, self._broken)
             else:
-                self._deliver(Task(0, b"", future, loop, None), True, None)
+                self._deliver(Task(0, [], future, loop, None), True, None)
 
     def _close(self, terminate: bool) -> None:
         self._closing = True
@@ -755,7 +754,7 @@ class Pool:
         with self._lock:
             waiters, self._closed_waiters = self._closed_waiters, []
         for loop, future in waiters:
-            self._deliver(Task(0, b"", future, loop, None), True, None)
+            self._deliver(Task(0, [], future, loop, None), True, None)
 
 
 _live: weakref.WeakSet[Pool] = weakref.WeakSet()

@@ -5,8 +5,11 @@ Nothing is shared between workers (no common queue, no lock), so a worker that i
 (SIGSTOP, a debugger), stuck in C code or dying holds up its own task and nobody else's.
 
 Every message is a frame: a header of two unsigned 64-bit integers, the body's length and a
-tag, then the pickled body. A task's tag is its sequence number and its reply carries the same
-tag; tag 0 is for the worker's own messages (``ready`` once it has started).
+tag, then the body (`pack`). A task's tag is its sequence number and its reply carries the
+same tag; tag 0 is for the worker's own messages (``ready`` once it has started). A body is
+pickled at protocol 5 with its large buffers out of band (a sealed chunk or partial, see
+`aiomr._worker.Sealed`): they follow the pickle as they are, written from the object that
+holds them and read into the buffer the unpickler gets, so pickle never copies them.
 
 Signs of life go through memory, not the pipes: each worker owns a slot of two counters in a
 small file mapped by the caller and every worker (`Slots`). A thread of the worker bumps the
@@ -28,7 +31,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .._worker import initialize_worker
+from .._worker import _SliceReader, initialize_worker
 
 __all__ = [
     "BEAT_SECONDS",
@@ -36,7 +39,10 @@ __all__ = [
     "HEADER",
     "ReplyPicklingError",
     "Slots",
+    "body_size",
+    "pack",
     "serve",
+    "unpack",
 ]
 
 HEADER = struct.Struct("<QQ")
@@ -48,6 +54,42 @@ BEAT_SECONDS = 0.1
 moment (the main thread hands it over within the 5 ms switch interval), a cost far below 1%."""
 
 _SLOT = struct.Struct("<QQ")
+_COUNT = struct.Struct("<I")
+_SIZE = struct.Struct("<Q")
+
+
+def pack(obj: Any) -> list[Any]:
+    """Pickle ``obj`` into the parts of a frame's body: a table of the out-of-band buffers'
+    sizes, the pickle, then the buffers themselves (not copied)."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(obj, 5, buffer_callback=buffers.append)
+    raws = [buffer.raw() for buffer in buffers]
+    table = _COUNT.pack(len(raws)) + b"".join(_SIZE.pack(raw.nbytes) for raw in raws)
+    return [table, data, *raws]
+
+
+def body_size(parts: list[Any]) -> int:
+    """Bytes of a body `pack` made."""
+    return sum(memoryview(part).nbytes for part in parts)
+
+
+def unpack(body: bytes | bytearray, *, sliced: bool = False) -> Any:
+    """Unpickle a body `pack` made; its buffers stay views into ``body``. ``sliced``: read
+    the pickle through a file whose ``read`` is Python code, which hands the GIL over between
+    pickle's frames (`aiomr._worker.Sealed`)."""
+    view = memoryview(body)
+    (count,) = _COUNT.unpack_from(view)
+    sizes = [_SIZE.unpack_from(view, _COUNT.size + _SIZE.size * i)[0] for i in range(count)]
+    start = _COUNT.size + _SIZE.size * count
+    end = len(view) - sum(sizes)
+    buffers = []
+    for size in sizes:
+        buffers.append(view[end : end + size])
+        end += size
+    data = view[start : len(view) - sum(sizes)]
+    if sliced:
+        return pickle.Unpickler(_SliceReader(data), buffers=buffers).load()
+    return pickle.loads(data, buffers=buffers)
 
 
 class ReplyPicklingError(pickle.PicklingError):
@@ -112,24 +154,24 @@ def _read_exact(fd: int, size: int) -> bytearray | None:
     return buffer
 
 
-def _write_frame(fd: int, tag: int, body: bytes) -> None:
-    for part in (HEADER.pack(len(body), tag), body):
-        view = memoryview(part)
+def _write_frame(fd: int, tag: int, parts: list[Any]) -> None:
+    for part in (HEADER.pack(body_size(parts), tag), *parts):
+        view = memoryview(part).cast("B")
         while view:
             view = view[os.write(fd, view) :]
 
 
-def _run(call: bytes) -> tuple[bool, Any]:
-    """Run the pickled ``(fn, args)``: ``(True, result)`` or ``(False, (exception, formatted
+def _run(call: bytearray) -> tuple[bool, Any]:
+    """Run the packed ``(fn, args)``: ``(True, result)`` or ``(False, (exception, formatted
     traceback))``."""
     try:
-        fn, args = pickle.loads(call)
+        fn, args = unpack(call)
         return True, fn(*args)
     except BaseException as exc:  # the caller decides what it means, as concurrent.futures does
         return False, (exc, traceback.format_exc())
 
 
-def _reply(call: bytes) -> bytes:
+def _reply(call: bytearray) -> list[Any]:
     """Run a task and pickle its reply.
 
     The reply may hold an exception, whose traceback holds the frames of the task, and they
@@ -140,11 +182,11 @@ def _reply(call: bytes) -> bytes:
     """
     reply = _run(call)
     try:
-        return pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+        return pack(reply)
     except Exception as exc:
         what = "result" if reply[0] else f"exception {type(reply[1][0]).__qualname__}"
         error = ReplyPicklingError(f"the task's {what} cannot be pickled: {exc}")
-        return pickle.dumps((False, (error, traceback.format_exc())), pickle.HIGHEST_PROTOCOL)
+        return pack((False, (error, traceback.format_exc())))
     finally:
         del reply
 
@@ -163,7 +205,7 @@ def serve(
     slots = Slots(slots_path, slot_count)
     threading.Thread(target=_heartbeat, args=(slots, slot), daemon=True).start()
     source, sink = tasks.fileno(), replies.fileno()
-    _write_frame(sink, CONTROL, pickle.dumps(("ready", os.getpid())))
+    _write_frame(sink, CONTROL, pack(("ready", os.getpid())))
     while True:
         header = _read_exact(source, HEADER.size)
         if header is None:
@@ -173,7 +215,7 @@ def serve(
         if call is None or tag == CONTROL:
             return
         slots.start(slot, tag)
-        reply = _reply(bytes(call))
+        reply = _reply(call)
         del call
         _write_frame(sink, tag, reply)
         del reply

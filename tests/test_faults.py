@@ -14,7 +14,7 @@ import time
 import pytest
 
 import aiomr
-from aiomr.executors._pool import _oom_kills
+from aiomr.executors._proc import oom_kills
 from tests.conftest import alive
 
 pytestmark = pytest.mark.usefixtures("nothing_left_running")
@@ -57,7 +57,7 @@ def killed_at(directory: str, fatal: int, times: int, x: int) -> int:
 
 
 needs_oom_count = pytest.mark.skipif(
-    _oom_kills() is None,
+    oom_kills() is None,
     reason="the kernel's OOM kill count (/proc/vmstat oom_kill) cannot be read here, so a "
     "SIGKILL from outside cannot be told from the OOM killer",
 )

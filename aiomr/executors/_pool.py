@@ -40,19 +40,15 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from typing import Any
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on Windows
-    fcntl = None  # type: ignore[assignment]
 
 from .._exceptions import BrokenWorkerError, WorkerTraceback
 from .._retry import Verdict
 from ._base import WorkerLost
-from ._process_worker import CONTROL, HEADER, Slots, body_size, pack, serve, unpack
+from ._handle import Task
+from ._handle import WorkerHandle as Worker
+from ._proc import describe_exit, oom_kills, proc_state, send, stopped, unprompted_kill
+from ._process_worker import CONTROL, Slots, pack, serve, unpack
 
 __all__ = ["DEPTH", "Pool", "TICK_SECONDS"]
 
@@ -80,91 +76,6 @@ pickle frames, so the event loop's thread is never held for the whole of one."""
 _READ_BUDGET = 8 << 20
 """Bytes read from one worker per turn of the pool thread, so one large reply cannot hold up
 the other workers' replies."""
-_PIPE_SIZE = 1 << 20
-"""Capacity asked of the reply pipes (Linux): fewer wake-ups for large replies."""
-
-
-@dataclass(eq=False, slots=True)
-class Task:
-    """One submitted task, from `Pool.submit` until its future is set."""
-
-    seq: int
-    call: list[Any]
-    """The parts of its frame's body (`aiomr.executors._process_worker.pack`)."""
-    future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
-    key: tuple[str, int] | None
-    """``(code token, start)`` of a shipped job task, by which `Pool.kill` finds it."""
-    started_at: float = 0.0
-    """When it started, or may have (the pool thread's monotonic clock): for ``limit``."""
-    oom_kills: int | None = None
-    limit: float | None = None
-    """Seconds it may run before its worker is killed (``task_timeout``), once set."""
-
-
-@dataclass(eq=False)
-class Worker:
-    """One worker process and what the pool thread knows of it."""
-
-    slot: int
-    process: multiprocessing.process.BaseProcess
-    tasks_out: Connection
-    replies_in: Connection
-    spawned_at: float
-    out_fd: int = -1
-    in_fd: int = -1
-    pid: int = 0
-    ready: bool = False
-    ended: bool = False
-    tasks: collections.deque[Task] = field(default_factory=collections.deque)
-    outbox: collections.deque[memoryview] = field(default_factory=collections.deque)
-    head: bytearray = field(default_factory=lambda: bytearray(HEADER.size))
-    body: bytearray | None = None
-    tag: int = 0
-    got: int = 0
-    beats: int = 0
-    last_sign: float = 0.0
-    cpu: int | None = None
-    ending: tuple[Verdict, str] | None = None
-    """Why the pool killed it: ``(verdict for its task, description)``."""
-
-
-def _oom_kills() -> int | None:
-    """How many processes the kernel's OOM killer has killed since boot (``None``: unknown)."""
-    try:
-        with open("/proc/vmstat", "rb") as f:
-            for line in f:
-                if line.startswith(b"oom_kill "):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def _outside(oom_kills_before: int | None) -> bool:
-    """Whether a SIGKILL was not the OOM killer's: its count stood still since the task began."""
-    return oom_kills_before is not None and _oom_kills() == oom_kills_before
-
-
-def _proc_state(pid: int) -> tuple[str, int] | None:
-    """``(state letter, CPU ticks used)`` of process ``pid`` from ``/proc`` (Linux), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return fields[0].decode(), int(fields[11]) + int(fields[12])
-    except (IndexError, ValueError):
-        return None
-
-
-def _kill(pid: int, how: int = signal.SIGKILL) -> None:
-    """Send ``how`` to process ``pid`` if it is known (never to a group: ``pid`` 0 would be)."""
-    if pid > 0:
-        with contextlib.suppress(OSError):
-            os.kill(pid, how)
 
 
 def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -176,18 +87,6 @@ def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.cancel()
     else:
         future.set_exception(value)
-
-
-def _describe_exit(pid: int, code: int | None) -> str:
-    if code is None:
-        return f"worker {pid} ended; how is unknown"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"worker {pid} killed by {name}"
-    return f"worker {pid} exited with status {code}"
 
 
 class Pool:
@@ -227,7 +126,7 @@ class Pool:
         self._closed_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._kill_at: float | None = None
         self._seq = 0
-        self._oom_kills = _oom_kills()
+        self._oom_kills = oom_kills()
         """The OOM killer's count, read every tick: a SIGKILL while it stood still since
         the task started was not the OOM killer's."""
         self._selector = selectors.DefaultSelector()
@@ -310,7 +209,7 @@ class Pool:
         with self._lock:
             workers = list(self._workers.values())
         for worker in workers:
-            _kill(worker.pid)
+            send(worker.pid)
         self._command(lambda: None)
 
     def _command(self, command: Callable[[], None]) -> None:
@@ -337,7 +236,7 @@ class Pool:
             for worker in self._workers.values():
                 tasks.extend(worker.tasks)
                 worker.tasks.clear()
-                _kill(worker.pid)
+                send(worker.pid)
         for task in tasks:
             self._deliver(task, False, error)
         self._check_ready()
@@ -415,18 +314,10 @@ class Pool:
 
     def _add(self, worker: Worker) -> None:
         self._booting.discard(worker.slot)
-        worker.pid = worker.process.pid or 0
         worker.last_sign = time.monotonic()
-        fd = worker.in_fd = worker.replies_in.fileno()
-        worker.out_fd = worker.tasks_out.fileno()
-        os.set_blocking(fd, False)
-        os.set_blocking(worker.out_fd, False)
-        if hasattr(fcntl, "F_SETPIPE_SZ"):
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
         with self._lock:
             self._workers[worker.slot] = worker
-        self._selector.register(fd, selectors.EVENT_READ, lambda: self._read(worker))
+        self._selector.register(worker.in_fd, selectors.EVENT_READ, lambda: self._read(worker))
         self._selector.register(
             worker.process.sentinel, selectors.EVENT_READ, lambda: self._ended(worker)
         )
@@ -458,59 +349,24 @@ class Pool:
                 if not worker.tasks:
                     task.started_at = time.monotonic()
                     task.oom_kills = self._oom_kills
-                worker.tasks.append(task)
-                worker.outbox.append(memoryview(HEADER.pack(body_size(task.call), task.seq)))
-                worker.outbox.extend(memoryview(part).cast("B") for part in task.call)
+                worker.send(task)
                 self._write(worker)
 
     def _write(self, worker: Worker) -> None:
-        if worker.ended:
-            return
+        """Write what is queued for ``worker``; wait for its pipe to take the rest."""
+        left = worker.flush()
         fd = worker.out_fd
-        try:
-            while worker.outbox:
-                view = worker.outbox[0]
-                written = os.write(fd, view)
-                if written < len(view):
-                    worker.outbox[0] = view[written:]
-                    break
-                worker.outbox.popleft()
-        except BlockingIOError:
-            pass
-        except OSError:  # the worker is gone; its sentinel says so in a moment
-            worker.outbox.clear()
-        if worker.outbox and fd not in self._writing:
+        if left and fd not in self._writing:
             self._writing.add(fd)
             self._selector.register(fd, selectors.EVENT_WRITE, lambda: self._write(worker))
-        elif not worker.outbox and fd in self._writing:
+        elif not left and fd in self._writing:
             self._writing.discard(fd)
             self._selector.unregister(fd)
 
     def _read(self, worker: Worker, *, drain: bool = False) -> None:
-        """Read what ``worker`` has written, without blocking; handle every whole frame."""
-        if worker.ended:
-            return
-        fd = worker.in_fd
-        budget = _READ_BUDGET if not drain else float("inf")
-        while budget > 0:
-            if worker.body is None:
-                target = memoryview(worker.head)[worker.got :]
-            else:
-                target = memoryview(worker.body)[worker.got :]
-            try:
-                n = os.readv(fd, [target])
-            except OSError:  # nothing more for now (BlockingIOError), or the pipe is gone
-                return
-            if n == 0:
-                return  # end of file: its sentinel tells the rest
-            worker.got += n
-            budget -= n
-            if worker.body is None and worker.got == HEADER.size:
-                size, worker.tag = HEADER.unpack(worker.head)
-                worker.body, worker.got = bytearray(size), 0
-            if worker.body is not None and worker.got == len(worker.body):
-                body, worker.body, worker.got = worker.body, None, 0
-                self._frame(worker, worker.tag, body)
+        """Handle every whole frame ``worker`` has written, without waiting for more."""
+        for tag, body in worker.receive(float("inf") if drain else _READ_BUDGET):
+            self._frame(worker, tag, body)
 
     def _frame(self, worker: Worker, tag: int, body: bytearray) -> None:
         if tag == CONTROL:
@@ -558,7 +414,7 @@ class Pool:
         """Kill ``worker``; its running task fails with ``verdict``, for ``why``."""
         if worker.ending is None:
             worker.ending = (verdict, why)
-        _kill(worker.pid)
+        send(worker.pid)
 
     def _ended(self, worker: Worker) -> None:
         """``worker``'s process has ended: settle its tasks, free its slot, replace it."""
@@ -580,20 +436,20 @@ class Pool:
         if running is not None:
             self._lose(worker, running, code)
         elif not worker.ready and not self._closing:
-            self._boot_failed(worker.slot, _describe_exit(worker.pid, code))
+            self._boot_failed(worker.slot, describe_exit(worker.pid, code))
             return
         elif worker.ending is not None and not self._closing:
-            how = _describe_exit(worker.pid, code)
+            how = describe_exit(worker.pid, code)
             log.warning("%s: %s; starting another", how, worker.ending[1])
         elif not self._closing:
-            log.warning("%s while idle; starting another", _describe_exit(worker.pid, code))
+            log.warning("%s while idle; starting another", describe_exit(worker.pid, code))
         if not self._closing:
             self.replaced += 1
             self._spawn(worker.slot)
 
     def _lose(self, worker: Worker, task: Task, code: int) -> None:
         """Fail ``task``, whose worker ended while running it, saying how and whose fault."""
-        how = _describe_exit(worker.pid, code)
+        how = describe_exit(worker.pid, code)
         if self._closing:
             self._deliver(task, False, asyncio.CancelledError())
             return
@@ -601,7 +457,7 @@ class Pool:
         if worker.ending is not None:
             verdict, why = worker.ending
             how = f"{how}: {why}"
-        elif code == -signal.SIGKILL and _outside(task.oom_kills):
+        elif code == -signal.SIGKILL and unprompted_kill(task.oom_kills):
             verdict, how = "killed", f"{how} from outside (not by the OOM killer)"
         else:
             verdict = "failed"
@@ -638,17 +494,13 @@ class Pool:
         if fd in self._writing:
             self._writing.discard(fd)
             self._selector.unregister(fd)
-        worker.outbox.clear()
         with self._lock:
             if self._workers.get(worker.slot) is worker:
                 del self._workers[worker.slot]
-        worker.tasks_out.close()
-        worker.replies_in.close()
-        with contextlib.suppress(Exception):
-            worker.process.close()
+        worker.close()
 
     def _tick(self, now: float) -> None:
-        self._oom_kills = _oom_kills()
+        self._oom_kills = oom_kills()
         for slot, when in list(self._respawn_at.items()):
             if when == float("inf") and self._pending and not self._closing:
                 when = now  # a new task: try once more
@@ -663,8 +515,8 @@ class Pool:
                 if now - worker.spawned_at > BOOT_SECONDS:
                     self._end(worker, "failed", f"it was not ready after {BOOT_SECONDS:.0f} s")
                 elif now - worker.spawned_at > self._stall_timeout:
-                    state = _proc_state(worker.pid)
-                    if state is not None and state[0] in "Tt":
+                    state = proc_state(worker.pid)
+                    if stopped(state):
                         self._end(worker, "killed", "it was stopped while starting")
                 continue
             if worker.process.exitcode is not None:
@@ -677,19 +529,19 @@ class Pool:
                 continue
             if now - worker.last_sign < self._stall_timeout or worker.ending is not None:
                 continue
-            state = _proc_state(worker.pid)
-            if state is not None and state[0] not in "Tt" and state[1] != worker.cpu:
+            state = proc_state(worker.pid)
+            if state is not None and not stopped(state) and state[1] != worker.cpu:
                 worker.cpu, worker.last_sign = state[1], now  # busy in C code: alive
                 continue
             silent = f"no sign of life for {now - worker.last_sign:.1f} s"
-            if state is not None and state[0] in "Tt":
+            if stopped(state):
                 self._end(worker, "killed", f"it was stopped: {silent}")
             else:
                 self._end(worker, "failed", f"it hung: {silent}")
         if self._closing and self._kill_at is not None and now >= self._kill_at:
             self._kill_at = None
             for worker in list(self._workers.values()):
-                _kill(worker.pid)
+                send(worker.pid)
 
     def _check_limit(self, worker: Worker, now: float) -> None:
         """Kill ``worker`` if its running task has run longer than the task's limit."""
@@ -701,8 +553,8 @@ class Pool:
         self._read(worker, drain=True)  # it may have answered since the last look
         if not worker.tasks or worker.tasks[0] is not task:
             return
-        state = _proc_state(worker.pid)
-        if state is not None and state[0] in "Tt":
+        state = proc_state(worker.pid)
+        if stopped(state):
             # Its time ran out while it was stopped: that was not the task's doing.
             self._end(worker, "killed", "it was stopped past its task_timeout")
         else:
@@ -734,15 +586,15 @@ class Pool:
         self._kill_at = time.monotonic() + TERMINATE_GRACE
 
     def _stop(self, worker: Worker, *, terminate: bool) -> None:
-        state = _proc_state(worker.pid) if worker.pid else None
-        if state is not None and state[0] in "Tt":
+        state = proc_state(worker.pid) if worker.pid else None
+        if stopped(state):
             self._end(worker, "killed", "the pool was closed")
         elif (terminate and worker.tasks) or not worker.ready:
             # A stopped process acts on SIGTERM only once it runs again.
-            _kill(worker.pid, signal.SIGTERM)
-            _kill(worker.pid, signal.SIGCONT)
+            send(worker.pid, signal.SIGTERM)
+            send(worker.pid, signal.SIGCONT)
         else:
-            worker.outbox.append(memoryview(HEADER.pack(0, CONTROL)))
+            worker.queue(CONTROL, [])
             self._write(worker)
 
     def _finish(self) -> None:

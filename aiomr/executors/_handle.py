@@ -44,7 +44,8 @@ class Task:
     key: tuple[str, int] | None
     """``(code token, start)`` of a shipped job task, by which the pool finds it."""
     started_at: float = 0.0
-    """When it started, or may have (the pool thread's monotonic clock): for ``limit``."""
+    """When the pool thread first saw it running (its monotonic clock; 0 before): for
+    ``limit``. Seen at a look every 0.1 s, so a task is killed at most that late."""
     oom_kills: int | None = None
     """The OOM killer's count when it started (`aiomr.executors._proc.oom_kills`)."""
     limit: float | None = None
@@ -65,6 +66,8 @@ class WorkerHandle:
     ended: bool = False
     tasks: collections.deque[Task] = field(default_factory=collections.deque)
     """Tasks sent to it and not answered, in order: the first is the one it runs."""
+    revoked: set[int] = field(default_factory=set)
+    """Numbers of tasks taken back from it unstarted: their answers, if any, are ignored."""
     beats: int = 0
     """Its heartbeat count when the pool thread last looked."""
     last_sign: float = 0.0

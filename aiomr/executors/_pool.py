@@ -158,8 +158,7 @@ class Pool:
             token = getattr(fn, "token", None)
             key = (token, args[1]) if isinstance(token, str) else None
         with self._lock:
-            self._seq += 1
-            task = Task(self._seq, call, future, loop, key)
+            task = Task(0, call, future, loop, key)
             self._pending.append(task)
         self._command(self._assign)
         return future
@@ -346,9 +345,10 @@ class Pool:
                 if len(worker.tasks) >= DEPTH:
                     break
                 self._pending.popleft()
-                if not worker.tasks:
-                    task.started_at = time.monotonic()
-                    task.oom_kills = self._oom_kills
+                # A number of its own each time it is sent: a copy taken back from a
+                # silent worker may still run there one day, and its answer is ignored.
+                self._seq += 1
+                task.seq, task.started_at, task.oom_kills = self._seq, 0.0, self._oom_kills
                 worker.send(task)
                 self._write(worker)
 
@@ -380,13 +380,13 @@ class Pool:
                 self._check_ready()
             return
         with self._lock:
+            if tag in worker.revoked:  # taken back while it was silent, and run elsewhere
+                worker.revoked.discard(tag)
+                return
             if not worker.tasks or worker.tasks[0].seq != tag:
                 log.error("worker %d answered task %d out of turn; ignored", worker.pid, tag)
                 return
             task = worker.tasks.popleft()
-            if worker.tasks:
-                worker.tasks[0].started_at = time.monotonic()
-                worker.tasks[0].oom_kills = self._oom_kills
         try:
             if len(body) >= _BIG_REPLY:
                 ok, value = unpack(body, sliced=True)
@@ -527,6 +527,8 @@ class Pool:
             if beats != worker.beats:
                 worker.beats, worker.last_sign = beats, now
                 continue
+            if now - worker.last_sign >= SILENT_SECONDS and worker.ending is None:
+                self._take_back(worker, now)
             if now - worker.last_sign < self._stall_timeout or worker.ending is not None:
                 continue
             state = proc_state(worker.pid)
@@ -543,12 +545,45 @@ class Pool:
             for worker in list(self._workers.values()):
                 send(worker.pid)
 
+    def _take_back(self, worker: Worker, now: float) -> None:
+        """Give the tasks a silent ``worker`` has not started to workers that can run them.
+
+        Silent for `SILENT_SECONDS`: stopped, perhaps, and a task waiting behind it would
+        wait for ``stall_timeout``. Only when another worker has room, so a lone worker in a
+        long C call keeps its next task; the copy left in its pipe is ignored if it ever runs.
+        """
+        if self._closing or len(worker.tasks) == 0:
+            return
+        with self._lock:
+            keep = 1 if self._started(worker, worker.tasks[0]) else 0
+            if len(worker.tasks) <= keep:
+                return
+            others = [
+                w
+                for w in self._workers.values()
+                if w is not worker
+                and w.ready
+                and not w.ended
+                and now - w.last_sign < SILENT_SECONDS
+                and len(w.tasks) < DEPTH
+            ]
+            if not others:
+                return
+            back = [worker.tasks.pop() for _ in range(len(worker.tasks) - keep)]
+            worker.revoked.update(task.seq for task in back)
+            self._pending.extendleft(back)  # reversed twice: their order is kept
+
     def _check_limit(self, worker: Worker, now: float) -> None:
         """Kill ``worker`` if its running task has run longer than the task's limit."""
         task = worker.tasks[0] if worker.tasks else None
         if task is None or task.limit is None or worker.ending is not None:
             return
-        if not self._started(worker, task) or now - task.started_at < task.limit:
+        if not self._started(worker, task):
+            return
+        if task.started_at == 0.0:  # first seen running: its time counts from now
+            task.started_at = now
+            return
+        if now - task.started_at < task.limit:
             return
         self._read(worker, drain=True)  # it may have answered since the last look
         if not worker.tasks or worker.tasks[0] is not task:

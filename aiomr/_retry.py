@@ -117,15 +117,15 @@ class Tally:
             self._kills[task] = lost
             if lost <= policy.max_kills:
                 log.warning(
-                    "%s: its worker was killed from outside; running it again "
-                    "(kill %d of at most %d)",
+                    "%s: its worker was killed from outside or stopped; running it again "
+                    "(loss %d of at most %d)",
                     where,
                     lost,
                     policy.max_kills,
                 )
                 return 0.0
             exc.add_note(
-                f"aiomr: {where} lost its worker to SIGKILL {lost} "
+                f"aiomr: {where} lost its worker to a SIGKILL from outside or a stop {lost} "
                 f"times (max_kills={policy.max_kills}); giving up on it"
             )
             return None

@@ -48,8 +48,11 @@ Every run is checked before any of its figures counts:
   the number of files;
 * every stop it was meant to make landed; in scenarios 3 to 5 each victim was inside a task
   (at least as many tasks retried as workers stopped: the pool retries the task a stopped
-  worker was running, not one it had not started); in scenarios 2 to 5 each stopped worker
-  was replaced while the job ran (``JobStats.workers_replaced``);
+  worker was running, not one it had not started); in scenarios 3 to 5 each stopped worker
+  was replaced while the job ran (``JobStats.workers_replaced``); in scenario 2 the stopped
+  worker ran none of the job's tasks (``JobStats.worker_pids``): the pool takes back the
+  tasks a silent worker has not started, so the job may end before the stopped worker is
+  found out and replaced;
 * nothing is left behind: in the contender once the executor is closed, no worker pid seen
   during the run (stopped ones included; pid and start time) and no descendant but its
   forkserver and resource tracker is alive; in the parent once the contender has exited, no
@@ -148,7 +151,7 @@ class Scenario:
     @property
     def replaced_per_stop(self) -> bool:
         """Whether every stop must lead to a replacement while the job runs."""
-        return self.stop in ("idle", "busy-one", "busy-both")
+        return self.stop in ("busy-one", "busy-both")
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -572,6 +575,7 @@ def contender_main(key: str, paths_file: str, out: str, seed: int) -> None:
         names = ("records", "records_reduced", "records_skipped", "chunks", "chunks_retried")
         names += ("partitions_retried", "workers_replaced", "started_at", "finished_at")
         report["stats"] = {name: getattr(stats, name) for name in names}
+        report["stats"]["worker_pids"] = sorted(stats.worker_pids)
         report["job_started"] = stats.started_at - w.t0 if stats.started_at else math.nan
     times = os.times()
     cpu = times.user + times.system + times.children_user + times.children_system
@@ -608,6 +612,8 @@ class Run:
     chunks_retried: int = 0
     partitions_retried: int = 0
     workers_replaced: int = 0
+    task_pids: list[int] = field(default_factory=list)
+    """The workers that ran the job's tasks (``JobStats.worker_pids``)."""
     stops: list[Stop] = field(default_factory=list)
     skipped: int = 0
     replaced_at: list[float] = field(default_factory=list)
@@ -708,7 +714,13 @@ def stop_problems(run: Run, scenario: Scenario) -> list[str]:
                 f"{len(run.stops)} workers stopped mid-job, but only {retried} tasks retried: "
                 "a victim had not started its task"
             )
-    if scenario.replaced_per_stop and run.workers_replaced < len(run.stops):
+    if scenario.stop == "idle":
+        # Its tasks go to the other worker once its heartbeat is missed: the job may end
+        # before stall_timeout finds it out, but the stopped worker must have run nothing.
+        ran = [s.pid for s in run.stops if s.pid in run.task_pids]
+        if ran:
+            problems.append(f"the stopped worker {ran[0]} ran a task of the job")
+    elif scenario.replaced_per_stop and run.workers_replaced < len(run.stops):
         problems.append(
             f"{len(run.stops)} workers stopped for good, but only {run.workers_replaced} "
             "replaced while the job ran"
@@ -776,6 +788,7 @@ def run_once(
         stats["partitions_retried"],
         stats["workers_replaced"],
     )
+    run.task_pids = list(stats["worker_pids"])
     run.problems += answer_problems(report["counts"], reference)
     if run.records != run.records_reduced + run.records_skipped:
         run.problems.append(
@@ -1013,7 +1026,8 @@ def render(m: Measurements) -> str:
         "the answer of a plain loop over the same files with the same mapper (no aiomr "
         f"code), had `records == records_reduced + records_skipped == {m.files:,}` in its "
         "`JobStats`, made the stops it was meant to (mid-job ones on busy workers) and, when "
-        "they were for good, had every stopped worker replaced while the job ran; no worker "
+        "they were for good, had every worker stopped mid-job replaced while the job ran "
+        "(the worker stopped while idle ran none of the job's tasks); no worker "
         "process (stopped ones included) and no `aiomr-*` directory outlived it. Runs that "
         "failed a check are left out of the figures." + load_note(m),
         "",
@@ -1023,13 +1037,14 @@ def render(m: Measurements) -> str:
         "",
         "Each worker has its own task and reply pipes and bumps a heartbeat in shared memory "
         "ten times a second; the pool's thread reads the heartbeats every 0.1 s. A stopped "
-        "worker holds up only what it holds: the task it was running and the one queued in "
-        "its pipe; the other worker takes every other task meanwhile, and the event loop "
-        "never waits on it. After `stall_timeout` seconds without a heartbeat and without "
-        "CPU time, the pool kills it and starts another; its running task fails as a lost "
-        'worker with the verdict `"killed"` (it counts toward `max_kills`, not '
-        "`max_attempts`) and runs again, while the task it had not started goes back to the "
-        "queue without counting as a retry. With `task_timeout`, a task past its time on a "
+        "worker holds up only the task it was running: half a second after its heartbeat "
+        "stops, the task queued in its pipe goes to the other worker, which takes every other "
+        "task meanwhile, and the event loop never waits on it (a worker stopped while idle "
+        "so costs the job about that half second). After `stall_timeout` seconds without a "
+        "heartbeat and without CPU time, the pool kills it and starts another; its running "
+        'task fails as a lost worker with the verdict `"killed"` (it counts toward '
+        "`max_kills`, not `max_attempts`) and runs again, while a task it had not started "
+        "never counts as a retry. With `task_timeout`, a task past its time on a "
         "stopped worker has that worker killed the same way, without waiting for "
         "`stall_timeout`. A worker resumed before `stall_timeout` just carries on. A worker "
         "still stopped when the executor closes is killed, not waited for.",

@@ -103,7 +103,7 @@ class BrokenInputError(AiomrError):
 
 
 class BrokenWorkerError(AiomrError):
-    """A worker failed for a reason outside user code (it died, or its pool broke)."""
+    """A worker failed for a reason outside user code: it died, got stuck, or could not start."""
 
 
 class UnpicklableError(BrokenWorkerError, TypeError):

@@ -183,6 +183,15 @@ class ShippedCall:
     def __call__(self, *args: Any) -> Any:
         return load_shipped(self.token, self.path)(*args)
 
+    def load(self) -> None:
+        """Unpickle the job's code now (once per worker), importing what it needs.
+
+        A worker's first task of a job pays for that: importing the mapper's module and
+        everything it imports, seconds on a loaded machine. A pool that times tasks calls
+        this before it starts the clock (``task_timeout`` times the task, not the import).
+        """
+        load_shipped(self.token, self.path)
+
     def __reduce__(self) -> tuple[type[ShippedCall], tuple[str, str]]:
         return (ShippedCall, (self.token, self.path))
 

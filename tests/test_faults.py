@@ -21,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("nothing_left_running")
 
 N = 400
 EXPECTED = sum(x * x for x in range(N))
+EXPECTED_40 = sum(x * x for x in range(40))
 
 
 def accounted(stats: aiomr.JobStats, records: int) -> None:
@@ -448,3 +449,28 @@ async def test_a_chunk_blamed_once_is_not_blamed_for_a_later_death(
         assert await side == sum(x * x for x in range(400))
     assert stats.workers_replaced >= 2
     accounted(stats, 100)
+
+
+class SlowToLoad:
+    """A mapper whose unpickling takes 1.5 s: a job whose module is slow to import."""
+
+    def __call__(self, x: int) -> int:
+        return x * x
+
+    def __getstate__(self) -> dict[str, int]:
+        return {}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        time.sleep(1.5)
+
+
+async def test_task_timeout_does_not_count_loading_the_jobs_code() -> None:
+    # Every new worker pays the load on its first task; were it timed, a replacement for a
+    # killed worker would be killed again, and again.
+    policy = aiomr.RetryPolicy(task_timeout=1.0, max_attempts=1)
+    stats = aiomr.JobStats()
+    total = await aiomr.map_reduce(
+        range(40), SlowToLoad(), operator.add, max_workers=2, retry=policy, stats=stats
+    )
+    assert total == EXPECTED_40
+    assert stats.workers_replaced == 0

@@ -407,8 +407,13 @@ class Pool:
             task.loop.call_soon_threadsafe(_resolve, task.future, ok, value)
 
     def _started(self, worker: Worker, task: Task) -> bool:
-        """Whether ``worker`` has started ``task`` (it writes each one's number first)."""
+        """Whether ``worker`` has taken ``task`` up (it writes each one's number as soon as it
+        has read it, before it even loads the task's code)."""
         return self._slots.read(worker.slot)[1] == task.seq
+
+    def _running(self, worker: Worker, task: Task) -> bool:
+        """Whether ``worker`` runs ``task``: its code is loaded, its ``task_timeout`` counts."""
+        return self._slots.read(worker.slot)[2] == task.seq
 
     def _end(self, worker: Worker, verdict: Verdict, why: str) -> None:
         """Kill ``worker``; its running task fails with ``verdict``, for ``why``."""
@@ -523,7 +528,7 @@ class Pool:
                 self._ended(worker)
                 continue
             self._check_limit(worker, now)
-            beats, _ = self._slots.read(worker.slot)
+            beats = self._slots.read(worker.slot)[0]
             if beats != worker.beats:
                 worker.beats, worker.last_sign = beats, now
                 continue
@@ -574,16 +579,16 @@ class Pool:
             self._pending.extendleft(back)  # reversed twice: their order is kept
 
     def _check_limit(self, worker: Worker, now: float) -> None:
-        """Kill ``worker`` if its running task has run longer than the task's limit."""
+        """Note when ``worker``'s task starts running; kill the worker once the task has run
+        longer than its limit."""
         task = worker.tasks[0] if worker.tasks else None
-        if task is None or task.limit is None or worker.ending is not None:
+        if task is None or worker.ending is not None:
             return
-        if not self._started(worker, task):
+        if task.started_at == 0.0:
+            if self._running(worker, task):  # first seen running: its time counts from now
+                task.started_at = now
             return
-        if task.started_at == 0.0:  # first seen running: its time counts from now
-            task.started_at = now
-            return
-        if now - task.started_at < task.limit:
+        if task.limit is None or now - task.started_at < task.limit:
             return
         self._read(worker, drain=True)  # it may have answered since the last look
         if not worker.tasks or worker.tasks[0] is not task:

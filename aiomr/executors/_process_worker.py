@@ -11,16 +11,19 @@ pickled at protocol 5 with its large buffers out of band (a sealed chunk or part
 `aiomr._worker.Sealed`): they follow the pickle as they are, written from the object that
 holds them and read into the buffer the unpickler gets, so pickle never copies them.
 
-Signs of life go through memory, not the pipes: each worker owns a slot of two counters in a
-small file mapped by the caller and every worker (`Slots`). A thread of the worker bumps the
+Signs of life go through memory, not the pipes: each worker owns a slot of three counters in
+a small file mapped by the caller and every worker (`Slots`). A thread of the worker bumps the
 first every `BEAT_SECONDS`; the main thread writes the sequence number of each task into the
-second just before it runs it. The caller reads both without a system call: a heartbeat that
-stands still says the process is stopped or wedged; the second says whether a task it was sent
-has started at all.
+second as soon as it has read it, and into the third once the task's code is loaded and it
+runs. The caller reads them without a system call: a heartbeat that stands still says the
+process is stopped or wedged; the second says whether a task it was sent was taken up at all
+(a worker that dies loading a task's code is that task's doing); the third starts the clock
+of ``task_timeout``, which must not count a new worker importing the job's modules.
 """
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import pickle
@@ -28,6 +31,7 @@ import struct
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -53,7 +57,7 @@ BEAT_SECONDS = 0.1
 """How often a worker's heartbeat thread bumps its counter. Each beat takes the GIL for a
 moment (the main thread hands it over within the 5 ms switch interval), a cost far below 1%."""
 
-_SLOT = struct.Struct("<QQ")
+_SLOT = struct.Struct("<QQQ")
 _COUNT = struct.Struct("<I")
 _SIZE = struct.Struct("<Q")
 
@@ -99,8 +103,8 @@ class ReplyPicklingError(pickle.PicklingError):
 class Slots:
     """The counters of every worker of one pool, in a file mapped into each process.
 
-    Slot ``i`` holds two unsigned 64-bit counters: heartbeats, and the sequence number of the
-    task its worker started last.
+    Slot ``i`` holds three unsigned 64-bit counters: heartbeats, and the sequence numbers of
+    the task its worker took up last and of the task it started running last.
     """
 
     def __init__(self, path: str, count: int, *, create: bool = False) -> None:
@@ -114,20 +118,23 @@ class Slots:
             os.close(fd)
         self.count = count
 
-    def read(self, slot: int) -> tuple[int, int]:
-        """``(heartbeats, sequence number of the task started last)`` of ``slot``."""
-        beats, started = _SLOT.unpack_from(self._map, slot * _SLOT.size)
-        return int(beats), int(started)
+    def read(self, slot: int) -> tuple[int, int, int]:
+        """``(heartbeats, task taken up last, task started last)`` of ``slot``."""
+        beats, taken, started = _SLOT.unpack_from(self._map, slot * _SLOT.size)
+        return int(beats), int(taken), int(started)
 
     def clear(self, slot: int) -> None:
         """Zero ``slot`` before a new worker takes it."""
-        _SLOT.pack_into(self._map, slot * _SLOT.size, 0, 0)
+        _SLOT.pack_into(self._map, slot * _SLOT.size, 0, 0, 0)
 
     def beat(self, slot: int, beats: int) -> None:
         struct.pack_into("<Q", self._map, slot * _SLOT.size, beats)
 
-    def start(self, slot: int, seq: int) -> None:
+    def take(self, slot: int, seq: int) -> None:
         struct.pack_into("<Q", self._map, slot * _SLOT.size + 8, seq)
+
+    def start(self, slot: int, seq: int) -> None:
+        struct.pack_into("<Q", self._map, slot * _SLOT.size + 16, seq)
 
     def close(self) -> None:
         self._map.close()
@@ -161,17 +168,21 @@ def _write_frame(fd: int, tag: int, parts: list[Any]) -> None:
             view = view[os.write(fd, view) :]
 
 
-def _run(call: bytearray) -> tuple[bool, Any]:
+def _run(call: bytearray, started: Callable[[], None]) -> tuple[bool, Any]:
     """Run the packed ``(fn, args)``: ``(True, result)`` or ``(False, (exception, formatted
-    traceback))``."""
+    traceback))``. ``started`` is called once the code is loaded, just before it runs."""
     try:
         fn, args = unpack(call)
+        load = getattr(fn, "load", None)  # a job's shipped code: import it before the clock
+        if load is not None:
+            load()
+        started()
         return True, fn(*args)
     except BaseException as exc:  # the caller decides what it means, as concurrent.futures does
         return False, (exc, traceback.format_exc())
 
 
-def _reply(call: bytearray) -> list[Any]:
+def _reply(call: bytearray, started: Callable[[], None]) -> list[Any]:
     """Run a task and pickle its reply.
 
     The reply may hold an exception, whose traceback holds the frames of the task, and they
@@ -180,7 +191,7 @@ def _reply(call: bytearray) -> list[Any]:
     collection -- in a worker that waits for its next task, perhaps never. So nothing here
     keeps the reply once it is pickled.
     """
-    reply = _run(call)
+    reply = _run(call, started)
     try:
         return pack(reply)
     except Exception as exc:
@@ -214,8 +225,8 @@ def serve(
         call = _read_exact(source, size)
         if call is None or tag == CONTROL:
             return
-        slots.start(slot, tag)
-        reply = _reply(call)
+        slots.take(slot, tag)
+        reply = _reply(call, functools.partial(slots.start, slot, tag))
         del call
         _write_frame(sink, tag, reply)
         del reply

@@ -994,17 +994,15 @@ def render(m: Measurements) -> str:
         "",
         "### What a kill costs, and why",
         "",
-        "aiomr runs tasks on the standard library's `ProcessPoolExecutor`. When one of its "
-        "workers dies, the pool breaks as a whole: it fails every task in flight, on every "
-        "worker, and refuses new ones. aiomr then replaces the pool (new workers forked from "
-        "the forkserver, which count in `workers_replaced`: both workers of the broken pool "
-        "for each break) and submits every chunk that was in flight again (`chunks_retried`: "
-        "the running ones and the queued ones, up to `max_in_flight`, twice the workers). "
-        "Partials already folded are kept, and a chunk in flight had delivered nothing, so "
-        "nothing is counted twice. A kill therefore costs the work done so far on the chunks "
-        "that were running, on average half a chunk on each worker, plus starting the new "
-        f"workers. With a kill every {m.every:g} s, one kill cost {' and '.join(costs)}. "
-        + tasks_note(m),
+        "Each of aiomr's workers has pipes of its own. When one dies, only the task it was "
+        "running fails; a task queued in its pipe that it had not started goes to the other "
+        "worker, which goes on undisturbed, and a new worker forked from the forkserver takes "
+        "the dead one's place (`workers_replaced`: one per kill). The lost task runs again "
+        "(`chunks_retried`: at most one per kill; none when the victim was between two "
+        "tasks). Partials already folded are kept, and the lost task had delivered nothing, "
+        "so nothing is counted twice. A kill therefore costs the work done so far on the one "
+        "task that was running, on average half a task, plus starting the new worker. With "
+        f"a kill every {m.every:g} s, one kill cost {' and '.join(costs)}. " + tasks_note(m),
         "",
         kill_schedule_note(m),
         "",

@@ -295,11 +295,12 @@ def render(
         "### Where the lateness comes from",
         "",
         "With both cores saturated, the event loop's thread competes for the CPU with the "
-        "workers, and so do the process pool's helper threads in the caller (they pickle tasks "
-        "and collect results). When one of those threads is descheduled while it holds the "
-        "GIL, the loop waits for it as well: this shows as occasional stalls of several "
-        "milliseconds inside `run_in_executor` submissions, in aiomr and in any other program "
-        "that feeds a process pool from its loop. Raising the workers' niceness lets the "
+        "workers, and so do the caller's helper threads: aiomr's pool thread, which writes "
+        "tasks to the workers' pipes and reads and unpickles their replies, or the standard "
+        "pool's feeder and manager threads in the book's pattern. When one of those threads "
+        "is descheduled while it holds the GIL, the loop waits for it as well: this shows as "
+        "occasional stalls of several milliseconds, in aiomr and in any other program that "
+        "feeds a process pool from its loop. Raising the workers' niceness lets the "
         "caller's threads take a core as soon as they wake; the *job s* column shows what it "
         "costs the job. The book's pattern adds stalls of its own: it builds the whole input "
         "list and cuts it into chunks on the loop before submitting anything, which is its "

@@ -83,12 +83,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import _common
+import _runs
 import ngram
 
 if TYPE_CHECKING:
@@ -206,21 +207,6 @@ def signalling_stats(fd: int) -> aiomr.JobStats:
     return SignallingStats()
 
 
-def record_aiomr_directories(created: list[str]) -> Callable[[str, tuple[Any, ...]], None]:
-    """Return an audit hook that appends every ``aiomr-*`` directory made in this process."""
-
-    def hook(event: str, args: tuple[Any, ...]) -> None:
-        if (
-            event == "os.mkdir"
-            and isinstance(args[0], str)
-            and args[2] in (None, -1)
-            and os.path.basename(args[0]).startswith("aiomr-")
-        ):
-            created.append(os.path.abspath(args[0]))
-
-    return hook
-
-
 def is_forkserver(process: psutil.Process) -> bool:
     """Tell the ``multiprocessing`` forkserver from other children (the resource tracker)."""
     return any("multiprocessing.forkserver" in part for part in process.cmdline())
@@ -255,7 +241,7 @@ def contender_main(key: str, path: str, out: str, fd: int) -> None:
     import aiomr.sources  # imported before the clock starts
 
     created: list[str] = []
-    sys.addaudithook(record_aiomr_directories(created))
+    sys.addaudithook(_runs.record_aiomr_directories(created))
     stats = signalling_stats(fd)
     job = JOB_BY_KEY[key]
     error: str | None = None
@@ -567,7 +553,7 @@ def run_once(
         out = os.path.join(tmp, "report.pkl")
         read_fd, write_fd = os.pipe()
         command = [sys.executable, __file__, "--contender", variant.job, path, out, str(write_fd)]
-        busy, ours, began = _common.busy_cpu_seconds(), _own_cpu(), time.perf_counter()
+        busy, ours, began = _common.busy_cpu_seconds(), _runs.own_cpu(), time.perf_counter()
         try:
             process = subprocess.Popen(command, stdout=sys.stderr, pass_fds=(write_fd,))
         finally:
@@ -604,7 +590,8 @@ def run_once(
         return run
     run.others = max(
         0.0,
-        (_common.busy_cpu_seconds() - busy - (_own_cpu() - ours) - report["cpu_total"]) / elapsed,
+        (_common.busy_cpu_seconds() - busy - (_runs.own_cpu() - ours) - report["cpu_total"])
+        / elapsed,
     )
     run.wall, run.cpu = report["wall"], report["cpu"]
     stats = report["stats"]
@@ -631,12 +618,6 @@ def run_once(
     run.problems += answer_problems(report["totals"], reference, expected)
     run.problems += stats_problems(run, expected)
     return run
-
-
-def _own_cpu() -> float:
-    """CPU seconds of this process alone (its threads included, its children not)."""
-    t = os.times()
-    return t.user + t.system
 
 
 # Measuring -------------------------------------------------------------------------------------
@@ -724,11 +705,6 @@ def measure(
 # Reporting -------------------------------------------------------------------------------------
 
 
-def _med(values: Iterator[float] | list[float]) -> float:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    return _common.median(values) if values else math.nan
-
-
 def paired(m: Measurements, job: str, every: float) -> list[tuple[Run, Run]]:
     """The (clean, under fire) pairs of one round each, both successful."""
     clean = {r.round: r for r in m.of(Variant(job).key)}
@@ -746,18 +722,9 @@ def slowdown(m: Measurements, job: str, every: float) -> tuple[float, float, flo
 
 def cost_per_kill(m: Measurements, job: str, every: float) -> float:
     """Median over rounds of (under-fire wall - clean wall) / kills that landed."""
-    return _med([(f.wall - c.wall) / f.landed for c, f in paired(m, job, every) if f.landed])
-
-
-def _fmt(value: float, spec: str, unit: str = "") -> str:
-    return "n/a" if math.isnan(value) else f"{value:{spec}}{unit}"
-
-
-def _counts(values: list[int]) -> str:
-    """A median and the per-run values: ``2 (2, 2, 3)``."""
-    if not values:
-        return "n/a"
-    return f"{_common.median(values):g} ({', '.join(str(v) for v in values)})"
+    return _runs.median_of(
+        [(f.wall - c.wall) / f.landed for c, f in paired(m, job, every) if f.landed]
+    )
 
 
 def variant_table(m: Measurements, keys: Sequence[str]) -> str:
@@ -779,19 +746,20 @@ def variant_table(m: Measurements, keys: Sequence[str]) -> str:
         runs, every = m.of(key), by_key[key].every
         total = len(m.of(key, ok=False))
         walls = [r.wall for r in runs]
+        lag_p99 = _runs.median_of([r.lag_p99 or math.nan for r in runs])
+        lag_max = max((r.lag_max or 0.0 for r in runs), default=math.nan)
         rows.append(
             [
                 by_key[key].label,
                 f"{len(runs)} of {total}",
-                _fmt(_med(walls), ".2f", " s"),
+                _runs.na(_runs.median_of(walls), ".2f", " s"),
                 f"{min(walls):.2f} to {max(walls):.2f} s" if walls else "n/a",
-                _fmt(_med([r.cpu for r in runs]), ".1f"),
-                _counts([r.landed for r in runs]) if every is not None else "0",
-                _counts([r.chunks_retried for r in runs]),
-                _counts([r.workers_replaced for r in runs]),
-                f"{_fmt(_med([r.lag_p99 or math.nan for r in runs]) * 1e3, '.1f')} / "
-                f"{_fmt(max((r.lag_max or 0.0 for r in runs), default=math.nan) * 1e3, '.1f')} ms",
-                _fmt(_med([r.others for r in runs]), ".2f"),
+                _runs.na(_runs.median_of([r.cpu for r in runs]), ".1f"),
+                _runs.per_run([r.landed for r in runs]) if every is not None else "0",
+                _runs.per_run([r.chunks_retried for r in runs]),
+                _runs.per_run([r.workers_replaced for r in runs]),
+                f"{_runs.na(lag_p99 * 1e3, '.1f')} / {_runs.na(lag_max * 1e3, '.1f')} ms",
+                _runs.na(_runs.median_of([r.others for r in runs]), ".2f"),
             ]
         )
     return _common.markdown_table(headers, rows)
@@ -829,9 +797,9 @@ def slowdown_table(m: Measurements) -> str:
                 JOB_BY_KEY[v.job].label + (" (extra)" if v.extra else ""),
                 f"{v.every:g} s",
                 ", ".join(f"{sum(r.ok for r in group)} of {len(group)}" for group in runs),
-                _fmt(ratio, ".2f", "x"),
+                _runs.na(ratio, ".2f", "x"),
                 f"{low:.2f} to {high:.2f}x" if not math.isnan(low) else "n/a",
-                _fmt(cost_per_kill(m, v.job, v.every), ".2f", " s"),
+                _runs.na(cost_per_kill(m, v.job, v.every), ".2f", " s"),
                 target,
             ]
         )
@@ -886,8 +854,8 @@ def tasks_note(m: Measurements) -> str:
         runs = m.of(Variant(job.key).key)
         if not runs:
             continue
-        splits = _med([r.chunks for r in runs])
-        mean = _med([r.task_seconds / r.tasks_done for r in runs if r.tasks_done])
+        splits = _runs.median_of([r.chunks for r in runs])
+        mean = _runs.median_of([r.task_seconds / r.tasks_done for r in runs if r.tasks_done])
         what = (
             f"its {splits:.0f} map tasks (one per split of about "
             f"{m.expected.size_bytes / splits / 1e6:.0f} MB)"
@@ -907,7 +875,7 @@ def _short(job: str) -> str:
 def load_note(m: Measurements) -> str:
     """Warn when other processes kept the shared machine busy during the runs."""
     loads = [r.others for r in m.runs if not math.isnan(r.others)]
-    others = _med(loads)
+    others = _runs.median_of(loads)
     if math.isnan(others) or others < 0.25:
         return ""
     return (
@@ -925,7 +893,7 @@ def render(m: Measurements) -> str:
     extra_keys = [v.key for v in all_variants(m) if v.extra]
     all_ok = all(r.ok for r in m.runs)
     costs = [
-        f"{_fmt(cost_per_kill(m, job.key, m.every), '.2f', ' s')} for the {_short(job.key)} job"
+        f"{_runs.na(cost_per_kill(m, job.key, m.every), '.2f', ' s')} for the {_short(job.key)} job"
         for job in JOBS
         if any(v.job == job.key for v in all_variants(m))
     ]

@@ -97,11 +97,12 @@ import sysconfig
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import _common
+import _runs
 
 if TYPE_CHECKING:
     import aiomr
@@ -476,21 +477,6 @@ async def contend(
     }
 
 
-def record_aiomr_directories(created: list[str]) -> Callable[[str, tuple[Any, ...]], None]:
-    """Return an audit hook that appends every ``aiomr-*`` directory made in this process."""
-
-    def hook(event: str, args: tuple[Any, ...]) -> None:
-        if (
-            event == "os.mkdir"
-            and isinstance(args[0], str)
-            and args[2] in (None, -1)
-            and os.path.basename(args[0]).startswith("aiomr-")
-        ):
-            created.append(os.path.abspath(args[0]))
-
-    return hook
-
-
 def _helpers_and_others() -> tuple[list[Any], list[Any]]:
     """This process's live descendants: (forkserver and resource tracker, everything else)."""
     import psutil
@@ -541,7 +527,7 @@ def contender_main(key: str, paths_file: str, out: str, seed: int) -> None:
     with open(paths_file, encoding="utf-8") as f:
         paths = f.read().splitlines()
     created: list[str] = []
-    sys.addaudithook(record_aiomr_directories(created))
+    sys.addaudithook(_runs.record_aiomr_directories(created))
     report: dict[str, Any] = {"error": None, "created": created}
     recorder = LogRecorder()
     logging.getLogger("aiomr").addHandler(recorder)
@@ -634,11 +620,6 @@ class Run:
         if not self.stops or len(self.replaced_at) < len(self.stops):
             return math.nan
         return self.replaced_at[len(self.stops) - 1] - self.stops[-1].at
-
-
-def _own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def _in_session(sid: int) -> list[int]:
@@ -737,7 +718,7 @@ def run_once(
         out, err = os.path.join(tmp, "report.pkl"), os.path.join(tmp, "stderr")
         command = [sys.executable, __file__, "--contender", scenario.key, paths_file, out]
         command.append(str(1000 * round_ + SCENARIOS.index(scenario)))
-        busy, ours, began = _common.busy_cpu_seconds(), _own_cpu(), time.perf_counter()
+        busy, ours, began = _common.busy_cpu_seconds(), _runs.own_cpu(), time.perf_counter()
         with open(err, "wb") as stderr:
             process = subprocess.Popen(
                 command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
@@ -767,7 +748,8 @@ def run_once(
         return run
     run.others = max(
         0.0,
-        (_common.busy_cpu_seconds() - busy - (_own_cpu() - ours) - report["cpu_total"]) / elapsed,
+        (_common.busy_cpu_seconds() - busy - (_runs.own_cpu() - ours) - report["cpu_total"])
+        / elapsed,
     )
     run.stops, run.skipped = report.get("stops", []), report.get("skipped", 0)
     run.replaced_at = report.get("replaced_at", [])
@@ -875,22 +857,6 @@ def measure(step: int, rounds: int, scenarios: Sequence[Scenario] = SCENARIOS) -
     return m
 
 
-def _med(values: Sequence[float]) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return _common.median(values) if values else math.nan
-
-
-def _fmt(value: float, spec: str, unit: str = "") -> str:
-    return "n/a" if math.isnan(value) else f"{value:{spec}}{unit}"
-
-
-def _counts(values: list[int]) -> str:
-    """A median and the per-run values: ``2 (2, 2, 3)``."""
-    if not values:
-        return "n/a"
-    return f"{_common.median(values):g} ({', '.join(str(v) for v in values)})"
-
-
 def ratios(m: Measurements, key: str) -> list[float]:
     """The run's wall time over the clean run's, for each round where both passed."""
     clean = {r.round: r for r in m.of("clean")}
@@ -900,8 +866,8 @@ def ratios(m: Measurements, key: str) -> list[float]:
 def meets_target(runs: Sequence[Run]) -> bool:
     return (
         bool(runs)
-        and _med([r.lag_p99 for r in runs]) * 1e3 <= TARGET_P99_MS
-        and _med([r.lag_max for r in runs]) * 1e3 <= TARGET_MAX_MS
+        and _runs.median_of([r.lag_p99 for r in runs]) * 1e3 <= TARGET_P99_MS
+        and _runs.median_of([r.lag_max for r in runs]) * 1e3 <= TARGET_MAX_MS
     )
 
 
@@ -926,24 +892,28 @@ def scenario_table(m: Measurements) -> str:
         walls = [r.wall for r in runs]
         stops = [len(r.stops) for r in runs]
         if s.stop == "random":
-            stops_text = _counts(stops) + f", resumed {_counts([_resumed(r) for r in runs])}"
+            stops_text = (
+                _runs.per_run(stops) + f", resumed {_runs.per_run([_resumed(r) for r in runs])}"
+            )
         else:
-            stops_text = str(stops[0]) if stops and len(set(stops)) == 1 else _counts(stops)
+            stops_text = str(stops[0]) if stops and len(set(stops)) == 1 else _runs.per_run(stops)
         rows.append(
             [
                 s.label,
                 f"{len(runs)} of {total}",
-                _fmt(_med(walls), ".2f", " s"),
+                _runs.na(_runs.median_of(walls), ".2f", " s"),
                 f"{min(walls):.2f} to {max(walls):.2f} s" if walls else "n/a",
-                "1 (baseline)" if s.key == "clean" else _fmt(_med(ratios(m, s.key)), ".2f", "x"),
-                f"{_common.fmt_ms(_med([r.lag_p99 for r in runs]), 1)} / "
-                f"{_common.fmt_ms(_med([r.lag_max for r in runs]), 1)} ms",
-                _fmt(max((r.lag_max for r in runs), default=math.nan) * 1e3, ".1f", " ms"),
+                "1 (baseline)"
+                if s.key == "clean"
+                else _runs.na(_runs.median_of(ratios(m, s.key)), ".2f", "x"),
+                f"{_common.fmt_ms(_runs.median_of([r.lag_p99 for r in runs]), 1)} / "
+                f"{_common.fmt_ms(_runs.median_of([r.lag_max for r in runs]), 1)} ms",
+                _runs.na(max((r.lag_max for r in runs), default=math.nan) * 1e3, ".1f", " ms"),
                 _common.verdict(meets_target(runs)) if runs else "n/a",
                 stops_text,
-                _counts([r.workers_replaced for r in runs]),
-                _counts([r.chunks_retried + r.partitions_retried for r in runs]),
-                _fmt(_med([r.detection() for r in runs]), ".2f", " s")
+                _runs.per_run([r.workers_replaced for r in runs]),
+                _runs.per_run([r.chunks_retried + r.partitions_retried for r in runs]),
+                _runs.na(_runs.median_of([r.detection() for r in runs]), ".2f", " s")
                 if s.replaced_per_stop
                 else "",
             ]
@@ -973,7 +943,7 @@ def failure_table(m: Measurements) -> str:
 
 def load_note(m: Measurements) -> str:
     loads = [r.others for r in m.runs if not math.isnan(r.others)]
-    others = _med(loads)
+    others = _runs.median_of(loads)
     if math.isnan(others) or others < 0.25:
         return ""
     return (
@@ -986,7 +956,7 @@ def load_note(m: Measurements) -> str:
 def render(m: Measurements) -> str:
     all_ok = all(r.ok for r in m.runs)
     loops = sorted({r.loop for r in m.runs if r.loop})
-    clean = _med([r.wall for r in m.of("clean")])
+    clean = _runs.median_of([r.wall for r in m.of("clean")])
     which = "every `.py` file" if m.step == 1 else f"every {m.step}th `.py` file (sorted)"
     parts = [
         f"## {HEADING}",
@@ -999,7 +969,7 @@ def render(m: Measurements) -> str:
         f"{m.reference_words:,} words, {m.reference_distinct:,} distinct), one file per "
         "record, `aiomr.map_reduce_by_key` with a mapper yielding `(word, 1)` and "
         f"`operator.add`, on `ProcessExecutor({WORKERS})`, under `aiomr.run`; a clean run "
-        f"takes {_fmt(clean, '.1f', ' s')} here. The workers are stopped with SIGSTOP and "
+        f"takes {_runs.na(clean, '.1f', ' s')} here. The workers are stopped with SIGSTOP and "
         "never resumed (but for the random stops): one while idle, once both workers are up "
         "and wait for a task, right before the job is called; one or both *mid-job*, once "
         f"{STOP_AT:.0%} of the files were mapped, each victim as soon as `/proc` shows it "

@@ -230,3 +230,19 @@ async def test_what_may_yield_or_return_runs(engine: aiomr.Engine) -> None:
     )
     total = await engine.map_reduce(range(10), PlainCall(), functools.partial(operator.add))
     assert total == 45
+
+
+async def _async_convert(row: list[str]) -> list[str]:
+    return row
+
+
+def _generator_convert(row: list[str]) -> Iterator[str]:
+    yield from row
+
+
+@pytest.mark.parametrize("convert", [_async_convert, _generator_convert])
+@pytest.mark.parametrize("source", ["files", "lines"])
+def test_a_source_refuses_a_convert_workers_cannot_call(source: str, convert: Any) -> None:
+    make = aiomr.sources.files if source == "files" else aiomr.sources.lines
+    with pytest.raises(TypeError, match=r"^convert _(async|generator)_convert is a"):
+        make("data.tsv", format="tsv", convert=convert)

@@ -199,4 +199,8 @@ def make_parser(
                 "fields=, convert=, header= and names= need format='tsv', 'csv' or 'jsonl'"
             )
         return None
+    if convert is not None:
+        from .._callables import check_function  # the caller's side only: not in workers
+
+        check_function("convert", convert, returns="the record")
     return Parser(format, fields=fields, convert=convert, header=header, names=names)

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from ._exceptions import UnpicklableError as UnpicklableError
     from ._exceptions import WorkerTraceback as WorkerTraceback
     from ._jobclass import Job as Job
-    from ._jobclass import Step as Step
     from ._keyed_api import fold_by_key as fold_by_key
     from ._keyed_api import group_by_key as group_by_key
     from ._keyed_api import map_reduce_by_key as map_reduce_by_key
@@ -44,6 +43,12 @@ if TYPE_CHECKING:
     from ._keyspec import ReduceByKey as ReduceByKey
     from ._loop import loop_factory as loop_factory
     from ._loop import run as run
+    from ._options import JobKeywords as JobKeywords
+    from ._options import KeyedKeywords as KeyedKeywords
+    from ._options import MapKeywords as MapKeywords
+    from ._options import RunKeywords as RunKeywords
+    from ._options import StreamKeywords as StreamKeywords
+    from ._options import WindowKeywords as WindowKeywords
     from ._progress import Progress as Progress
     from ._progress import progress as progress
     from ._progress import report_progress as report_progress
@@ -53,6 +58,7 @@ if TYPE_CHECKING:
     from ._results import write_jsonl as write_jsonl
     from ._retry import RetryPolicy as RetryPolicy
     from ._stats import JobStats as JobStats
+    from ._steps import Step as Step
     from ._stream import Snapshot as Snapshot
     from ._windows import Window as Window
 
@@ -69,16 +75,22 @@ __all__ = [
     "FoldByKey",
     "GroupByKey",
     "Job",
+    "JobKeywords",
     "JobStats",
+    "KeyedKeywords",
+    "MapKeywords",
     "MapperOutputError",
     "Progress",
     "RecordError",
     "ReduceByKey",
     "RetryPolicy",
+    "RunKeywords",
     "Snapshot",
     "Step",
+    "StreamKeywords",
     "UnpicklableError",
     "Window",
+    "WindowKeywords",
     "WorkerTraceback",
     "executors",
     "fold_by_key",
@@ -111,16 +123,22 @@ _WHERE: dict[str, str] = {
     "FoldByKey": "._keyspec",
     "GroupByKey": "._keyspec",
     "Job": "._jobclass",
+    "JobKeywords": "._options",
     "JobStats": "._stats",
+    "KeyedKeywords": "._options",
+    "MapKeywords": "._options",
     "MapperOutputError": "._exceptions",
     "Progress": "._progress",
     "RecordError": "._exceptions",
     "ReduceByKey": "._keyspec",
     "RetryPolicy": "._retry",
+    "RunKeywords": "._options",
     "Snapshot": "._stream",
-    "Step": "._jobclass",
+    "Step": "._steps",
+    "StreamKeywords": "._options",
     "UnpicklableError": "._exceptions",
     "Window": "._windows",
+    "WindowKeywords": "._options",
     "WorkerTraceback": "._exceptions",
     "executors": ".",
     "fold_by_key": "._keyed_api",

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from typing import Any, Literal, overload
+from typing import Any, Literal, Unpack, cast, overload
 
-from ._badrecords import OnError
-from ._chunker import AnySource, check_source
-from ._engine import Engine
-from ._job import JobOptions, check_callable
-from ._retry import RetryPolicy
-from ._sentinels import MISSING
-from ._stats import JobStats
-from ._stream import Snapshot, StreamOptions
+from ._chunker import AnySource
+from ._engine import Engine, check_job
+from ._options import (
+    MapKeywords,
+    MapOptions,
+    StreamKeywords,
+    StreamOptions,
+    WindowKeywords,
+    WindowOptions,
+)
+from ._stream import Snapshot
 from ._types import Mode, R, V
-from ._windows import Window, WindowSpec
+from ._windows import Window
 from .executors import ExecutorSpec
 from .sources._split_source import SplitSource
 
@@ -29,17 +31,9 @@ async def map_reduce(
     mapper: Callable[[R], V],
     reducer: Callable[[V, V], V],
     *,
-    initial: V = ...,
     mode: Literal["record"] = ...,
-    ordered: bool = ...,
-    chunk_size: int | None = ...,
-    max_in_flight: int | None = ...,
-    retry: RetryPolicy | None = ...,
-    on_error: OnError = ...,
-    dead_letter: str | os.PathLike[str] | None = ...,
     executor: ExecutorSpec = ...,
-    max_workers: int | None = ...,
-    stats: JobStats | None = ...,
+    **options: Unpack[MapKeywords[V]],
 ) -> V: ...
 
 
@@ -49,17 +43,9 @@ async def map_reduce(
     mapper: Callable[[Iterator[bytes]], V],
     reducer: Callable[[V, V], V],
     *,
-    initial: V = ...,
     mode: Literal["blocks"],
-    ordered: bool = ...,
-    chunk_size: int | None = ...,
-    max_in_flight: int | None = ...,
-    retry: RetryPolicy | None = ...,
-    on_error: OnError = ...,
-    dead_letter: str | os.PathLike[str] | None = ...,
     executor: ExecutorSpec = ...,
-    max_workers: int | None = ...,
-    stats: JobStats | None = ...,
+    **options: Unpack[MapKeywords[V]],
 ) -> V: ...
 
 
@@ -69,17 +55,9 @@ async def map_reduce(
     mapper: Callable[[list[R]], V],
     reducer: Callable[[V, V], V],
     *,
-    initial: V = ...,
     mode: Literal["chunk"],
-    ordered: bool = ...,
-    chunk_size: int | None = ...,
-    max_in_flight: int | None = ...,
-    retry: RetryPolicy | None = ...,
-    on_error: OnError = ...,
-    dead_letter: str | os.PathLike[str] | None = ...,
     executor: ExecutorSpec = ...,
-    max_workers: int | None = ...,
-    stats: JobStats | None = ...,
+    **options: Unpack[MapKeywords[V]],
 ) -> V: ...
 
 
@@ -88,17 +66,9 @@ async def map_reduce(
     mapper: Callable[[Any], Any],
     reducer: Callable[[Any, Any], Any],
     *,
-    initial: Any = MISSING,
     mode: Mode = "record",
-    ordered: bool = False,
-    chunk_size: int | None = None,
-    max_in_flight: int | None = None,
-    retry: RetryPolicy | None = None,
-    on_error: OnError = "raise",
-    dead_letter: str | os.PathLike[str] | None = None,
     executor: ExecutorSpec = "process",
-    max_workers: int | None = None,
-    stats: JobStats | None = None,
+    **options: Unpack[MapKeywords[Any]],
 ) -> Any:
     """Map every record of ``source`` and reduce the values to one result.
 
@@ -128,26 +98,14 @@ async def map_reduce(
             `TypeError` (workers run no event loop, and a generator is not a value).
         reducer: ``(value, value) -> value``. It must be associative, and commutative unless
             ``ordered=True``; values and the result share one type.
-        initial: folded in once, first; the result of an empty source. Without it an empty
-            source raises `aiomr.EmptySourceError`.
-        mode: ``"record"`` or ``"chunk"``, as above.
-        ordered: fold partials in input order instead of as they complete, for reducers
-            that are associative but not commutative (string concatenation, list append).
-        chunk_size: records per chunk; ``None`` adapts it from measured task times.
-        max_in_flight: chunks outstanding at most (running, or done and not yet folded);
-            defaults to twice the worker count.
-        retry: when to run a failed chunk again; by default a chunk whose worker process
-            died runs again, up to 3 runs in all (`aiomr.RetryPolicy`).
-        on_error: ``"raise"`` (the default) fails the job on the first record whose parsing
-            or mapping raises; ``"skip"`` leaves such records out, counts them in
-            ``stats.records_skipped`` and keeps a sample in ``stats.bad_sample``;
-            ``"collect"`` also keeps every one in ``stats.bad_records``. Record mode only.
-        dead_letter: a JSON Lines file to append every skipped record to (location, record,
-            error).
+        mode: ``"record"`` or ``"chunk"``, as above; ``"blocks"`` hands a file source's
+            raw blocks to the mapper (`aiomr.sources.files`).
         executor: ``"process"`` (default), ``"thread"``, ``"inline"``, an
             `aiomr.executors.Executor`, or a `concurrent.futures.Executor`.
-        max_workers: workers for an executor created by name; defaults to the CPU count.
-        stats: a `aiomr.JobStats` to fill live with the job's figures.
+        **options: the job's options, `aiomr.MapKeywords`: ``initial`` (the result of an
+            empty source), ``ordered``, ``chunk_size``, ``max_in_flight``, ``max_workers``
+            (workers to start; defaults to the CPU count), ``retry``, ``on_error``,
+            ``dead_letter``, ``stats``.
 
     Returns:
         The reduction of all mapped values (``initial`` folded in first when given).
@@ -161,14 +119,13 @@ async def map_reduce(
     cancels outstanding chunks and stops the worker processes this call started.
     """
     # Check every argument before starting worker processes.
-    options = JobOptions(
-        initial, mode, ordered, chunk_size, max_in_flight, retry, on_error, dead_letter
-    )
-    check_callable("mapper", mapper)
-    check_callable("reducer", reducer)
-    check_source(source)
-    async with Engine(executor, max_workers=max_workers, split_seconds=None) as engine:
-        return await engine._map_reduce(source, mapper, reducer, options, stats)
+    checked = MapOptions.of("map_reduce", {**options, "mode": mode})
+    check_job(source, mapper=mapper, reducer=reducer)
+    async with Engine(executor, max_workers=checked.max_workers, split_seconds=None) as engine:
+        # One call for every mode: the overloads only tell the types of each apart.
+        return await engine.map_reduce(
+            source, mapper, reducer, mode=cast(Literal["record"], mode), **options
+        )
 
 
 @contextlib.asynccontextmanager
@@ -177,19 +134,8 @@ async def open_stream(
     mapper: Callable[[R], V],
     reducer: Callable[[V, V], V],
     *,
-    every_seconds: float | None = 1.0,
-    every_partials: int | None = None,
-    view: Callable[[V], Any] | None = None,
-    initial: V = MISSING,
-    ordered: bool = False,
-    chunk_size: int | None = None,
-    max_in_flight: int | None = None,
-    retry: RetryPolicy | None = None,
-    on_error: OnError = "raise",
-    dead_letter: str | os.PathLike[str] | None = None,
     executor: ExecutorSpec = "process",
-    max_workers: int | None = None,
-    stats: JobStats | None = None,
+    **options: Unpack[StreamKeywords[V]],
 ) -> AsyncIterator[AsyncIterator[Snapshot[Any]]]:
     """Run a map-reduce job and watch its running result as partials are folded in.
 
@@ -226,41 +172,21 @@ async def open_stream(
     value, safe for reducers that update a dict or a counter in place.
 
     Args:
-        every_seconds: seconds between snapshots; ``None`` to pace by partials only.
-        every_partials: partials folded between snapshots; ``None`` to pace by time only.
-        view: what of the running value to show: ``running value -> snapshot value``.
-
-    The other arguments are those of `aiomr.map_reduce` (record mode).
+        executor: where the job runs, as for `aiomr.map_reduce`.
+        **options: `aiomr.StreamKeywords`: ``every_seconds`` (seconds between snapshots,
+            1.0 by default; ``None`` to pace by partials only), ``every_partials``
+            (partials folded between snapshots), ``view`` (what of the running value to
+            show), and the options of `aiomr.map_reduce` (record mode).
 
     Cancellation: leaving the ``async with`` before the final snapshot cancels the job (its
     source is closed, its workers stopped). An error of the job is raised by the iteration,
     as itself; if the loop was left before it came, leaving the ``async with`` raises it.
     """
-    options = JobOptions(
-        initial, "record", ordered, chunk_size, max_in_flight, retry, on_error, dead_letter
-    )
-    StreamOptions(every_seconds, every_partials, view)
-    check_callable("mapper", mapper)
-    check_callable("reducer", reducer)
-    check_source(source)
+    checked = StreamOptions.of("open_stream", options)
+    check_job(source, mapper=mapper, reducer=reducer)
     async with (
-        Engine(executor, max_workers=max_workers, split_seconds=None) as engine,
-        engine.open_stream(
-            source,
-            mapper,
-            reducer,
-            every_seconds=every_seconds,
-            every_partials=every_partials,
-            view=view,
-            initial=options.initial,
-            ordered=ordered,
-            chunk_size=chunk_size,
-            max_in_flight=max_in_flight,
-            retry=retry,
-            on_error=on_error,
-            dead_letter=dead_letter,
-            stats=stats,
-        ) as snapshots,
+        Engine(executor, max_workers=checked.max_workers, split_seconds=None) as engine,
+        engine.open_stream(source, mapper, reducer, **options) as snapshots,
     ):
         yield snapshots
 
@@ -272,16 +198,8 @@ async def open_windows(
     reducer: Callable[[V, V], V],
     *,
     size: float,
-    slide: float | None = None,
-    by: Literal["count", "time"] = "count",
-    initial: V = MISSING,
-    chunk_size: int | None = None,
-    max_in_flight: int | None = None,
-    retry: RetryPolicy | None = None,
-    on_error: OnError = "raise",
-    dead_letter: str | os.PathLike[str] | None = None,
     executor: ExecutorSpec = "process",
-    max_workers: int | None = None,
+    **options: Unpack[WindowKeywords[V]],
 ) -> AsyncIterator[AsyncIterator[Window[Any]]]:
     """Map and reduce an endless source window by window: one result per window.
 
@@ -318,37 +236,20 @@ async def open_windows(
 
     Args:
         size: records or seconds per window.
-        slide: records or seconds between the starts of two windows.
-        by: ``"count"`` or ``"time"``.
-        initial: the value of a window without records; without it such windows are left
-            out.
-
-    The other arguments are those of `aiomr.map_reduce` (record mode), and apply to every
-    pane's job. The source is read by a task of its own, at most 10,000 records ahead.
+        executor: where the panes' jobs run, as for `aiomr.map_reduce`.
+        **options: `aiomr.WindowKeywords`: ``slide`` (records or seconds between the starts
+            of two windows), ``by`` (``"count"`` or ``"time"``), ``initial`` (the value of a
+            window without records; without it such windows are left out), and the options
+            of `aiomr.map_reduce` (record mode) but ``stats``, which apply to every pane's
+            job. The source is read by a task of its own, at most 10,000 records ahead.
 
     Cancellation: leaving the ``async with`` (or cancelling the loop over the windows)
     stops reading the source and cancels the pane being reduced.
     """
-    spec = WindowSpec(size, slide if slide is not None else size, by)
-    JobOptions(MISSING, "record", False, chunk_size, max_in_flight, retry, on_error, dead_letter)
-    check_callable("mapper", mapper)
-    check_callable("reducer", reducer)
-    check_source(source)
+    checked = WindowOptions.of("open_windows", {**options, "size": size})
+    check_job(source, mapper=mapper, reducer=reducer)
     async with (
-        Engine(executor, max_workers=max_workers, split_seconds=None) as engine,
-        engine.open_windows(
-            source,
-            mapper,
-            reducer,
-            size=spec.size,
-            slide=spec.slide,
-            by=by,
-            initial=initial,
-            chunk_size=chunk_size,
-            max_in_flight=max_in_flight,
-            retry=retry,
-            on_error=on_error,
-            dead_letter=dead_letter,
-        ) as results,
+        Engine(executor, max_workers=checked.max_workers, split_seconds=None) as engine,
+        engine.open_windows(source, mapper, reducer, size=size, **options) as results,
     ):
         yield results

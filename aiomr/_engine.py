@@ -4,31 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Literal, Self, overload
+from typing import Any, Literal, Self, Unpack, overload
 
-from ._badrecords import OnError
 from ._checks import check_seconds
 from ._chunker import AnySource, check_source
 from ._exceptions import ClosedResourceError
-from ._job import JobOptions, check_callable, run_map_reduce
-from ._keyed import DEFAULT_MEMORY_BUDGET, KeyedOptions, collect_keyed, open_keyed
+from ._job import check_callable, run_map_reduce
+from ._keyed import collect_keyed, open_keyed
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
+from ._options import (
+    KeyedKeywords,
+    KeyedOptions,
+    MapKeywords,
+    MapOptions,
+    StreamKeywords,
+    StreamOptions,
+    WindowKeywords,
+    WindowOptions,
+)
 from ._reducer import Folder
-from ._retry import RetryPolicy
 from ._scheduler import FairScheduler
 from ._sentinels import MISSING
 from ._shuffle import ReducePlan
 from ._stats import JobStats
-from ._stream import Snapshot, StreamOptions, running
+from ._steps import HasSteps, checked_steps, run_steps
+from ._stream import Snapshot, running
 from ._types import A, K, Mode, R, T, V
-from ._windows import Window, WindowSpec, windows
+from ._windows import Window, windows
 from .executors import Executor, ExecutorSpec, resolve_executor
 from .sources._split_source import SplitSource
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "check_job"]
 
 
 SHARED_SPLIT_SECONDS = 0.5
@@ -115,114 +123,6 @@ class Engine:
         if self._closed:
             raise ClosedResourceError("the Engine is closed")
 
-    @overload
-    async def map_reduce(
-        self,
-        source: Iterable[R] | AsyncIterable[R] | SplitSource,
-        mapper: Callable[[R], V],
-        reducer: Callable[[V, V], V],
-        *,
-        initial: V = ...,
-        mode: Literal["record"] = ...,
-        ordered: bool = ...,
-        chunk_size: int | None = ...,
-        max_in_flight: int | None = ...,
-        max_workers: int | None = ...,
-        retry: RetryPolicy | None = ...,
-        on_error: OnError = ...,
-        dead_letter: str | os.PathLike[str] | None = ...,
-        stats: JobStats | None = ...,
-    ) -> V: ...
-
-    @overload
-    async def map_reduce(
-        self,
-        source: SplitSource,
-        mapper: Callable[[Iterator[bytes]], V],
-        reducer: Callable[[V, V], V],
-        *,
-        initial: V = ...,
-        mode: Literal["blocks"],
-        ordered: bool = ...,
-        chunk_size: int | None = ...,
-        max_in_flight: int | None = ...,
-        max_workers: int | None = ...,
-        retry: RetryPolicy | None = ...,
-        on_error: OnError = ...,
-        dead_letter: str | os.PathLike[str] | None = ...,
-        stats: JobStats | None = ...,
-    ) -> V: ...
-
-    @overload
-    async def map_reduce(
-        self,
-        source: Iterable[R] | AsyncIterable[R] | SplitSource,
-        mapper: Callable[[list[R]], V],
-        reducer: Callable[[V, V], V],
-        *,
-        initial: V = ...,
-        mode: Literal["chunk"],
-        ordered: bool = ...,
-        chunk_size: int | None = ...,
-        max_in_flight: int | None = ...,
-        max_workers: int | None = ...,
-        retry: RetryPolicy | None = ...,
-        on_error: OnError = ...,
-        dead_letter: str | os.PathLike[str] | None = ...,
-        stats: JobStats | None = ...,
-    ) -> V: ...
-
-    async def map_reduce(
-        self,
-        source: AnySource,
-        mapper: Callable[[Any], Any],
-        reducer: Callable[[Any, Any], Any],
-        *,
-        initial: Any = MISSING,
-        mode: Mode = "record",
-        ordered: bool = False,
-        chunk_size: int | None = None,
-        max_in_flight: int | None = None,
-        max_workers: int | None = None,
-        retry: RetryPolicy | None = None,
-        on_error: OnError = "raise",
-        dead_letter: str | os.PathLike[str] | None = None,
-        stats: JobStats | None = None,
-    ) -> Any:
-        """Run one job on the engine's workers; see `aiomr.map_reduce` for the arguments.
-
-        ``max_workers`` caps the workers this job's tasks hold at once (``None``: as many as
-        its fair share allows); the engine's pool keeps its size.
-
-            total = await engine.map_reduce(range(1000), square, operator.add, max_workers=1)
-
-        Cancellation: cancelling the call closes the source, cancels the job's outstanding
-        chunks (those waiting for a worker never run) and leaves the workers to other jobs.
-        """
-        options = JobOptions(
-            initial,
-            mode,
-            ordered,
-            chunk_size,
-            max_in_flight,
-            retry,
-            on_error,
-            dead_letter,
-            max_workers,
-        )
-        return await self._map_reduce(source, mapper, reducer, options, stats)
-
-    async def _map_reduce(
-        self,
-        source: AnySource,
-        mapper: Callable[[Any], Any],
-        reducer: Callable[[Any, Any], Any],
-        options: JobOptions,
-        stats: JobStats | None,
-    ) -> Any:
-        async with self._job(options.max_workers) as lane:
-            return await run_map_reduce(lane, source, mapper, reducer, options, stats)
-
     @contextlib.asynccontextmanager
     async def _job(self, max_workers: int | None) -> AsyncIterator[Executor]:
         """Count a job as running on the engine, for `aclose` to drain or cancel; yield the
@@ -248,56 +148,86 @@ class Engine:
             if not self._jobs and self._idle is not None:
                 self._idle.set()
 
+    @overload
+    async def map_reduce(
+        self,
+        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        mapper: Callable[[R], V],
+        reducer: Callable[[V, V], V],
+        *,
+        mode: Literal["record"] = ...,
+        **options: Unpack[MapKeywords[V]],
+    ) -> V: ...
+
+    @overload
+    async def map_reduce(
+        self,
+        source: SplitSource,
+        mapper: Callable[[Iterator[bytes]], V],
+        reducer: Callable[[V, V], V],
+        *,
+        mode: Literal["blocks"],
+        **options: Unpack[MapKeywords[V]],
+    ) -> V: ...
+
+    @overload
+    async def map_reduce(
+        self,
+        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        mapper: Callable[[list[R]], V],
+        reducer: Callable[[V, V], V],
+        *,
+        mode: Literal["chunk"],
+        **options: Unpack[MapKeywords[V]],
+    ) -> V: ...
+
+    async def map_reduce(
+        self,
+        source: AnySource,
+        mapper: Callable[[Any], Any],
+        reducer: Callable[[Any, Any], Any],
+        *,
+        mode: Mode = "record",
+        **options: Unpack[MapKeywords[Any]],
+    ) -> Any:
+        """Run one job on the engine's workers; see `aiomr.map_reduce` for the arguments.
+
+        ``max_workers`` caps the workers this job's tasks hold at once (``None``: as many as
+        its fair share allows); the engine's pool keeps its size.
+
+            total = await engine.map_reduce(range(1000), square, operator.add, max_workers=1)
+
+        Cancellation: cancelling the call closes the source, cancels the job's outstanding
+        chunks (those waiting for a worker never run) and leaves the workers to other jobs.
+        """
+        checked = MapOptions.of("map_reduce", {**options, "mode": mode})
+        check_job(source, mapper=mapper, reducer=reducer)
+        async with self._job(checked.max_workers) as lane:
+            return await run_map_reduce(lane, source, mapper, reducer, checked, checked.stats)
+
     @contextlib.asynccontextmanager
     async def open_stream(
         self,
         source: Iterable[R] | AsyncIterable[R] | SplitSource,
         mapper: Callable[[R], V],
         reducer: Callable[[V, V], V],
-        *,
-        every_seconds: float | None = 1.0,
-        every_partials: int | None = None,
-        view: Callable[[V], Any] | None = None,
-        initial: V = MISSING,
-        ordered: bool = False,
-        chunk_size: int | None = None,
-        max_in_flight: int | None = None,
-        max_workers: int | None = None,
-        retry: RetryPolicy | None = None,
-        on_error: OnError = "raise",
-        dead_letter: str | os.PathLike[str] | None = None,
-        stats: JobStats | None = None,
+        **options: Unpack[StreamKeywords[V]],
     ) -> AsyncIterator[AsyncIterator[Snapshot[Any]]]:
         """Run a job and watch its running result; see `aiomr.open_stream`.
 
         ``max_workers`` caps the workers the job holds at once, as in `map_reduce`.
         """
-        options = JobOptions(
-            initial,
-            "record",
-            ordered,
-            chunk_size,
-            max_in_flight,
-            retry,
-            on_error,
-            dead_letter,
-            max_workers,
-        )
-        pace = StreamOptions(every_seconds, every_partials, view)
-        check_callable("mapper", mapper)
-        check_callable("reducer", reducer)
-        check_source(source)
+        checked = StreamOptions.of("open_stream", options)
+        check_job(source, mapper=mapper, reducer=reducer)
         self._check_open()
-        job_stats = stats if stats is not None else JobStats()
-        folder = Folder(reducer, initial=options.initial, ordered=options.ordered)
+        stats = checked.stats if checked.stats is not None else JobStats()
+        folder = Folder(reducer, initial=checked.initial, ordered=checked.ordered)
 
         async def job() -> Any:
-            async with self._job(options.max_workers) as lane:
-                return await run_map_reduce(
-                    lane, source, mapper, reducer, options, job_stats, folder
-                )
+            async with self._job(checked.max_workers) as lane:
+                return await run_map_reduce(lane, source, mapper, reducer, checked, stats, folder)
 
-        async with running(asyncio.create_task(job()), folder, job_stats, pace) as snapshots:
+        async with running(asyncio.create_task(job()), folder, stats, checked) as snapshots:
             yield snapshots
 
     @contextlib.asynccontextmanager
@@ -308,63 +238,76 @@ class Engine:
         reducer: Callable[[V, V], V],
         *,
         size: float,
-        slide: float | None = None,
-        by: Literal["count", "time"] = "count",
-        initial: V = MISSING,
-        chunk_size: int | None = None,
-        max_in_flight: int | None = None,
-        max_workers: int | None = None,
-        retry: RetryPolicy | None = None,
-        on_error: OnError = "raise",
-        dead_letter: str | os.PathLike[str] | None = None,
+        **options: Unpack[WindowKeywords[V]],
     ) -> AsyncIterator[AsyncIterator[Window[Any]]]:
         """A result per window of an endless source; see `aiomr.open_windows`.
 
         ``max_workers`` caps the workers each window's job holds at once, as in `map_reduce`.
         """
-        spec = WindowSpec(size, slide if slide is not None else size, by)
-        options = JobOptions(
-            MISSING,
-            "record",
-            False,
-            chunk_size,
-            max_in_flight,
-            retry,
-            on_error,
-            dead_letter,
-            max_workers,
-        )
-        check_callable("mapper", mapper)
-        check_callable("reducer", reducer)
-        check_source(source)
+        checked = WindowOptions.of("open_windows", {**options, "size": size})
+        check_job(source, mapper=mapper, reducer=reducer)
         self._check_open()
+        pane = checked.pane_options()
 
         async def reduce_pane(records: AsyncIterable[Any]) -> Any:
-            return await self._map_reduce(records, mapper, reducer, options, None)
+            async with self._job(pane.max_workers) as lane:
+                return await run_map_reduce(lane, records, mapper, reducer, pane, None)
 
-        results = windows(reduce_pane, source, reducer, spec, initial)
+        results = windows(reduce_pane, source, reducer, checked.spec, checked.initial)
         try:
             yield results
         finally:
             await results.aclose()
+
+    async def map_reduce_by_key(
+        self,
+        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        mapper: Callable[[R], Iterable[tuple[K, V]]],
+        reducer: Callable[[V, V], V],
+        **options: Unpack[KeyedKeywords],
+    ) -> dict[K, V]:
+        """Combine each key's values with ``reducer``; see `aiomr.map_reduce_by_key`.
+
+        ``max_workers`` caps the workers the job's map and reduce tasks hold at once, as in
+        `map_reduce`.
+        """
+        spec: ReduceByKey[R, K, V] = ReduceByKey(mapper, reducer)
+        return await self._by_key("map_reduce_by_key", source, spec, options)
+
+    async def group_by_key(
+        self,
+        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        mapper: Callable[[R], Iterable[tuple[K, V]]],
+        reducer: Callable[[K, Iterator[V]], T],
+        *,
+        combiner: Callable[[K, list[V]], V] | None = None,
+        **options: Unpack[KeyedKeywords],
+    ) -> dict[K, T]:
+        """Hand all values of each key to ``reducer(key, values)``; see `aiomr.group_by_key`."""
+        spec: GroupByKey[R, K, V, T] = GroupByKey(mapper, reducer, combiner)
+        return await self._by_key("group_by_key", source, spec, options)
+
+    async def fold_by_key(
+        self,
+        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        mapper: Callable[[R], Iterable[tuple[K, V]]],
+        binop: Callable[[A, V], A],
+        combine: Callable[[A, A], A],
+        *,
+        initial: A = MISSING,
+        initial_factory: Callable[[], A] | None = None,
+        **options: Unpack[KeyedKeywords],
+    ) -> dict[K, A]:
+        """Fold each key's values into an accumulator; see `aiomr.fold_by_key`."""
+        spec: FoldByKey[R, K, V, A] = FoldByKey(mapper, binop, combine, initial, initial_factory)
+        return await self._by_key("fold_by_key", source, spec, options)
 
     @overload
     async def run_by_key(
         self,
         source: Iterable[R] | AsyncIterable[R] | SplitSource,
         spec: ReduceByKey[R, K, V],
-        *,
-        partitions: int | None = ...,
-        sort: bool = ...,
-        memory_budget: int = ...,
-        temp_dir: str | None = ...,
-        chunk_size: int | None = ...,
-        max_in_flight: int | None = ...,
-        max_workers: int | None = ...,
-        retry: RetryPolicy | None = ...,
-        on_error: OnError = ...,
-        dead_letter: str | os.PathLike[str] | None = ...,
-        stats: JobStats | None = ...,
+        **options: Unpack[KeyedKeywords],
     ) -> dict[K, V]: ...
 
     @overload
@@ -372,18 +315,7 @@ class Engine:
         self,
         source: Iterable[R] | AsyncIterable[R] | SplitSource,
         spec: GroupByKey[R, K, V, T],
-        *,
-        partitions: int | None = ...,
-        sort: bool = ...,
-        memory_budget: int = ...,
-        temp_dir: str | None = ...,
-        chunk_size: int | None = ...,
-        max_in_flight: int | None = ...,
-        max_workers: int | None = ...,
-        retry: RetryPolicy | None = ...,
-        on_error: OnError = ...,
-        dead_letter: str | os.PathLike[str] | None = ...,
-        stats: JobStats | None = ...,
+        **options: Unpack[KeyedKeywords],
     ) -> dict[K, T]: ...
 
     @overload
@@ -391,108 +323,73 @@ class Engine:
         self,
         source: Iterable[R] | AsyncIterable[R] | SplitSource,
         spec: FoldByKey[R, K, V, A],
-        *,
-        partitions: int | None = ...,
-        sort: bool = ...,
-        memory_budget: int = ...,
-        temp_dir: str | None = ...,
-        chunk_size: int | None = ...,
-        max_in_flight: int | None = ...,
-        max_workers: int | None = ...,
-        retry: RetryPolicy | None = ...,
-        on_error: OnError = ...,
-        dead_letter: str | os.PathLike[str] | None = ...,
-        stats: JobStats | None = ...,
+        **options: Unpack[KeyedKeywords],
     ) -> dict[K, A]: ...
 
     async def run_by_key(
-        self,
-        source: AnySource,
-        spec: KeyedSpec,
-        *,
-        partitions: int | None = None,
-        sort: bool = False,
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        temp_dir: str | None = None,
-        chunk_size: int | None = None,
-        max_in_flight: int | None = None,
-        max_workers: int | None = None,
-        retry: RetryPolicy | None = None,
-        on_error: OnError = "raise",
-        dead_letter: str | os.PathLike[str] | None = None,
-        stats: JobStats | None = None,
+        self, source: AnySource, spec: KeyedSpec, **options: Unpack[KeyedKeywords]
     ) -> dict[Any, Any]:
-        """Run a key-based job and return ``{key: result}``; see `aiomr.map_reduce_by_key`.
+        """Run a key-based job given as a spec (`aiomr.ReduceByKey`, `aiomr.GroupByKey`,
+        `aiomr.FoldByKey`) and return ``{key: result}``.
 
-        ``max_workers`` caps the workers the job's map and reduce tasks hold at once, as in
-        `map_reduce`.
+        The spec form of `map_reduce_by_key`, `group_by_key` and `fold_by_key`, for code that
+        builds its specs, or shares one with `open_by_key`:
+
+            spec = aiomr.ReduceByKey(words, operator.add)
+            counts = await engine.run_by_key(lines, spec, sort=True)
 
         Cancellation: cancelling the call closes the source, cancels the job's tasks and
         removes its temporary files; the engine stays usable.
         """
-        options = KeyedOptions(
-            partitions,
-            sort,
-            memory_budget,
-            temp_dir,
-            chunk_size,
-            max_in_flight,
-            retry,
-            on_error,
-            dead_letter,
-            max_workers,
-        )
-        return await self._run_by_key(source, spec, options, stats)
+        return await self._by_key("run_by_key", source, spec, options)
 
-    async def _run_by_key(
-        self, source: AnySource, spec: KeyedSpec, options: KeyedOptions, stats: JobStats | None
+    async def _by_key(
+        self, where: str, source: AnySource, spec: KeyedSpec, keywords: KeyedKeywords
     ) -> dict[Any, Any]:
-        plan_of = _plan_factory(spec, options)
-        async with self._job(options.max_workers) as lane:
-            result: dict[Any, Any] = await collect_keyed(lane, source, plan_of, options, stats)
+        checked = KeyedOptions.of(where, keywords)
+        plan_of = _plan_factory(spec, checked)
+        check_source(source)
+        async with self._job(checked.max_workers) as lane:
+            result: dict[Any, Any] = await collect_keyed(
+                lane, source, plan_of, checked, checked.stats
+            )
             return result
 
     @contextlib.asynccontextmanager
     async def open_by_key(
-        self,
-        source: AnySource,
-        spec: KeyedSpec,
-        *,
-        partitions: int | None = None,
-        sort: bool = False,
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        temp_dir: str | None = None,
-        chunk_size: int | None = None,
-        max_in_flight: int | None = None,
-        max_workers: int | None = None,
-        retry: RetryPolicy | None = None,
-        on_error: OnError = "raise",
-        dead_letter: str | os.PathLike[str] | None = None,
-        stats: JobStats | None = None,
+        self, source: AnySource, spec: KeyedSpec, **options: Unpack[KeyedKeywords]
     ) -> AsyncIterator[AsyncIterator[tuple[Any, Any]]]:
         """Run a key-based job, then stream its ``(key, result)`` pairs.
 
         See `aiomr.open_by_key`; ``max_workers`` caps the workers the job holds at once, as
         in `map_reduce`.
         """
-        options = KeyedOptions(
-            partitions,
-            sort,
-            memory_budget,
-            temp_dir,
-            chunk_size,
-            max_in_flight,
-            retry,
-            on_error,
-            dead_letter,
-            max_workers,
-        )
-        plan_of = _plan_factory(spec, options)
+        checked = KeyedOptions.of("open_by_key", options)
+        plan_of = _plan_factory(spec, checked)
+        check_source(source)
         async with (
-            self._job(options.max_workers) as lane,
-            open_keyed(lane, source, plan_of, options, stats) as pairs,
+            self._job(checked.max_workers) as lane,
+            open_keyed(lane, source, plan_of, checked, checked.stats) as pairs,
         ):
             yield pairs
+
+    async def run_job(
+        self, job: HasSteps, source: AnySource, **options: Unpack[KeyedKeywords]
+    ) -> list[tuple[Any, Any]]:
+        """Run a class-based job's steps and return its last step's pairs; see `aiomr.Job.run`.
+
+            pairs = await engine.run_job(WordCount(), lines, sort=True)
+
+        ``max_workers`` caps the workers the job's steps hold at once, as in `map_reduce`.
+
+        Cancellation: cancelling the call stops the running step and removes every step's
+        temporary files; the engine stays usable.
+        """
+        checked = KeyedOptions.of("run_job", options)
+        steps = checked_steps(job)
+        check_source(source)
+        async with self._job(checked.max_workers) as lane:
+            return await run_steps(lane, steps, source, checked)
 
     async def aclose(self, *, cancel: bool = False) -> None:
         """Stop taking jobs, finish or cancel the running ones, stop the workers. Idempotent.
@@ -554,6 +451,13 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def check_job(source: object, **functions: object) -> None:
+    """Check a job's source and functions (``mapper=``, ``reducer=``) before any work starts."""
+    for name, function in functions.items():
+        check_callable(name, function)
+    check_source(source)
 
 
 def _plan_factory(spec: KeyedSpec, options: KeyedOptions) -> Callable[[int, str], ReducePlan]:

@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 
-from ._badrecords import DeadLetterFile, OnError, check_on_error
+from ._badrecords import DeadLetterFile, OnError
 from ._callables import MAPPER_HINT, check_function
 from ._chunker import AnySource, ChunkReader, ChunkSizer
 from ._dispatch import dispatch
 from ._exceptions import EmptySourceError
+from ._options import MapOptions
 from ._reducer import Folder
 from ._retry import RetryPolicy
 from ._sentinels import MISSING
@@ -53,62 +52,13 @@ from .sources._lines import LineSource
 from .sources._split_source import SplitSource
 
 __all__ = [
-    "JobOptions",
     "check_callable",
-    "check_max_workers",
     "run_map_phase",
     "run_map_reduce",
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class JobOptions:
-    """The knobs of one job, validated."""
-
-    initial: Any
-    mode: Mode
-    ordered: bool
-    chunk_size: int | None
-    max_in_flight: int | None
-    retry: RetryPolicy | None = None
-    on_error: OnError = "raise"
-    dead_letter: str | os.PathLike[str] | None = None
-    max_workers: int | None = None
-    """On an engine: the most workers the job's tasks hold at once (``None``: all)."""
-
-    def __post_init__(self) -> None:
-        check_on_error(self.on_error, self.dead_letter)
-        check_max_workers(self.max_workers)
-        if self.on_error != "raise" and self.mode == "chunk":
-            # A chunk's mapper sees its records together: one bad record cannot be left out.
-            raise ValueError(
-                "on_error='skip' and 'collect' need mode='record', or mode='blocks' over a "
-                "source that checks its blocks"
-            )
-        if self.retry is not None and not isinstance(self.retry, RetryPolicy):
-            raise TypeError(f"retry must be an aiomr.RetryPolicy, got {self.retry!r}")
-        if self.mode not in ("record", "chunk", "blocks"):
-            raise ValueError(f"mode must be 'record', 'chunk' or 'blocks', got {self.mode!r}")
-        if not isinstance(self.ordered, bool):
-            raise TypeError(f"ordered must be a bool, got {self.ordered!r}")
-        if self.max_in_flight is not None:
-            if isinstance(self.max_in_flight, bool) or not isinstance(self.max_in_flight, int):
-                raise TypeError(f"max_in_flight must be an int or None, got {self.max_in_flight!r}")
-            if self.max_in_flight < 1:
-                raise ValueError("max_in_flight must be >= 1")
-
-
 log = logging.getLogger(__name__)
-
-
-def check_max_workers(value: object) -> None:
-    """Validate a job's ``max_workers`` (``None`` or a positive int)."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"max_workers must be an int or None, got {value!r}")
-    if value < 1:
-        raise ValueError("max_workers must be >= 1")
 
 
 def check_callable(name: str, value: object) -> None:
@@ -226,7 +176,7 @@ async def run_map_reduce(
     source: AnySource,
     mapper: Callable[[Any], Any],
     reducer: Callable[[Any, Any], Any],
-    options: JobOptions,
+    options: MapOptions,
     stats: JobStats | None,
     folder: Folder | None = None,
 ) -> Any:

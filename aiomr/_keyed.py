@@ -29,14 +29,14 @@ import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from typing import Any
 
-from ._badrecords import DeadLetterFile, OnError, check_on_error
+from ._badrecords import DeadLetterFile
 from ._chunker import AnySource
 from ._dispatch import judge, lost_worker_error, outcome_of
-from ._job import check_max_workers, run_map_phase
+from ._job import run_map_phase
 from ._keyed_tasks import MapBody, ReduceBody
+from ._options import KeyedOptions
 from ._reducer import Folder
 from ._result_files import as_mapping, iter_result_file, iter_sorted
 from ._retry import RetryPolicy, Tally
@@ -52,49 +52,13 @@ from .executors import Executor
 from .sources._lines import LineSource
 from .sources._split_source import SplitSource
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "KeyedOptions", "open_keyed", "run_keyed"]
+__all__ = ["collect_keyed", "open_keyed", "run_keyed"]
 
-DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
-"""Bytes of key state one reduce task holds before it spills a sorted run to disk. Two
-workers reducing at once stay near half a gigabyte; larger budgets spill less."""
 _STREAM_BATCHES = 8
 """Result batches read per helper-thread hop while streaming."""
 _REMOVE_ATTEMPTS = 50
 _REMOVE_PAUSE = 0.02
 """How often, and how far apart, removing a job directory is tried before it fails loudly."""
-
-
-@dataclass(frozen=True, slots=True)
-class KeyedOptions:
-    """The knobs of a key-based job, validated."""
-
-    partitions: int | None = None
-    sort: bool = False
-    memory_budget: int = DEFAULT_MEMORY_BUDGET
-    temp_dir: str | None = None
-    chunk_size: int | None = None
-    max_in_flight: int | None = None
-    retry: RetryPolicy | None = None
-    on_error: OnError = "raise"
-    dead_letter: str | os.PathLike[str] | None = None
-    max_workers: int | None = None
-    """On an engine: the most workers the job's tasks hold at once (``None``: all)."""
-
-    def __post_init__(self) -> None:
-        check_on_error(self.on_error, self.dead_letter)
-        check_max_workers(self.max_workers)
-        if self.retry is not None and not isinstance(self.retry, RetryPolicy):
-            raise TypeError(f"retry must be an aiomr.RetryPolicy, got {self.retry!r}")
-        for name in ("partitions", "memory_budget", "chunk_size", "max_in_flight"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {value!r}")
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if not isinstance(self.sort, bool):
-            raise TypeError(f"sort must be a bool, got {self.sort!r}")
 
 
 def _extend(first: list[MapOutput], second: list[MapOutput]) -> list[MapOutput]:

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Unpack
 
-from ._badrecords import OnError
-from ._chunker import AnySource, ChunkSizer, check_source
-from ._engine import Engine
-from ._keyed import DEFAULT_MEMORY_BUDGET, KeyedOptions
+from ._chunker import AnySource
+from ._engine import Engine, check_job
 from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
-from ._retry import RetryPolicy
+from ._options import KeyedKeywords, KeyedOptions
 from ._sentinels import MISSING
-from ._stats import JobStats
 from ._types import A, K, R, T, V
 from .executors import ExecutorSpec
 from .sources._split_source import SplitSource
@@ -27,18 +23,8 @@ async def map_reduce_by_key(
     mapper: Callable[[R], Iterable[tuple[K, V]]],
     reducer: Callable[[V, V], V],
     *,
-    partitions: int | None = None,
-    sort: bool = False,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    temp_dir: str | None = None,
-    chunk_size: int | None = None,
-    max_in_flight: int | None = None,
-    retry: RetryPolicy | None = None,
-    on_error: OnError = "raise",
-    dead_letter: str | os.PathLike[str] | None = None,
     executor: ExecutorSpec = "process",
-    max_workers: int | None = None,
-    stats: JobStats | None = None,
+    **options: Unpack[KeyedKeywords],
 ) -> dict[K, V]:
     """Map records to ``(key, value)`` pairs and combine each key's values with ``reducer``.
 
@@ -66,24 +52,14 @@ async def map_reduce_by_key(
         source: any iterable or async iterable of records, pulled lazily.
         mapper: ``record -> iterable of (key, value)``; keys must be hashable and picklable.
         reducer: ``(value, value) -> value``.
-        partitions: reduce tasks; defaults to twice the worker count.
-        sort: return keys in ascending order; keys must be in a total order under ``<``
-            (a `TypeError` names two keys that are not).
-        memory_budget: bytes of key state a reduce task holds before it spills a sorted run
-            to a temporary file; runs are merged at the end.
-        temp_dir: where the job's temporary files go (default: the system's).
-        chunk_size: records per map task, as for `aiomr.map_reduce`.
-        max_in_flight: map tasks outstanding at most, as for `aiomr.map_reduce`.
-        retry: how failed map and reduce tasks are run again (`aiomr.RetryPolicy`); by
-            default a task whose worker died is run again, up to 3 times in all.
-        on_error: ``"raise"`` (the default) fails the job on the first record the mapper
-            (or the source's parser) fails on; ``"skip"`` and ``"collect"`` leave such a
-            record out, count it in ``stats.records_skipped`` and keep a sample in
-            ``stats.bad_sample`` (``"collect"`` keeps them all in ``stats.bad_records``).
-        dead_letter: a JSON Lines file to receive every skipped record.
         executor: where tasks run, as for `aiomr.map_reduce`.
-        max_workers: workers of an executor created by name.
-        stats: a `aiomr.JobStats` to fill live.
+        **options: `aiomr.KeyedKeywords`: ``partitions`` (reduce tasks), ``sort`` (keys in
+            ascending order; they must be in a total order under ``<``, or a `TypeError`
+            names two that are not), ``memory_budget`` (bytes of key state a reduce task
+            holds before it spills a sorted run to a temporary file), ``temp_dir``, and
+            ``chunk_size``, ``max_in_flight``, ``max_workers``, ``retry``, ``on_error``
+            (the parser's or the mapper's failures on a record), ``dead_letter`` and
+            ``stats`` as for `aiomr.map_reduce`.
 
     Returns:
         ``{key: reduced value}`` (insertion-ordered by key when ``sort=True``).
@@ -95,20 +71,11 @@ async def map_reduce_by_key(
     Cancellation: cancelling the call closes the source, stops the job's tasks, removes its
     temporary files and stops the worker processes it started.
     """
-    spec: ReduceByKey[R, K, V] = ReduceByKey(mapper, reducer)
-    options = KeyedOptions(
-        partitions,
-        sort,
-        memory_budget,
-        temp_dir,
-        chunk_size,
-        max_in_flight,
-        retry,
-        on_error,
-        dead_letter,
-    )
-    result: dict[Any, Any] = await _run(source, spec, options, executor, max_workers, stats)
-    return result
+    checked = KeyedOptions.of("map_reduce_by_key", options)
+    ReduceByKey(mapper, reducer)  # checks the functions before any worker starts
+    check_job(source)
+    async with Engine(executor, max_workers=checked.max_workers, split_seconds=None) as engine:
+        return await engine.map_reduce_by_key(source, mapper, reducer, **options)
 
 
 async def group_by_key(
@@ -117,18 +84,8 @@ async def group_by_key(
     reducer: Callable[[K, Iterator[V]], T],
     *,
     combiner: Callable[[K, list[V]], V] | None = None,
-    partitions: int | None = None,
-    sort: bool = False,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    temp_dir: str | None = None,
-    chunk_size: int | None = None,
-    max_in_flight: int | None = None,
-    retry: RetryPolicy | None = None,
-    on_error: OnError = "raise",
-    dead_letter: str | os.PathLike[str] | None = None,
     executor: ExecutorSpec = "process",
-    max_workers: int | None = None,
-    stats: JobStats | None = None,
+    **options: Unpack[KeyedKeywords],
 ) -> dict[K, T]:
     """Hand all values of each key to ``reducer(key, values)`` (Hadoop's reduce).
 
@@ -151,20 +108,11 @@ async def group_by_key(
     `aiomr.GroupByKey` for the contract it must keep. The other arguments are those of
     `aiomr.map_reduce_by_key`.
     """
-    spec: GroupByKey[R, K, V, T] = GroupByKey(mapper, reducer, combiner)
-    options = KeyedOptions(
-        partitions,
-        sort,
-        memory_budget,
-        temp_dir,
-        chunk_size,
-        max_in_flight,
-        retry,
-        on_error,
-        dead_letter,
-    )
-    result: dict[Any, Any] = await _run(source, spec, options, executor, max_workers, stats)
-    return result
+    checked = KeyedOptions.of("group_by_key", options)
+    GroupByKey(mapper, reducer, combiner)  # checks the functions before any worker starts
+    check_job(source)
+    async with Engine(executor, max_workers=checked.max_workers, split_seconds=None) as engine:
+        return await engine.group_by_key(source, mapper, reducer, combiner=combiner, **options)
 
 
 async def fold_by_key(
@@ -175,18 +123,8 @@ async def fold_by_key(
     *,
     initial: A = MISSING,
     initial_factory: Callable[[], A] | None = None,
-    partitions: int | None = None,
-    sort: bool = False,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    temp_dir: str | None = None,
-    chunk_size: int | None = None,
-    max_in_flight: int | None = None,
-    retry: RetryPolicy | None = None,
-    on_error: OnError = "raise",
-    dead_letter: str | os.PathLike[str] | None = None,
     executor: ExecutorSpec = "process",
-    max_workers: int | None = None,
-    stats: JobStats | None = None,
+    **options: Unpack[KeyedKeywords],
 ) -> dict[K, A]:
     """Fold each key's values into an accumulator with ``binop``; merge them with ``combine``.
 
@@ -212,35 +150,19 @@ async def fold_by_key(
     ``initial_factory``; see `aiomr.FoldByKey`. The other arguments are those of
     `aiomr.map_reduce_by_key`.
     """
-    spec: FoldByKey[R, K, V, A] = FoldByKey(mapper, binop, combine, initial, initial_factory)
-    options = KeyedOptions(
-        partitions,
-        sort,
-        memory_budget,
-        temp_dir,
-        chunk_size,
-        max_in_flight,
-        retry,
-        on_error,
-        dead_letter,
-    )
-    result: dict[Any, Any] = await _run(source, spec, options, executor, max_workers, stats)
-    return result
-
-
-async def _run(
-    source: AnySource,
-    spec: KeyedSpec,
-    options: KeyedOptions,
-    executor: ExecutorSpec,
-    max_workers: int | None,
-    stats: JobStats | None,
-) -> dict[Any, Any]:
-    """Run one key-based job on workers started for it; arguments are checked first."""
-    ChunkSizer(options.chunk_size)
-    check_source(source)
-    async with Engine(executor, max_workers=max_workers, split_seconds=None) as engine:
-        return await engine._run_by_key(source, spec, options, stats)
+    checked = KeyedOptions.of("fold_by_key", options)
+    FoldByKey(mapper, binop, combine, initial, initial_factory)  # checks them early
+    check_job(source)
+    async with Engine(executor, max_workers=checked.max_workers, split_seconds=None) as engine:
+        return await engine.fold_by_key(
+            source,
+            mapper,
+            binop,
+            combine,
+            initial=initial,
+            initial_factory=initial_factory,
+            **options,
+        )
 
 
 @contextlib.asynccontextmanager
@@ -248,18 +170,8 @@ async def open_by_key(
     source: AnySource,
     spec: KeyedSpec,
     *,
-    partitions: int | None = None,
-    sort: bool = False,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    temp_dir: str | None = None,
-    chunk_size: int | None = None,
-    max_in_flight: int | None = None,
-    retry: RetryPolicy | None = None,
-    on_error: OnError = "raise",
-    dead_letter: str | os.PathLike[str] | None = None,
     executor: ExecutorSpec = "process",
-    max_workers: int | None = None,
-    stats: JobStats | None = None,
+    **options: Unpack[KeyedKeywords],
 ) -> AsyncIterator[AsyncIterator[tuple[Any, Any]]]:
     """Run a key-based job and stream its ``(key, result)`` pairs from disk.
 
@@ -283,21 +195,10 @@ async def open_by_key(
     Cancellation: cancelling while entering stops the job as `map_reduce_by_key` does;
     leaving early (``break``) is safe.
     """
+    checked = KeyedOptions.of("open_by_key", options)
+    check_job(source)
     async with (
-        Engine(executor, max_workers=max_workers, split_seconds=None) as engine,
-        engine.open_by_key(
-            source,
-            spec,
-            partitions=partitions,
-            sort=sort,
-            memory_budget=memory_budget,
-            temp_dir=temp_dir,
-            chunk_size=chunk_size,
-            max_in_flight=max_in_flight,
-            retry=retry,
-            on_error=on_error,
-            dead_letter=dead_letter,
-            stats=stats,
-        ) as pairs,
+        Engine(executor, max_workers=checked.max_workers, split_seconds=None) as engine,
+        engine.open_by_key(source, spec, **options) as pairs,
     ):
         yield pairs

@@ -18,17 +18,16 @@ import asyncio
 import contextlib
 import copy
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ._callables import check_function
-from ._checks import check_seconds
+from ._options import StreamOptions
 from ._reducer import Folder
 from ._sentinels import MISSING
 from ._stats import JobStats
 
-__all__ = ["Snapshot", "StreamOptions", "running", "watch"]
+__all__ = ["Snapshot", "running", "watch"]
 
 S = TypeVar("S")
 
@@ -46,32 +45,6 @@ class Snapshot(Generic[S]):
     """Partial results folded into ``value`` (chunks done)."""
     records: int
     """Records read from the source so far."""
-
-
-@dataclass(frozen=True, slots=True)
-class StreamOptions:
-    """How often to take a snapshot, and what of."""
-
-    every_seconds: float | None = 1.0
-    every_partials: int | None = None
-    view: Callable[[Any], Any] | None = None
-
-    def __post_init__(self) -> None:
-        if self.every_seconds is None and self.every_partials is None:
-            raise ValueError("give every_seconds, every_partials or both")
-        check_seconds("every_seconds", self.every_seconds, optional=True)
-        if self.every_partials is not None and (
-            isinstance(self.every_partials, bool)
-            or not isinstance(self.every_partials, int)
-            or self.every_partials < 1
-        ):
-            raise ValueError(f"every_partials must be an int >= 1, got {self.every_partials!r}")
-        if self.view is not None:
-            if not callable(self.view):
-                raise TypeError(f"view must be callable, got {self.view!r}")
-            check_function(
-                "view", self.view, returns="the snapshot's value", where="on a helper thread"
-            )
 
 
 class _Seen:

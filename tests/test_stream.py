@@ -123,8 +123,12 @@ async def test_an_error_reaches_the_watcher_as_itself(engine: aiomr.Engine) -> N
                 pass
 
     async def leave_without_looking() -> None:
-        async with engine.open_stream(range(1000), picky, operator.add, chunk_size=10):
-            await asyncio.sleep(0.5)
+        stats = aiomr.JobStats()
+        async with engine.open_stream(
+            range(1000), picky, operator.add, chunk_size=10, stats=stats
+        ):
+            while stats.finished_at is None:  # the job fails meanwhile; nobody looks
+                await asyncio.sleep(0.01)
 
     with pytest.raises(LookupError, match="no 777"):
         await watch_to_the_end()

@@ -115,9 +115,7 @@ class Engine:
         """Start the workers now rather than on the first job. Idempotent."""
         self._check_open()
         # ProcessExecutor boots its pool; DaskExecutor connects (and sizes max_workers).
-        start = getattr(self._executor, "start", None)
-        if start is not None:
-            await start()
+        await self._executor.start()
 
     def _check_open(self) -> None:
         if self._closed:

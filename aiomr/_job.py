@@ -130,12 +130,10 @@ async def run_map_phase(
     descriptions of the files their map tasks wrote. ``parts`` names the user callables in
     ``body``, so an error about code that cannot be shipped names the culprit.
     """
-    sizer = ChunkSizer(chunk_size, split_seconds=getattr(executor, "split_seconds", None))
+    sizer = ChunkSizer(chunk_size, split_seconds=executor.split_seconds)
     reader: ChunkReader[Any] = ChunkReader(source, sizer, executor.max_workers)
     code = ship_named(executor, functools.partial(execute, body), parts or {})
-    bind = getattr(folder, "bind", None)
-    if bind is not None:  # a folder the executor made: let this job's partials stay remote
-        bind(code)
+    folder.bind(code)  # a folder the executor made may keep this job's partials remote
     if stats.started_at is None:
         stats.started_at = time.monotonic()
     window = max_in_flight or default_max_in_flight(executor)
@@ -191,11 +189,9 @@ async def run_map_reduce(
     stats = stats if stats is not None else JobStats()
     if folder is None:
         # An executor that can combine partials where they are (Dask) makes its own folder.
-        open_folder = getattr(executor, "open_folder", None)
-        if open_folder is not None:
-            folder = open_folder(reducer, initial=options.initial, ordered=options.ordered)
-        else:
-            folder = Folder(reducer, initial=options.initial, ordered=options.ordered)
+        folder = executor.open_folder(reducer, initial=options.initial, ordered=options.ordered)
+    if folder is None:
+        folder = Folder(reducer, initial=options.initial, ordered=options.ordered)
     try:
         result = await run_map_phase(
             executor,

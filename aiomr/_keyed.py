@@ -33,13 +33,14 @@ from typing import Any
 
 from ._badrecords import DeadLetterFile
 from ._chunker import AnySource
-from ._dispatch import judge, lost_worker_error, outcome_of
+from ._dispatch import Phase, run_phase
 from ._job import run_map_phase
 from ._keyed_tasks import MapBody, ReduceBody
 from ._options import KeyedOptions
+from ._outcomes import lost_worker_error, outcome_of
 from ._reducer import Folder
 from ._result_files import as_mapping, iter_result_file, iter_sorted
-from ._retry import RetryPolicy, Tally
+from ._retry import RetryPolicy
 from ._shuffle import (
     RESULT_BATCH,
     MapOutput,
@@ -66,6 +67,46 @@ def _extend(first: list[MapOutput], second: list[MapOutput]) -> list[MapOutput]:
     return first
 
 
+class _Partitions(Phase[int]):
+    """A reduce phase: one task per partition, reading its section of every map file."""
+
+    def __init__(self, plan: ReducePlan, outputs: list[MapOutput], stats: JobStats) -> None:
+        self._plan = plan
+        self._sections = [
+            [(output.path, output.offsets[p]) for output in outputs] for p in range(plan.partitions)
+        ]
+        self._next = 0
+        self._stats = stats
+        self.results: list[ReduceOutput] = []
+
+    async def next_task(self) -> int | None:
+        if self._next == self._plan.partitions:
+            return None
+        self._next += 1
+        return self._next - 1
+
+    async def arguments(self, task: int) -> tuple[Any, ...]:
+        return (self._sections[task], task)
+
+    def identify(self, task: int) -> tuple[int, str]:
+        return task, f"partition {task} of {self._plan.partitions}"
+
+    def result(self, future: asyncio.Future[Any], task: int) -> Any:
+        where = self.identify(task)[1]
+        try:
+            return outcome_of(future.result(), where)
+        except BrokenProcessPool as exc:
+            raise lost_worker_error(f"reducing {where}", exc) from exc
+
+    def retrying(self, task: int) -> None:
+        self._stats.partitions_retried += 1
+
+    async def finished(self, task: int, value: Any) -> None:
+        self.results.append(value.value)
+        self._stats.task_seconds += value.seconds
+        self._stats.partitions_done += 1
+
+
 async def _reduce_phase(
     executor: Executor,
     plan: ReducePlan,
@@ -76,56 +117,21 @@ async def _reduce_phase(
     """Reduce every partition in the workers; run a partition again as ``policy`` says.
 
     A reduce task only reads map files and writes a result file of its own, so running it
-    again after its worker died (or after an exception ``policy`` retries) is safe; the
-    result file of a lost attempt stays in the job directory until the job ends.
+    again after its worker died (or after an exception ``policy`` retries, or after its
+    ``task_timeout``) is safe; the result file of a lost attempt stays in the job directory
+    until the job ends. Every partition is submitted at once: the tasks hold only file
+    coordinates.
     """
-    sections = [
-        [(output.path, output.offsets[p]) for output in outputs] for p in range(plan.partitions)
-    ]
+    partitions = _Partitions(plan, outputs, stats)
     code = executor.ship(functools.partial(execute, ReduceBody(plan)))
-    running: dict[asyncio.Future[Any], int] = {}
-    waiting: dict[asyncio.Future[Any], int] = {}
-    tally = Tally(policy)
-    replaced_before = getattr(executor, "workers_replaced", 0)
-
-    def submit(partition: int) -> None:
-        running[executor.submit(code.fn, sections[partition], partition)] = partition
-
     try:
-        for partition in range(plan.partitions):
-            submit(partition)
-        results: list[ReduceOutput] = []
-        while running or waiting:
-            done, _ = await asyncio.wait([*running, *waiting], return_when=asyncio.FIRST_COMPLETED)
-            for future in done:
-                if future in waiting:  # a backoff ended
-                    submit(waiting.pop(future))
-                    continue
-                partition = running.pop(future)
-                where = f"partition {partition} of {plan.partitions}"
-                try:
-                    try:
-                        outcome = outcome_of(future.result(), where)
-                    except BrokenProcessPool as exc:
-                        raise lost_worker_error(f"reducing {where}", exc) from exc
-                except Exception as exc:
-                    verdict = judge(exc)
-                    delay = tally.again_after(partition, verdict, exc, where)
-                    if delay is None:
-                        raise
-                    stats.partitions_retried += 1
-                    waiting[asyncio.ensure_future(asyncio.sleep(delay))] = partition
-                    continue
-                results.append(outcome.value)
-                stats.task_seconds += outcome.seconds
-                stats.partitions_done += 1
-        stats.spills += sum(r.spills for r in results)
-        return sorted(results)
+        await run_phase(
+            partitions, executor, code, stats, max_in_flight=plan.partitions, retry=policy
+        )
     finally:
-        stats.workers_replaced += getattr(executor, "workers_replaced", 0) - replaced_before
-        for future in [*running, *waiting]:
-            future.cancel()
         code.release()
+    stats.spills += sum(r.spills for r in partitions.results)
+    return sorted(partitions.results)
 
 
 async def run_keyed(

@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._sentinels import MISSING
 from ._worker import EMPTY, unseal
+
+if TYPE_CHECKING:
+    from .executors import ShippedCode
 
 __all__ = ["Folder"]
 
@@ -49,6 +52,10 @@ class Folder:
         """Partials handed to `add` so far."""
         self.changed: asyncio.Event | None = None
         """Set by `add` when given: lets a watcher of the running value wake up."""
+
+    def bind(self, code: ShippedCode) -> None:
+        """Learn the job's shipped code, before its first task; a folder the executor made
+        (`aiomr.executors.Executor.open_folder`) may need it. This one does not."""
 
     @property
     def backlog(self) -> int:

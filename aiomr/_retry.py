@@ -52,11 +52,12 @@ class RetryPolicy:
         backoff: seconds before the second run; doubled for each further run, at most
             `max_backoff`.
         max_backoff: the longest wait between two runs.
-        task_timeout: seconds one run of a map task may take, counted from when a worker
-            starts it (time spent queued behind other tasks, and a new worker's loading of
-            the job's code and modules, do not count); a run that takes longer has its
-            worker process killed (process executors only), and counts as a failed run.
-            Reduce tasks of key-based jobs have no time limit.
+        task_timeout: seconds one run of a task may take (a map task, or a reduce task of
+            a key-based job), counted from when a worker starts it (time spent queued
+            behind other tasks, and a new worker's loading of the job's code and modules,
+            do not count); a run that takes longer has its worker process killed
+            (executors that can kill tasks: the process executor), and counts as a failed
+            run.
         max_kills: times one chunk may lose its worker to a SIGKILL from outside (not from
             the OOM killer, not for `task_timeout`), or to being stopped, and run again;
             these losses do not count toward `max_attempts`. Where the OOM count cannot be

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._exceptions import ClosedResourceError
+from ._reducer import Folder
 from .executors import Executor, ShippedCode
 
 __all__ = ["FairScheduler", "Lane"]
@@ -59,6 +60,8 @@ class _Task:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     started: float = 0.0
+    inner: asyncio.Future[Any] | None = None
+    """The executor's future for the task, once it was handed over."""
 
 
 @dataclass(eq=False)
@@ -176,13 +179,23 @@ class FairScheduler:
         except Exception as exc:  # closed, or broken beyond repair: the job learns it
             task.future.set_exception(exc)
             return
-        task.started = _now()
+        task.started, task.inner = _now(), inner
         account.running.add(task)
         self._running += 1
         inner.add_done_callback(lambda done: self._ended(account, task, done))
         # Cancelling the job's future cancels the executor's (a task not yet started in
         # the pool never runs; one already running runs on, its result dropped).
         task.future.add_done_callback(lambda own: inner.cancel() if own.cancelled() else None)
+
+    def _kill(self, lane: Lane, future: asyncio.Future[Any], ran_for: float) -> bool:
+        """Pass a lane's `Lane.kill_task` on to the executor, for a task it holds."""
+        account = self._lanes.get(lane)
+        if account is None:
+            return False
+        for task in account.running:
+            if task.future is future and task.inner is not None:
+                return self.executor.kill_task(task.inner, ran_for=ran_for)
+        return False  # still waiting for its turn: the job asks again
 
     def _ended(self, account: _Account, task: _Task, inner: asyncio.Future[Any]) -> None:
         self._running -= 1
@@ -211,9 +224,11 @@ class Lane(Executor):
     """One job's view of an engine's executor: tasks wait for their turn, then run there.
 
     Everything but `submit` is the executor's own: shipping code, the number of workers
-    (capped by the job's ``max_workers``), and killing a task's worker for its
-    ``task_timeout``. A lost worker is reported by the executor's own future, which the
-    lane's future takes over as it is.
+    (capped by the job's ``max_workers``), and every optional feature the executor
+    declares, each passed on below (killing a task's worker for its ``task_timeout`` once
+    the task is in the executor's hands). A lost worker is reported by the executor's own
+    future, which the lane's future takes over as it is. The one feature that is the
+    engine's: `split_seconds`, from the scheduler.
     """
 
     def __init__(self, scheduler: FairScheduler, max_workers: int | None) -> None:
@@ -228,11 +243,6 @@ class Lane(Executor):
     @property
     def closed(self) -> bool:
         return self._scheduler.executor.closed
-
-    @property
-    def split_seconds(self) -> float | None:
-        """How long a split of a file job should take on this engine (``None``: no bound)."""
-        return self._scheduler.split_seconds
 
     def ship(self, fn: Callable[..., Any]) -> ShippedCode:
         return self._scheduler.executor.ship(fn)
@@ -252,19 +262,34 @@ class Lane(Executor):
     async def aclose(self) -> None:
         self.close()
 
-    # Optional executor features: present on a lane exactly when the executor has them, so
-    # that ``getattr(executor, name, None)`` tells the same story through a lane.
+    # -- the executor's declared features, passed on ------------------------------------
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_scheduler", "_cap"):
-            raise AttributeError(name)
-        return getattr(self._scheduler.executor, name)
+    async def start(self) -> None:
+        await self._scheduler.executor.start()
 
     @property
     def workers_replaced(self) -> int:
-        return int(getattr(self._scheduler.executor, "workers_replaced", 0))
+        return self._scheduler.executor.workers_replaced
 
     @property
-    def kill_task(self) -> Callable[..., bool] | None:
-        found: Callable[..., bool] | None = getattr(self._scheduler.executor, "kill_task", None)
-        return found
+    def seals_chunks(self) -> bool:
+        return self._scheduler.executor.seals_chunks
+
+    @property
+    def split_seconds(self) -> float | None:
+        """How long a split of a file job should take on this engine (``None``: no bound)."""
+        return self._scheduler.split_seconds
+
+    @property
+    def can_kill_tasks(self) -> bool:
+        return self._scheduler.executor.can_kill_tasks
+
+    def kill_task(self, task: asyncio.Future[Any], *, ran_for: float) -> bool:
+        """Pass ``task`` on to the executor's `Executor.kill_task` once it holds the task;
+        False while the task still waits for its turn here."""
+        return self._scheduler._kill(self, task, ran_for)
+
+    def open_folder(
+        self, reducer: Callable[[Any, Any], Any], *, initial: Any, ordered: bool
+    ) -> Folder | None:
+        return self._scheduler.executor.open_folder(reducer, initial=initial, ordered=ordered)

@@ -8,6 +8,7 @@ import operator
 import os
 import pathlib
 import signal
+import time
 from collections.abc import Iterable, Iterator
 
 import pytest
@@ -110,6 +111,63 @@ async def test_a_partition_that_kills_its_worker_every_time_is_reported(
     assert "a worker process died while reducing partition" in str(info.value)
     # How the worker ended is named too ("killed by SIGABRT" as a rule; multiprocessing
     # reports status 255 when its forkserver could not tell in time), not checked here.
+    assert any("failed 2 times (max_attempts=2)" in n for n in info.value.__notes__)
+    assert job_files(jobs) == []
+
+
+def hang_once_reducing(marker: str, word: str, ones: Iterable[int]) -> int:
+    """Hang reducing key ``w7`` the first time, for longer than any test runs."""
+    if word == "w7" and not os.path.exists(marker):
+        pathlib.Path(marker).touch()
+        time.sleep(300)
+    return sum(ones)
+
+
+def always_hang_reducing(word: str, ones: Iterable[int]) -> int:
+    if word == "w7":
+        time.sleep(300)
+    return sum(ones)
+
+
+async def test_a_hung_reducer_is_killed_after_task_timeout_and_rerun(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Generous limits: a loaded machine must never take a healthy reduce task for a hung one.
+    stats = aiomr.JobStats()
+    counts = await aiomr.group_by_key(
+        WORDS,
+        one_word,
+        functools.partial(hang_once_reducing, str(tmp_path / "hung")),
+        chunk_size=500,
+        partitions=4,
+        retry=aiomr.RetryPolicy(task_timeout=5.0, backoff=0),
+        max_workers=2,
+        stats=stats,
+    )
+    assert counts == COUNTS
+    assert stats.partitions_retried >= 1
+    assert stats.workers_replaced >= 1
+    assert stats.partitions_done == 4
+    accounted(stats, len(WORDS))
+
+
+async def test_a_reducer_that_always_hangs_fails_the_job_after_its_attempts(
+    tmp_path: pathlib.Path,
+) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    with pytest.raises(aiomr.BrokenWorkerError) as info:
+        await aiomr.group_by_key(
+            WORDS,
+            one_word,
+            always_hang_reducing,
+            partitions=3,
+            retry=aiomr.RetryPolicy(max_attempts=2, task_timeout=3.0, backoff=0),
+            temp_dir=str(jobs),
+            max_workers=2,
+        )
+    assert "a worker process died while reducing partition" in str(info.value)
+    assert "it ran longer than task_timeout=3.0s" in str(info.value)
     assert any("failed 2 times (max_attempts=2)" in n for n in info.value.__notes__)
     assert job_files(jobs) == []
 

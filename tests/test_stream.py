@@ -124,9 +124,7 @@ async def test_an_error_reaches_the_watcher_as_itself(engine: aiomr.Engine) -> N
 
     async def leave_without_looking() -> None:
         stats = aiomr.JobStats()
-        async with engine.open_stream(
-            range(1000), picky, operator.add, chunk_size=10, stats=stats
-        ):
+        async with engine.open_stream(range(1000), picky, operator.add, chunk_size=10, stats=stats):
             while stats.finished_at is None:  # the job fails meanwhile; nobody looks
                 await asyncio.sleep(0.01)
 

@@ -97,10 +97,10 @@ class _DaskShippedCode(ShippedCode):
     def __init__(self, executor: DaskExecutor, token: str) -> None:
         super().__init__(DaskCall(token))
         self._executor = executor
-        self._token = token
+        self.token = token
 
     def release(self) -> None:
-        self._executor._release(self._token)
+        self._executor._release(self.token)
 
 
 def _total_threads(client: distributed.Client) -> int:
@@ -357,9 +357,8 @@ class DaskExecutor(Executor):
     def _hold_partials(self, code: ShippedCode, reducer: Callable[[Any, Any], Any]) -> ShippedCode:
         """Let the job shipped as ``code`` keep large partials on the workers; ship its
         reducer for the combine tasks."""
-        token = getattr(code.fn, "token", None)
-        if isinstance(token, str):
-            self._holding[token] = self._combine_above == 0
+        if isinstance(code, _DaskShippedCode):
+            self._holding[code.token] = self._combine_above == 0
         return self.ship(reducer)
 
     def _release(self, token: str) -> None:
@@ -381,8 +380,8 @@ class DaskExecutor(Executor):
         if isinstance(fn, DaskCall):
             await self._register(connection, fn.token)
         payload = await asyncio.to_thread(dumps, args)
-        token = getattr(fn, "token", None)
-        holding = self._holding.get(token) if isinstance(token, str) else None
+        token = fn.token if isinstance(fn, DaskCall) else None
+        holding = self._holding.get(token) if token is not None else None
         client = connection.client
         key = f"aiomr-{uuid.uuid4().hex}"
         future = client.submit(
@@ -400,7 +399,7 @@ class DaskExecutor(Executor):
             raise
         finally:
             connection.futures.difference_update((future, fetched))
-        if holding is False and isinstance(token, str) and len(data) > (self._combine_above or 0):
+        if holding is False and token is not None and len(data) > (self._combine_above or 0):
             self._holding[token] = True  # this job's partials are worth keeping where they are
         if len(data) > _UNPICKLE_INLINE_BYTES:
             result = await asyncio.to_thread(pickle.loads, data)

@@ -41,8 +41,6 @@ class Task:
     """The parts of its frame's body (`aiomr.executors._process_worker.pack`)."""
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
-    key: tuple[str, int] | None
-    """``(code token, start)`` of a shipped job task, by which the pool finds it."""
     started_at: float = 0.0
     """When the pool thread first saw it running (its monotonic clock; 0 before): for
     ``limit``. Seen at a look every 0.1 s, so a task is killed at most that late."""

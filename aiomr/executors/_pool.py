@@ -153,24 +153,21 @@ class Pool:
         except Exception as exc:  # a record on its way out that cannot be pickled
             future.set_exception(exc)
             return future
-        key = None
-        if len(args) > 1 and isinstance(args[1], int):
-            token = getattr(fn, "token", None)
-            key = (token, args[1]) if isinstance(token, str) else None
         with self._lock:
-            task = Task(0, call, future, loop, key)
+            task = Task(0, call, future, loop)
             self._pending.append(task)
         self._command(self._assign)
         return future
 
-    def limit(self, key: tuple[str, int], seconds: float) -> bool:
-        """Have the worker of the task ``key`` killed once the task has run for ``seconds``
-        (time waiting to start does not count); False if no such task is here."""
+    def limit(self, future: asyncio.Future[Any], seconds: float) -> bool:
+        """Have the worker of the task whose future `submit` returned killed once the task
+        has run for ``seconds`` (time waiting to start does not count); False if no such
+        task is here."""
         with self._lock:
             queues = [self._pending, *(w.tasks for w in self._workers.values())]
             for queue in queues:
                 for task in queue:
-                    if task.key == key and not task.future.done():
+                    if task.future is future and not future.done():
                         task.limit = seconds
                         return True
         return False
@@ -242,7 +239,7 @@ class Pool:
         with self._lock:
             waiters, self._closed_waiters = self._closed_waiters, []
         for loop, future in waiters:
-            self._deliver(Task(0, [], future, loop, None), True, None)
+            self._deliver(Task(0, [], future, loop), True, None)
         _live.discard(self)
 
     def _serve(self) -> None:
@@ -608,9 +605,9 @@ class Pool:
             waiters, self._ready_waiters = self._ready_waiters, []
         for loop, future in waiters:
             if self._broken is not None:
-                self._deliver(Task(0, [], future, loop, None), False, self._broken)
+                self._deliver(Task(0, [], future, loop), False, self._broken)
             else:
-                self._deliver(Task(0, [], future, loop, None), True, None)
+                self._deliver(Task(0, [], future, loop), True, None)
 
     def _close(self, terminate: bool) -> None:
         self._closing = True
@@ -646,7 +643,7 @@ class Pool:
         with self._lock:
             waiters, self._closed_waiters = self._closed_waiters, []
         for loop, future in waiters:
-            self._deliver(Task(0, [], future, loop, None), True, None)
+            self._deliver(Task(0, [], future, loop), True, None)
 
 
 _live: weakref.WeakSet[Pool] = weakref.WeakSet()

@@ -110,6 +110,9 @@ class ProcessExecutor(Executor):
     """Large chunks of records may come sealed (pickled by the caller on a helper thread,
     `aiomr._worker.seal_records`); the task's ``execute`` unseals them in the worker."""
 
+    can_kill_tasks = True
+    """`kill_task` stops a task by killing its worker process (``task_timeout``)."""
+
     def __init__(
         self,
         max_workers: int | None = None,
@@ -179,9 +182,9 @@ class ProcessExecutor(Executor):
         self._check_open()
         return self._ensure_pool().submit(fn, args)
 
-    def kill_task(self, token: str, start: int, *, ran_for: float = 0.0) -> bool:
-        """Have the worker running the task ``(token, start)`` killed once the task has run
-        for ``ran_for`` seconds; False if this executor does not hold that task (yet).
+    def kill_task(self, task: asyncio.Future[Any], *, ran_for: float) -> bool:
+        """Have the worker running ``task`` (a future `submit` returned) killed once the task
+        has run for ``ran_for`` seconds; False if this executor does not hold it (yet).
 
         For `task_timeout`: a hung task cannot be stopped inside its worker, so the worker
         goes and another takes its place; the task fails as a lost worker. The time counts
@@ -190,7 +193,7 @@ class ProcessExecutor(Executor):
         """
         if self._pool is None:
             return False
-        return self._pool.limit((token, start), ran_for)
+        return self._pool.limit(task, ran_for)
 
     async def aclose(self) -> None:
         if self._closed:

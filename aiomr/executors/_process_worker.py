@@ -35,7 +35,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .._worker import _SliceReader, initialize_worker
+from .._worker import ShippedCall, _SliceReader, initialize_worker
 
 __all__ = [
     "BEAT_SECONDS",
@@ -173,9 +173,8 @@ def _run(call: bytearray, started: Callable[[], None]) -> tuple[bool, Any]:
     traceback))``. ``started`` is called once the code is loaded, just before it runs."""
     try:
         fn, args = unpack(call)
-        load = getattr(fn, "load", None)  # a job's shipped code: import it before the clock
-        if load is not None:
-            load()
+        if isinstance(fn, ShippedCall):  # a job's shipped code: import it before the clock
+            fn.load()
         started()
         return True, fn(*args)
     except BaseException as exc:  # the caller decides what it means, as concurrent.futures does

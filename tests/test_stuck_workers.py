@@ -128,13 +128,17 @@ async def test_workers_stopped_while_idle_are_replaced(how_many: int) -> None:
 
 def lingering_at(directory: str, records: tuple[int, ...], x: int) -> int:
     """The first time one of ``records`` is seen, say so in a file named after it (holding
-    this worker's pid) and linger 3 s: the test stops the worker there, mid-task for sure."""
+    this worker's pid) and linger until the test stops the worker there, mid-task for sure.
+
+    A worker lingering at one record never reaches another: each marker names a worker of
+    its own, however slowly the machine runs. The linger is bounded so that a failing test
+    cannot hang."""
     if x in records:
         marker = os.path.join(directory, f"at-{x}")
         if not os.path.exists(marker):
             with open(marker, "w") as f:
                 f.write(str(os.getpid()))
-            time.sleep(3)
+            time.sleep(60)
     time.sleep(0.01)
     return x * x
 

@@ -183,26 +183,36 @@ async def test_workers_stopped_mid_task_are_killed_and_their_chunks_run_again(
     assert ticker.longest < FROZEN
 
 
-async def test_task_timeout_ends_stopped_workers_without_freezing_the_loop() -> None:
-    # Both workers stopped mid-task, with task_timeout=1: each is killed for its deadline.
+async def test_task_timeout_ends_stopped_workers_without_freezing_the_loop(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Both workers stopped mid-task, with task_timeout: each is killed for its deadline (the
+    # stall timeout is too long to end them first). Each lingers in its first chunk until it
+    # is stopped, so both are surely mid-task then.
     stats = aiomr.JobStats()
-    policy = aiomr.RetryPolicy(task_timeout=1.0, backoff=0)
-    async with aiomr.Engine(max_workers=2) as engine, watched_loop() as ticker:
+    policy = aiomr.RetryPolicy(task_timeout=2.0, backoff=0)
+    records = (0, 1)  # chunks 0 and 1, which the two workers start at once
+    markers = [tmp_path / f"at-{x}" for x in records]
+    async with (
+        ProcessExecutor(2, stall_timeout=120.0) as executor,
+        aiomr.Engine(executor) as engine,
+        watched_loop() as ticker,
+    ):
         await engine.start()
-        executor = engine.executor
-        assert isinstance(executor, ProcessExecutor)
         job = asyncio.create_task(
             engine.map_reduce(
                 range(40),
-                functools.partial(slow_square, 0.1),
+                functools.partial(lingering_at, str(tmp_path), records),
                 operator.add,
-                chunk_size=2,
+                chunk_size=1,
                 stats=stats,
                 retry=policy,
             )
         )
-        await until(lambda: stats.chunks_done >= 1, "a chunk done")
-        stopped = stop(executor.worker_pids())
+        await until(lambda: all(m.exists() and m.read_text() for m in markers), "the workers")
+        pids = {int(m.read_text()) for m in markers}
+        assert pids == set(executor.worker_pids())
+        stopped = stop(pids)
         started = time.monotonic()
         try:
             total = await job

@@ -119,7 +119,14 @@ class Source:
 
     async def main() -> None:
         print(await aiomr.map_reduce(Countdown(10), abs, max))  # 10
+
+
+    if __name__ == "__main__":
+        aiomr.run(main())
     ```
+
+    Cancellation: a job closes the reader `open_batches` gave (``aclose``) however it ends,
+    cancelled or not.
     """
 
     record_noun: tuple[str, str] = DEFAULT_NOUN

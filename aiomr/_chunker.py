@@ -27,34 +27,31 @@ automatic size.
 
 Pulling
 -------
-A `ChunkReader` pulls records only when the dispatcher asks for a chunk, so the source
-is never read ahead of the in-flight window. Lists, tuples and ranges are sliced on the event
-loop (no user code runs). Other plain iterables may block or run user code, so they are pulled
-in a helper thread. Async iterables must be pulled on the loop; the reader pulls them in slices
-that take about `PULL_SLICE_SECONDS` and yields to the loop between slices, so a fast
-async generator cannot stall other tasks while a large chunk fills.
+A `ChunkReader` asks the source, never its type, how to read it (`aiomr.sources.Source`,
+made by `describe`): a source the workers read themselves gives its splits, any other
+gives batches of records taken in the caller. Records are taken only when the dispatcher
+asks for a chunk, so the source is never read ahead of the in-flight window; how plain
+iterables and async iterables are pulled without blocking the loop is told in
+`aiomr.sources._describe`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
-import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, cast
 
 from ._types import R
-from .sources._db_rows import RowIterator
-from .sources._lines import LineSource
+from .sources._describe import describe
+from .sources._source import DEFAULT_NOUN, BatchReader, Source
 from .sources._split_source import AnySplit, SplitPlan, SplitSource
 
 __all__ = ["DEFAULT_NOUN", "AnySource", "Chunk", "ChunkReader", "ChunkSizer", "check_source"]
 
-AnySource = Iterable[Any] | AsyncIterable[Any] | SplitSource
-"""What jobs accept as a source: iterables, async iterables and file sources."""
+AnySource = Iterable[Any] | AsyncIterable[Any] | Source
+"""What jobs accept as a source: iterables, async iterables and `aiomr.sources.Source`
+(files, lines, queries, and sources users write)."""
 
 FIRST_CHUNK_SIZE = 64
 """Records in the first chunks of an adaptive job: small enough that a slow mapper shows its
@@ -67,17 +64,12 @@ MAX_GROWTH = 4
 MAX_CHUNK_SIZE = 65_536
 """Upper bound of adaptive chunks: bounds the memory of ``max_in_flight`` chunks and the
 time to build one chunk in the caller."""
-PULL_SLICE_SECONDS = 0.002
-"""Longest stretch the reader pulls from an async iterable without yielding to the loop."""
 FIRST_TIMED_SPLIT = 1 << 20
 """Bytes in the first split of a file job sized by time: read in well under a second by
 anything that reads files at all, so the job's speed is known early."""
 MIN_TIMED_SPLIT = 64 << 10
 """Smallest split sized by time: a split also costs a task and a partial result."""
 _EWMA_WEIGHT = 0.3
-DEFAULT_NOUN = ("record", "the source")
-"""How messages name a source's records and the source: ``record 12 of the source``. A source
-may carry its own as a ``record_noun`` attribute, e.g. ``("row", "the query")``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +86,7 @@ class Chunk(Generic[R]):
     split: AnySplit | None = None
     """For file sources read by the workers: the byte ranges (``records`` is ``[split]``)."""
     noun: tuple[str, str] = DEFAULT_NOUN
-    """What messages call one record and the source (see `DEFAULT_NOUN`)."""
+    """What messages call one record and the source (`aiomr.sources.Source.record_noun`)."""
 
     @property
     def location(self) -> str:
@@ -133,11 +125,9 @@ class Chunk(Generic[R]):
 
 
 def check_source(source: object) -> None:
-    """Raise `TypeError` unless ``source`` is an iterable or an async iterable."""
-    if not isinstance(source, Iterable | AsyncIterable | SplitSource):
-        raise TypeError(
-            f"source must be an Iterable or an AsyncIterable, got {type(source).__qualname__}"
-        )
+    """Raise `TypeError` unless ``source`` is a `Source`, an iterable or an async iterable;
+    read nothing from it."""
+    describe(source)
 
 
 class ChunkSizer:
@@ -191,6 +181,9 @@ class ChunkSizer:
 class ChunkReader(Generic[R]):
     """Pull chunks from a source on demand; close the source when done.
 
+    ``source`` is described (`describe`) and, unless the workers read it, opened at once: a
+    source that can be read only once refuses a second job here, before anything is sent.
+
     Cancellation: cancelling `next_chunk` leaves the source where it was; call
     `aclose` to close it.
     """
@@ -198,33 +191,18 @@ class ChunkReader(Generic[R]):
     def __init__(self, source: AnySource, sizer: ChunkSizer, workers: int = 1) -> None:
         self._sizer = sizer
         self._workers = workers
-        self._files: SplitSource | None = None
+        described = describe(source)
+        self._noun = described.record_noun
+        self._splits = described.worker_side()
+        self._batches: BatchReader | None = None
+        if self._splits is None:
+            self._batches = described.open_batches()
         self._cutter: SplitPlan | None = None
         self._split_size = 0
-        self._batches: Any = None
-        self._sequence: Sequence[Any] | None = None
-        self._iterator: Iterator[R] | None = None
-        self._async_iterator: AsyncIterator[R] | None = None
-        self._thread: ThreadPoolExecutor | None = None
-        if isinstance(source, SplitSource):
-            self._files = source
-        elif isinstance(source, LineSource):
-            source.claim()
-            self._batches = source
-        elif isinstance(source, list | tuple | range):
-            self._sequence = source
-        elif isinstance(source, AsyncIterable):
-            self._async_iterator = aiter(source)
-        else:
-            check_source(source)
-            self._iterator = iter(source)
-        noun = getattr(source, "record_noun", None)
-        self._noun = noun if isinstance(noun, tuple) and len(noun) == 2 else DEFAULT_NOUN
         self._position = 0
         self._chunk_index = 0
         self.total_bytes: int | None = None
         """For file sources: the bytes the splits cover, known once they are planned."""
-        self._slice = 1024
         self._exhausted = False
         self._closed = False
 
@@ -237,33 +215,18 @@ class ChunkReader(Generic[R]):
         """Return the next chunk, or ``None`` once the source is exhausted."""
         if self._exhausted or self._closed:
             return None
-        if self._files is not None:
-            return await self._next_split(self._files)
-        size = self._sizer.size
-        origins: tuple[tuple[int, str, int], ...] = ()
-        if self._batches is not None:
-            records, found = await self._batches.read_batch(size)
-            origins = tuple(found)
-        elif self._sequence is not None:
-            part = self._sequence[self._position : self._position + size]
-            records = part if isinstance(part, list) else list(part)
-        elif self._iterator is not None:
-            records = await self._pull_in_thread(self._iterator, size)
-        elif isinstance(self._async_iterator, RowIterator):
-            # Database rows come in whole batches, one call per chunk rather than one
-            # `__anext__` per row. Rows of COPY text come as one undecoded sequence, which
-            # becomes a list of rows when a worker unpickles it (`CopyRows`), and may be
-            # shorter than asked without the query being at its end.
-            records = cast("list[R]", await self._async_iterator.take(size))
-            size = min(size, len(records)) or 1
-        else:
-            assert self._async_iterator is not None
-            records = await self._pull_async(self._async_iterator, size)
-        if len(records) < size:
+        if self._splits is not None:
+            return await self._next_split(self._splits)
+        assert self._batches is not None
+        batch = await self._batches.take(self._sizer.size)
+        # A list in all but special cases: rows of COPY text come as one undecoded sequence,
+        # which becomes a list of rows when a worker unpickles it (`CopyRows`).
+        records = cast("list[R]", batch.records)
+        if batch.last or not records:
             self._exhausted = True
         if not records:
             return None
-        chunk = Chunk(self._chunk_index, self._position, records, origins, noun=self._noun)
+        chunk = Chunk(self._chunk_index, self._position, records, batch.origins, noun=self._noun)
         self._chunk_index += 1
         self._position += len(records)
         return chunk
@@ -283,56 +246,10 @@ class ChunkReader(Generic[R]):
         self._chunk_index += 1
         return chunk
 
-    async def _pull_in_thread(self, iterator: Iterator[R], size: int) -> list[R]:
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="aiomr-source")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._thread, lambda: list(itertools.islice(iterator, size))
-        )
-
-    async def _pull_async(self, iterator: AsyncIterator[R], size: int) -> list[R]:
-        records: list[R] = []
-        append = records.append
-        while len(records) < size:
-            want = min(size - len(records), self._slice)
-            started = time.perf_counter()
-            pulled = 0
-            async for record in iterator:
-                append(record)
-                pulled += 1
-                if pulled >= want:
-                    break
-            else:
-                return records
-            elapsed = time.perf_counter() - started
-            # Keep each slice near PULL_SLICE_SECONDS of loop time.
-            if elapsed > 0:
-                wanted = int(pulled * PULL_SLICE_SECONDS / elapsed)
-                self._slice = max(16, min(wanted, self._slice * 4, 1 << 20))
-            if len(records) < size:
-                await asyncio.sleep(0)
-        return records
-
     async def aclose(self) -> None:
-        """Close the source if it can be closed (async generators, generators). Idempotent."""
+        """Close the source's reading (files, cursors, generators). Idempotent."""
         if self._closed:
             return
         self._closed = True
-        try:
-            if self._batches is not None:
-                await self._batches.aclose()
-            elif self._async_iterator is not None:
-                aclose: Any = getattr(self._async_iterator, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            elif self._iterator is not None:
-                close: Any = getattr(self._iterator, "close", None)
-                if close is not None:
-                    # ValueError, "generator already executing": a pull cancelled mid-way
-                    # still runs on the helper thread; the generator ends with it.
-                    with contextlib.suppress(ValueError):
-                        close()
-        finally:
-            if self._thread is not None:
-                self._thread.shutdown(wait=False)
+        if self._batches is not None:
+            await self._batches.aclose()

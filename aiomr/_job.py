@@ -48,8 +48,7 @@ from ._worker import (
     map_parsed_chunk,
 )
 from .executors import Executor, ShippedCode
-from .sources._lines import LineSource
-from .sources._split_source import SplitSource
+from .sources._describe import describe
 
 __all__ = [
     "check_callable",
@@ -73,12 +72,14 @@ def _body_for(
     reducer: Callable[[Any, Any], Any],
     on_error: OnError = "raise",
 ) -> Callable[[Any, int], Any]:
-    """Choose the task body for the kind of source, the mode and ``on_error``."""
-    if isinstance(source, SplitSource):
-        return source.task_body(mode, mapper, reducer, on_error)
+    """Choose the task body for how the source is read, the mode and ``on_error``."""
+    described = describe(source)
+    split_source = described.worker_side()
+    if split_source is not None:  # the workers read the records: the source knows how
+        return split_source.task_body(mode, mapper, reducer, on_error)
     if mode == "blocks":
         raise ValueError("mode='blocks' needs a file source: aiomr.sources.files(...)")
-    parser = source.parser if isinstance(source, LineSource) else None
+    parser = described.parser
     if on_error != "raise":
         return functools.partial(fold_guarded, mapper, reducer, parser)
     if mode == "record":

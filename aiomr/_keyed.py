@@ -50,8 +50,7 @@ from ._shuffle import (
 from ._stats import JobStats
 from ._worker import execute
 from .executors import Executor
-from .sources._lines import LineSource
-from .sources._split_source import SplitSource
+from .sources._describe import describe
 
 __all__ = ["collect_keyed", "open_keyed", "run_keyed"]
 
@@ -146,10 +145,12 @@ async def run_keyed(
     partitions = options.partitions or 2 * executor.max_workers
     plan: ReducePlan = plan_of(partitions, directory)
     # The plan goes into the map body, so it is shipped once per job with it.
+    described = describe(source)
+    split_source = described.worker_side()
     body = MapBody(
         plan,
-        reader=source.reader if isinstance(source, SplitSource) else None,
-        parser=source.parser if isinstance(source, LineSource) else None,
+        reader=split_source.reader if split_source is not None else None,
+        parser=described.parser,
         guarded=options.on_error != "raise",
     )
     dead_letter = DeadLetterFile(options.dead_letter) if options.dead_letter else None

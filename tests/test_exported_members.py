@@ -81,6 +81,8 @@ def test_executors_members() -> None:
 
 def test_sources_members() -> None:
     assert aiomr.sources.__all__ == [
+        "Batch",
+        "BatchReader",
         "FileSource",
         "LineSource",
         "PageSplit",
@@ -88,6 +90,7 @@ def test_sources_members() -> None:
         "QueryRangesSource",
         "QuerySource",
         "RangeSplit",
+        "Source",
         "Split",
         "SplitSource",
         "files",

@@ -13,6 +13,9 @@ Any iterable or async iterable is a source as it is. These add what files and da
 * `query`: the rows of a database query, fetched in batches through asyncpg, psycopg,
   aiosqlite or SQLAlchemy, optionally read as ranges of a column over several connections
   at once (`RangeSplit`), or with asyncpg as ``COPY`` text decoded by the workers.
+
+Every one of them is a `Source`: what a job asks of a source (records taken in batches by the
+caller, or splits the workers read themselves). Subclass it to write a source of your own.
 """
 
 from __future__ import annotations
@@ -32,12 +35,17 @@ if TYPE_CHECKING:
     from ._query_ranges import QueryRangesSource as QueryRangesSource
     from ._query_ranges import postgres_ranges as postgres_ranges
     from ._query_ranges import sqlite_ranges as sqlite_ranges
+    from ._source import Batch as Batch
+    from ._source import BatchReader as BatchReader
+    from ._source import Source as Source
     from ._split_source import SplitSource as SplitSource
     from ._splits import FileSource as FileSource
     from ._splits import Split as Split
     from ._splits import files as files
 
 __all__ = [
+    "Batch",
+    "BatchReader",
     "FileSource",
     "LineSource",
     "PageSplit",
@@ -45,6 +53,7 @@ __all__ = [
     "QueryRangesSource",
     "QuerySource",
     "RangeSplit",
+    "Source",
     "Split",
     "SplitSource",
     "files",
@@ -55,6 +64,8 @@ __all__ = [
 ]
 
 _WHERE: dict[str, str] = {
+    "Batch": "._source",
+    "BatchReader": "._source",
     "FileSource": "._splits",
     "LineSource": "._lines",
     "PageSplit": "._db_pages",
@@ -62,6 +73,7 @@ _WHERE: dict[str, str] = {
     "QueryRangesSource": "._query_ranges",
     "QuerySource": "._db",
     "RangeSplit": "._db_ranges",
+    "Source": "._source",
     "Split": "._splits",
     "SplitSource": "._split_source",
     "files": "._splits",

@@ -12,7 +12,8 @@
                           a server-side cursor)         driver.read ─► bounded queue
 
 Rows come in batches of ``batch_size`` (one round trip each) and leave one by one, as plain
-tuples or dicts that pickle, or a batch at a time to a job's chunker (`RowIterator.take`).
+tuples or dicts that pickle, or a batch at a time to a job (`QuerySource.open_batches`,
+`RowIterator.take`).
 With ``transfer="copy"`` the batches are blocks of ``COPY`` text that only the workers decode
 (`_db_copy`). A failure names the query and the row where it happened; the
 position of a row is the one the chunker gives it too, so a skipped row and a failed read say
@@ -30,6 +31,7 @@ from ._db_driver import Bounds, Params, RowType, Transfer, check_read, pack_para
 from ._db_ranges import RangeSplit
 from ._db_rows import RowIterator
 from ._db_split import read_ranges
+from ._source import BatchReader, Source
 
 __all__ = ["DEFAULT_BATCH_SIZE", "QuerySource", "query"]
 
@@ -41,7 +43,7 @@ before the garbage collector promotes them to its oldest generation, and keep me
 Row = TypeVar("Row")
 
 
-class QuerySource(Generic[Row]):
+class QuerySource(Source, Generic[Row]):
     """The rows of a query, as an async iterable (see `query`).
 
     Each iteration runs the query anew; an iteration that is closed early (``aclose()``,
@@ -90,6 +92,10 @@ class QuerySource(Generic[Row]):
         stop early; jobs call it themselves.
         """
         return RowIterator(self._batches(), self._describe)
+
+    def open_batches(self) -> BatchReader:
+        """Start a job's reading: run the query anew, and hand its rows over in batches."""
+        return self.__aiter__().open_batches()
 
     def _batches(self) -> AsyncGenerator[Any, None]:
         split = self.split

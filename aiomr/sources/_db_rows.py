@@ -9,8 +9,9 @@ row of getting it to the consumer.
   iterator: about 40% cheaper per row than an async generator's ``yield`` (which wraps every
   value and goes through an extra ``asend`` object), and rows are the hot path.
 
-* A job does not take rows one by one at all: its chunker calls `RowIterator.take` once per
-  chunk, which hands over whole batches (cut to the chunk's size). Rows of ``COPY`` text
+* A job does not take rows one by one at all: it calls `RowIterator.take` once per chunk
+  (through `RowIterator.open_batches`), which hands over whole batches (cut to the chunk's
+  size). Rows of ``COPY`` text
   (`CopyRows`) are handed over as they are, undecoded, whole blocks at a time.
 
 At most two batches are held: the one being handed out and the one fetched ahead.
@@ -26,13 +27,14 @@ from typing import Any, Generic, TypeVar
 
 from ._db_cleanup import retrieve, uninterrupted
 from ._db_copy import CopyRows
+from ._source import Batch, Source
 
 __all__ = ["RowIterator"]
 
 Row = TypeVar("Row")
 
 
-class RowIterator(Generic[Row]):
+class RowIterator(Source, Generic[Row]):
     """The rows of ``batches``, one by one; errors name the row where they happened.
 
     Cancellation: `aclose` (called by jobs when they end, however they end) cancels the
@@ -53,6 +55,10 @@ class RowIterator(Generic[Row]):
 
     def __aiter__(self) -> RowIterator[Row]:
         return self
+
+    def open_batches(self) -> _RowBatches:
+        """Hand the rows to a job a batch at a time (see `take`)."""
+        return _RowBatches(self)
 
     async def __anext__(self) -> Row:
         try:
@@ -169,3 +175,23 @@ class RowIterator(Generic[Row]):
             # does not raise the task's outcome.
             await asyncio.wait([ahead])
         await self._batches.aclose()
+
+
+class _RowBatches:
+    """A job's reading of a query: rows taken whole batches at a time, not one by one."""
+
+    def __init__(self, rows: RowIterator[Any]) -> None:
+        self._rows = rows
+
+    async def take(self, limit: int) -> Batch:
+        """Take up to ``limit`` rows (`RowIterator.take`); only an empty batch ends them.
+
+        Rows of COPY text come as one undecoded sequence (`CopyRows`), which becomes a list
+        of rows when a worker unpickles it, and may be shorter than asked without the query
+        being at its end.
+        """
+        return Batch(await self._rows.take(limit))
+
+    async def aclose(self) -> None:
+        """Close the cursors and end their transactions. Idempotent."""
+        await self._rows.aclose()

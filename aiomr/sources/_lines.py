@@ -12,9 +12,9 @@ decode is a bad record like any other. Iterated directly (``async for``), the so
 each block's records on the helper thread that reads them, and parses them on a helper
 thread too when it has a format.
 
-The source tracks where every record came from (file and line number): aiomr's chunker pulls
-whole batches with `LineSource.read_batch` and keeps those origins, so a malformed record is
-reported as ``path:LINE``.
+The source tracks where every record came from (file and line number): a job takes whole
+batches with `LineSource.take` (`aiomr.sources.Source`) and keeps those origins, so a
+malformed record is reported as ``path:LINE``.
 
 A file is read up to the size it had when opened: a line being appended meanwhile is not
 read half-written. A file that ends before that size (truncated while read) raises
@@ -33,6 +33,7 @@ from ._decode import HeadedRecord, RecordDecoder
 from ._locate import locate
 from ._parse import Format, Parser, make_parser
 from ._paths import PathsLike, expand_paths
+from ._source import Batch, Origin, Source
 from ._streamed import StreamedFile
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "LineSource", "Origin", "lines"]
@@ -44,11 +45,8 @@ short."""
 
 T = TypeVar("T", str, bytes)
 
-Origin = tuple[int, str, int]
-"""``(index in the batch, path, line number)`` where a run of consecutive lines starts."""
 
-
-class LineSource(Generic[T]):
+class LineSource(Source, Generic[T]):
     """The records of one or more files, as an async iterator (see `lines`).
 
     Cancellation: closing (``aclose``) at any point closes the open file.
@@ -112,6 +110,16 @@ class LineSource(Generic[T]):
                 "a source of lines is read once: call aiomr.sources.lines(...) again"
             )
         self._claimed = True
+
+    def open_batches(self) -> LineSource[T]:
+        """Start a job's reading: claim the source (see `claim`) and take from it."""
+        self.claim()
+        return self
+
+    async def take(self, limit: int) -> Batch:
+        """Take up to ``limit`` raw records and where they come from (see `read_batch`)."""
+        records, origins = await self.read_batch(limit)
+        return Batch(records, tuple(origins), last=len(records) < limit)
 
     def __aiter__(self) -> AsyncIterator[T]:
         self.claim()

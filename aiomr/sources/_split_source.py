@@ -3,7 +3,8 @@
 `SplitSource` is the base of `aiomr.sources.files` (`FileSource`) and of the database
 range sources (`sqlite_ranges`, `postgres_ranges`): the caller plans the splits and sends
 each one's coordinates, and every worker reads its split's records with the source's
-reader. The protocols say what the job needs of each part.
+reader. The protocols say what the job needs of each part; `SplitSource.worker_side` is how
+such a source tells a job so (see `aiomr.sources._source`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
+
+from ._source import Source
 
 __all__ = ["AnySplit", "SplitPlan", "SplitReading", "SplitSource"]
 
@@ -79,7 +82,7 @@ class SplitReading(Protocol):
         ...
 
 
-class SplitSource:
+class SplitSource(Source):
     """A source the workers read themselves, one split per task (`files`, `sqlite_ranges`).
 
     The caller plans the splits and sends each one's coordinates (byte ranges of files,
@@ -91,6 +94,10 @@ class SplitSource:
     """Picklable; reads a split's records in a worker."""
     split_size: int | None = None
     """Bytes per split, or ``None`` to let the job size them."""
+
+    def worker_side(self) -> SplitSource:
+        """Return the source itself: its records are read by the workers, split by split."""
+        return self
 
     def cutter(self, workers: int) -> tuple[SplitPlan, int]:
         """Plan the splits (blocking); return them and the largest split size in bytes for

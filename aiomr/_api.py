@@ -20,6 +20,7 @@ from ._stream import Snapshot
 from ._types import Mode, R, V
 from ._windows import Window
 from .executors import ExecutorSpec
+from .sources._source import Source
 from .sources._split_source import SplitSource
 
 __all__ = ["map_reduce", "open_stream", "open_windows"]
@@ -27,7 +28,7 @@ __all__ = ["map_reduce", "open_stream", "open_windows"]
 
 @overload
 async def map_reduce(
-    source: Iterable[R] | AsyncIterable[R] | SplitSource,
+    source: Iterable[R] | AsyncIterable[R] | Source,
     mapper: Callable[[R], V],
     reducer: Callable[[V, V], V],
     *,
@@ -51,7 +52,7 @@ async def map_reduce(
 
 @overload
 async def map_reduce(
-    source: Iterable[R] | AsyncIterable[R] | SplitSource,
+    source: Iterable[R] | AsyncIterable[R] | Source,
     mapper: Callable[[list[R]], V],
     reducer: Callable[[V, V], V],
     *,
@@ -130,7 +131,7 @@ async def map_reduce(
 
 @contextlib.asynccontextmanager
 async def open_stream(
-    source: Iterable[R] | AsyncIterable[R] | SplitSource,
+    source: Iterable[R] | AsyncIterable[R] | Source,
     mapper: Callable[[R], V],
     reducer: Callable[[V, V], V],
     *,

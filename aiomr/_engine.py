@@ -34,6 +34,7 @@ from ._stream import Snapshot, running
 from ._types import A, K, Mode, R, T, V
 from ._windows import Window, windows
 from .executors import Executor, ExecutorSpec, resolve_executor
+from .sources._source import Source
 from .sources._split_source import SplitSource
 
 __all__ = ["Engine", "check_job"]
@@ -149,7 +150,7 @@ class Engine:
     @overload
     async def map_reduce(
         self,
-        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        source: Iterable[R] | AsyncIterable[R] | Source,
         mapper: Callable[[R], V],
         reducer: Callable[[V, V], V],
         *,
@@ -171,7 +172,7 @@ class Engine:
     @overload
     async def map_reduce(
         self,
-        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        source: Iterable[R] | AsyncIterable[R] | Source,
         mapper: Callable[[list[R]], V],
         reducer: Callable[[V, V], V],
         *,
@@ -206,7 +207,7 @@ class Engine:
     @contextlib.asynccontextmanager
     async def open_stream(
         self,
-        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        source: Iterable[R] | AsyncIterable[R] | Source,
         mapper: Callable[[R], V],
         reducer: Callable[[V, V], V],
         **options: Unpack[StreamKeywords[V]],
@@ -259,7 +260,7 @@ class Engine:
 
     async def map_reduce_by_key(
         self,
-        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        source: Iterable[R] | AsyncIterable[R] | Source,
         mapper: Callable[[R], Iterable[tuple[K, V]]],
         reducer: Callable[[V, V], V],
         **options: Unpack[KeyedKeywords],
@@ -274,7 +275,7 @@ class Engine:
 
     async def group_by_key(
         self,
-        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        source: Iterable[R] | AsyncIterable[R] | Source,
         mapper: Callable[[R], Iterable[tuple[K, V]]],
         reducer: Callable[[K, Iterator[V]], T],
         *,
@@ -287,7 +288,7 @@ class Engine:
 
     async def fold_by_key(
         self,
-        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        source: Iterable[R] | AsyncIterable[R] | Source,
         mapper: Callable[[R], Iterable[tuple[K, V]]],
         binop: Callable[[A, V], A],
         combine: Callable[[A, A], A],
@@ -303,7 +304,7 @@ class Engine:
     @overload
     async def run_by_key(
         self,
-        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        source: Iterable[R] | AsyncIterable[R] | Source,
         spec: ReduceByKey[R, K, V],
         **options: Unpack[KeyedKeywords],
     ) -> dict[K, V]: ...
@@ -311,7 +312,7 @@ class Engine:
     @overload
     async def run_by_key(
         self,
-        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        source: Iterable[R] | AsyncIterable[R] | Source,
         spec: GroupByKey[R, K, V, T],
         **options: Unpack[KeyedKeywords],
     ) -> dict[K, T]: ...
@@ -319,7 +320,7 @@ class Engine:
     @overload
     async def run_by_key(
         self,
-        source: Iterable[R] | AsyncIterable[R] | SplitSource,
+        source: Iterable[R] | AsyncIterable[R] | Source,
         spec: FoldByKey[R, K, V, A],
         **options: Unpack[KeyedKeywords],
     ) -> dict[K, A]: ...

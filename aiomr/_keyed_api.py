@@ -13,13 +13,13 @@ from ._options import KeyedKeywords, KeyedOptions
 from ._sentinels import MISSING
 from ._types import A, K, R, T, V
 from .executors import ExecutorSpec
-from .sources._split_source import SplitSource
+from .sources._source import Source
 
 __all__ = ["fold_by_key", "group_by_key", "map_reduce_by_key", "open_by_key"]
 
 
 async def map_reduce_by_key(
-    source: Iterable[R] | AsyncIterable[R] | SplitSource,
+    source: Iterable[R] | AsyncIterable[R] | Source,
     mapper: Callable[[R], Iterable[tuple[K, V]]],
     reducer: Callable[[V, V], V],
     *,
@@ -79,7 +79,7 @@ async def map_reduce_by_key(
 
 
 async def group_by_key(
-    source: Iterable[R] | AsyncIterable[R] | SplitSource,
+    source: Iterable[R] | AsyncIterable[R] | Source,
     mapper: Callable[[R], Iterable[tuple[K, V]]],
     reducer: Callable[[K, Iterator[V]], T],
     *,
@@ -116,7 +116,7 @@ async def group_by_key(
 
 
 async def fold_by_key(
-    source: Iterable[R] | AsyncIterable[R] | SplitSource,
+    source: Iterable[R] | AsyncIterable[R] | Source,
     mapper: Callable[[R], Iterable[tuple[K, V]]],
     binop: Callable[[A, V], A],
     combine: Callable[[A, A], A],

@@ -34,13 +34,13 @@ if TYPE_CHECKING:
     from ._exceptions import UnpicklableError as UnpicklableError
     from ._exceptions import WorkerTraceback as WorkerTraceback
     from ._jobclass import Job as Job
+    from ._keyed.specs import FoldByKey as FoldByKey
+    from ._keyed.specs import GroupByKey as GroupByKey
+    from ._keyed.specs import ReduceByKey as ReduceByKey
     from ._keyed_api import fold_by_key as fold_by_key
     from ._keyed_api import group_by_key as group_by_key
     from ._keyed_api import map_reduce_by_key as map_reduce_by_key
     from ._keyed_api import open_by_key as open_by_key
-    from ._keyspec import FoldByKey as FoldByKey
-    from ._keyspec import GroupByKey as GroupByKey
-    from ._keyspec import ReduceByKey as ReduceByKey
     from ._loop import loop_factory as loop_factory
     from ._loop import run as run
     from ._options import JobKeywords as JobKeywords
@@ -120,8 +120,8 @@ _WHERE: dict[str, str] = {
     "ClosedResourceError": "._exceptions",
     "EmptySourceError": "._exceptions",
     "Engine": "._engine",
-    "FoldByKey": "._keyspec",
-    "GroupByKey": "._keyspec",
+    "FoldByKey": "._keyed.specs",
+    "GroupByKey": "._keyed.specs",
     "Job": "._jobclass",
     "JobKeywords": "._options",
     "JobStats": "._stats",
@@ -130,7 +130,7 @@ _WHERE: dict[str, str] = {
     "MapperOutputError": "._exceptions",
     "Progress": "._progress",
     "RecordError": "._exceptions",
-    "ReduceByKey": "._keyspec",
+    "ReduceByKey": "._keyed.specs",
     "RetryPolicy": "._retry",
     "RunKeywords": "._options",
     "Snapshot": "._stream",

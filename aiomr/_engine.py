@@ -11,9 +11,10 @@ from typing import Any, Literal, Self, Unpack, overload
 from ._checks import check_seconds
 from ._chunker import AnySource, check_source
 from ._exceptions import ClosedResourceError
-from ._job import check_callable, run_map_reduce
-from ._keyed import collect_keyed, open_keyed
-from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
+from ._keyed.phases import collect_keyed, open_keyed
+from ._keyed.shuffle import ReducePlan
+from ._keyed.specs import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
+from ._map_phase import check_callable, run_map_reduce
 from ._options import (
     KeyedKeywords,
     KeyedOptions,
@@ -27,7 +28,6 @@ from ._options import (
 from ._reducer import Folder
 from ._scheduler import FairScheduler
 from ._sentinels import MISSING
-from ._shuffle import ReducePlan
 from ._stats import JobStats
 from ._steps import HasSteps, checked_steps, run_steps
 from ._stream import Snapshot, running

@@ -8,7 +8,7 @@ from typing import Any, Unpack
 
 from ._chunker import AnySource
 from ._engine import Engine, check_job
-from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
+from ._keyed.specs import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
 from ._options import KeyedKeywords, KeyedOptions
 from ._sentinels import MISSING
 from ._types import A, K, R, T, V

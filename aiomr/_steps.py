@@ -1,7 +1,7 @@
 """The rounds of a class-based job: each `Step` becomes a group-by-key plan.
 
 A step's mapper, combiner and reducer are the job's methods, adapted here to the key-based
-engine (`aiomr._keyed`); the pairs one step emits stream, from its result files, into the
+engine (`aiomr._keyed.phases`); the pairs one step emits stream, from its result files, into the
 next step's mapper. `aiomr.Job` is the public face; `run_steps` runs the rounds on one
 job's share of an engine.
 """
@@ -16,10 +16,10 @@ from typing import Any, Protocol
 from ._callables import check_function, describe
 from ._chunker import AnySource
 from ._exceptions import MapperOutputError
-from ._keyed import collect_keyed, open_keyed
-from ._keyspec import GroupByKey
+from ._keyed.phases import collect_keyed, open_keyed
+from ._keyed.shuffle import ReducePlan
+from ._keyed.specs import GroupByKey
 from ._options import KeyedOptions
-from ._shuffle import ReducePlan
 from ._worker import short_repr
 from .executors import Executor
 

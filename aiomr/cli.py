@@ -16,9 +16,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from ._cli_jobs import count_ngram_blocks, merge_totals, words_of
-from ._cli_load import UsageError, load_job, version
-from ._cli_run import run_command
+from ._cli.jobs import count_ngram_blocks, merge_totals, words_of
+from ._cli.load import UsageError, load_job, version
+from ._cli.run import run_command
 from ._exceptions import AiomrError, BrokenInputError, RecordError, WorkerTraceback
 from ._loop import run as run_loop
 from ._stats import JobStats
@@ -240,7 +240,7 @@ class _NotTheCommandsSummary(logging.Filter):
     with the dead-letter file and, for ``--on-error collect``, every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name == "aiomr._job" and str(record.msg).startswith("skipped "))
+        return not (record.name == "aiomr._map_phase" and str(record.msg).startswith("skipped "))
 
 
 def _log_to_stderr(*, verbose: bool) -> None:

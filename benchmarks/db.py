@@ -50,7 +50,7 @@ import _common
 import psutil
 
 import aiomr
-from aiomr.sources._db import DEFAULT_BATCH_SIZE
+from aiomr.sources._query import DEFAULT_BATCH_SIZE
 
 ROWS = 1_000_000
 STORES = 100

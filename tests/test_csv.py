@@ -13,8 +13,8 @@ import pytest
 
 import aiomr
 import aiomr.sources
+from aiomr.sources._file_splits import plan_splits
 from aiomr.sources._framing import Pending, last_record_end
-from aiomr.sources._splits import plan_splits
 
 
 def write(path: pathlib.Path, content: bytes) -> str:

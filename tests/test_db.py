@@ -40,10 +40,10 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import aiomr
+from aiomr._db.copy_text import CopyLayout, CopyRows
+from aiomr._db.driver import Bounds
 from aiomr.executors import ProcessExecutor
 from aiomr.sources import RangeSplit, query
-from aiomr.sources._db_copy import CopyLayout, CopyRows
-from aiomr.sources._db_driver import Bounds
 
 DSN = os.environ.get("AIOMR_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 ROWS = 2000

@@ -15,8 +15,9 @@ import psycopg
 import psycopg_pool
 import pytest
 
-from aiomr.sources import RangeSplit, _db_cleanup, query
-from aiomr.sources._db_cleanup import uninterrupted
+from aiomr._db import cleanup as _db_cleanup
+from aiomr._db.cleanup import uninterrupted
+from aiomr.sources import RangeSplit, query
 from tests.test_db import Pg, poll
 from tests.test_db import pg as pg
 from tests.test_db import postgres_dsn as postgres_dsn

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import aiomr
 import aiomr.sources
 from aiomr.sources._file_blocks import FieldCheck
-from aiomr.sources._splits import SplitReader, plan_splits
+from aiomr.sources._file_splits import SplitReader, plan_splits
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     ".gz": gzip.compress,

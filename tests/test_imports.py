@@ -20,12 +20,12 @@ CALLER_SIDE = [
     "aiomr._chunker",
     "aiomr._dispatch",
     "aiomr._engine",
-    "aiomr._job",
-    "aiomr._keyed",
+    "aiomr._map_phase",
+    "aiomr._keyed.phases",
     "aiomr._scheduler",
     "aiomr.cli",
     "aiomr.executors._process",
-    "aiomr.sources._db",
+    "aiomr.sources._query",
     "aiomr.sources._lines",
     "asyncio",
 ]
@@ -122,5 +122,5 @@ def test_workers_of_file_jobs_import_no_caller_side_module(tmp_path: Path) -> No
     for job in ("keyed", "blocks", "sqlite"):
         assert "aiomr._worker" in found[job], found[job]  # the mappers did run in workers
         assert sorted(set(CALLER_SIDE) & set(found[job])) == [], job
-    assert "aiomr._shuffle" in found["keyed"]
+    assert "aiomr._keyed.shuffle" in found["keyed"]
     assert "aiomr.sources._query_ranges" in found["sqlite"]

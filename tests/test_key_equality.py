@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import aiomr
-from aiomr._hashing import stable_hash
+from aiomr._keyed.hashing import stable_hash
 from aiomr.executors import Executor, InlineExecutor, ProcessExecutor, ThreadExecutor
 
 INF = float("inf")
@@ -201,7 +201,7 @@ def test_numbers_hash_by_value_in_one_pass() -> None:
 
 
 def test_the_bulk_int_hashes_are_the_single_ones() -> None:
-    from aiomr._hashing import stable_hashes
+    from aiomr._keyed.hashing import stable_hashes
 
     keys = [0, -1, -2, 1, 2**63, -(2**100), 10**5000, 7]
     assert list(stable_hashes(keys)) == [stable_hash(key) for key in keys]

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import aiomr
-from aiomr._hashing import stable_hash
+from aiomr._keyed.hashing import stable_hash
 from aiomr.executors import ProcessExecutor
 
 NOT_ORDERED = (

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aiomr
-from aiomr._hashing import stable_hash
-from aiomr._keyed import make_directory, remove_directory
+from aiomr._keyed.hashing import stable_hash
+from aiomr._keyed.phases import make_directory, remove_directory
 from aiomr.executors import InlineExecutor, ProcessExecutor
 
 LINES = ["the cat sat", "the hat", "a cat"] * 50
@@ -354,7 +354,9 @@ def test_partitioning_is_stable_across_processes_and_hash_seeds() -> None:
     ]
     here = [stable_hash(k) for k in keys]
     assert stable_hash(1) == stable_hash(1.0) == stable_hash(True)
-    program = f"from aiomr._hashing import stable_hash\nprint([stable_hash(k) for k in {keys!r}])\n"
+    program = (
+        f"from aiomr._keyed.hashing import stable_hash\nprint([stable_hash(k) for k in {keys!r}])\n"
+    )
     root = str(pathlib.Path(aiomr.__file__).resolve().parent.parent)
     for seed in ("0", "1", "12345"):
         done = subprocess.run(

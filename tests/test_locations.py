@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import aiomr
 from aiomr.sources import files, lines
-from aiomr.sources._splits import plan_splits
+from aiomr.sources._file_splits import plan_splits
 
 BAD = 637
 

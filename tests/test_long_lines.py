@@ -17,8 +17,8 @@ import pytest
 import aiomr
 import aiomr.sources
 from aiomr.sources import _lines, _streamed
+from aiomr.sources._file_splits import SplitReader, plan_splits
 from aiomr.sources._framing import Pending
-from aiomr.sources._splits import SplitReader, plan_splits
 
 
 def write(path: pathlib.Path, content: bytes) -> str:

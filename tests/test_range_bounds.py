@@ -23,9 +23,9 @@ import asyncpg
 import pytest
 
 import aiomr
+from aiomr._db.driver import Bounds
 from aiomr.executors import ProcessExecutor
 from aiomr.sources import RangeSplit, postgres_ranges, query, sqlite_ranges
-from aiomr.sources._db_driver import Bounds
 from tests.test_db import (
     NULL_IDS,
     PG_PARALLEL,

@@ -28,9 +28,7 @@ from hypothesis import strategies as st
 import aiomr
 import aiomr.sources
 from aiomr.executors import ProcessExecutor
-from aiomr.sources._lines import DEFAULT_BLOCK_SIZE, LineSource
-from aiomr.sources._paths import expand_paths
-from aiomr.sources._splits import (
+from aiomr.sources._file_splits import (
     Segment,
     Split,
     SplitCutter,
@@ -38,6 +36,8 @@ from aiomr.sources._splits import (
     plan_splits,
     read_blocks,
 )
+from aiomr.sources._lines import DEFAULT_BLOCK_SIZE, LineSource
+from aiomr.sources._paths import expand_paths
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     ".gz": gzip.compress,
@@ -1104,7 +1104,7 @@ async def test_a_line_source_serves_one_job(engine: aiomr.Engine, tmp_path: path
 @pytest.mark.parametrize("workers", [1, 2, 3, 8])
 @pytest.mark.parametrize("total", [0, 5_000, 3 << 20, 100 << 20, 995_000_000, 5 << 30])
 def test_automatic_splits_share_the_input_evenly_between_workers(total: int, workers: int) -> None:
-    from aiomr.sources._splits import MAX_AUTO_SPLIT, MIN_AUTO_SPLIT, auto_split_size
+    from aiomr.sources._file_splits import MAX_AUTO_SPLIT, MIN_AUTO_SPLIT, auto_split_size
 
     size = auto_split_size(total, workers)
     assert MIN_AUTO_SPLIT <= size <= max(MIN_AUTO_SPLIT, MAX_AUTO_SPLIT)

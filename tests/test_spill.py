@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aiomr._hashing import stable_hash
-from aiomr._spill import MAX_FAN_IN, MIN_BATCH_BYTES, KeyedStore, estimate_size
+from aiomr._keyed.hashing import stable_hash
+from aiomr._keyed.spill import MAX_FAN_IN, MIN_BATCH_BYTES, KeyedStore, estimate_size
 
 HASHES: dict[str, Callable[[Any], int]] = {
     "stable": stable_hash,

@@ -13,8 +13,8 @@ from collections.abc import (
 )
 from typing import Any
 
-from ..sources._db_connect import open_connection, resolve
-from ..sources._db_driver import Table
+from .._db.connect import open_connection, resolve
+from .._db.driver import Table
 
 __all__ = ["DEFAULT_WRITE_BATCH_SIZE", "write_rows"]
 

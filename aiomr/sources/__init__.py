@@ -25,13 +25,16 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
-    from ._db import QuerySource as QuerySource
-    from ._db import query as query
-    from ._db_pages import PageSplit as PageSplit
-    from ._db_ranges import RangeSplit as RangeSplit
+    from .._db.page_splits import PageSplit as PageSplit
+    from .._db.range_splits import RangeSplit as RangeSplit
+    from ._file_splits import FileSource as FileSource
+    from ._file_splits import Split as Split
+    from ._file_splits import files as files
     from ._lines import LineSource as LineSource
     from ._lines import lines as lines
     from ._parse import Parser as Parser
+    from ._query import QuerySource as QuerySource
+    from ._query import query as query
     from ._query_ranges import QueryRangesSource as QueryRangesSource
     from ._query_ranges import postgres_ranges as postgres_ranges
     from ._query_ranges import sqlite_ranges as sqlite_ranges
@@ -39,9 +42,6 @@ if TYPE_CHECKING:
     from ._source import BatchReader as BatchReader
     from ._source import Source as Source
     from ._split_source import SplitSource as SplitSource
-    from ._splits import FileSource as FileSource
-    from ._splits import Split as Split
-    from ._splits import files as files
 
 __all__ = [
     "Batch",
@@ -66,20 +66,20 @@ __all__ = [
 _WHERE: dict[str, str] = {
     "Batch": "._source",
     "BatchReader": "._source",
-    "FileSource": "._splits",
+    "FileSource": "._file_splits",
     "LineSource": "._lines",
-    "PageSplit": "._db_pages",
+    "PageSplit": ".._db.page_splits",
     "Parser": "._parse",
     "QueryRangesSource": "._query_ranges",
-    "QuerySource": "._db",
-    "RangeSplit": "._db_ranges",
+    "QuerySource": "._query",
+    "RangeSplit": ".._db.range_splits",
     "Source": "._source",
-    "Split": "._splits",
+    "Split": "._file_splits",
     "SplitSource": "._split_source",
-    "files": "._splits",
+    "files": "._file_splits",
     "lines": "._lines",
     "postgres_ranges": "._query_ranges",
-    "query": "._db",
+    "query": "._query",
     "sqlite_ranges": "._query_ranges",
 }
 

@@ -26,11 +26,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ._db_driver import Driver, Params, RowType, bounds_query, check_read, pack_params
-from ._db_pages import PAGES, PageSplit
-from ._db_psycopg import PsycopgDriver
-from ._db_ranges import RangeSplit
-from ._db_sqlite import SqliteDriver
+from .._db.driver import Driver, Params, RowType, bounds_query, check_read, pack_params
+from .._db.page_splits import PAGES, PageSplit
+from .._db.psycopg_driver import PsycopgDriver
+from .._db.range_splits import RangeSplit
+from .._db.sqlite_driver import SqliteDriver
 from ._split_source import SplitSource
 
 __all__ = [

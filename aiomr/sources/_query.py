@@ -5,7 +5,7 @@
     query(db, sql) ──► QuerySource ── aiter() ──► RowIterator ──► one row at a time (the job)
                                                      │ the next batch is fetched ahead
                                                      ▼
-                         one cursor ◄──── batches ────► range split (_db_split)
+                         one cursor ◄──── batches ────► range split (`aiomr._db.range_reader`)
                          open_connection                a task per range, at most
                          driver.read                    max_connections at once:
                          (a transaction,                open_connection, restrict,
@@ -15,7 +15,7 @@ Rows come in batches of ``batch_size`` (one round trip each) and leave one by on
 tuples or dicts that pickle, or a batch at a time to a job (`QuerySource.open_batches`,
 `RowIterator.take`).
 With ``transfer="copy"`` the batches are blocks of ``COPY`` text that only the workers decode
-(`_db_copy`). A failure names the query and the row where it happened; the
+(`aiomr._db.copy_text`). A failure names the query and the row where it happened; the
 position of a row is the one the chunker gives it too, so a skipped row and a failed read say
 ``row N of the query`` alike.
 """
@@ -26,11 +26,11 @@ import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any, Generic, Literal, TypeVar, overload
 
-from ._db_connect import Target, note_lost, open_connection, resolve
-from ._db_driver import Bounds, Params, RowType, Transfer, check_read, pack_params
-from ._db_ranges import RangeSplit
-from ._db_rows import RowIterator
-from ._db_split import read_ranges
+from .._db.connect import Target, note_lost, open_connection, resolve
+from .._db.driver import Bounds, Params, RowType, Transfer, check_read, pack_params
+from .._db.range_reader import read_ranges
+from .._db.range_splits import RangeSplit
+from .._db.rows import RowIterator
 from ._source import BatchReader, Source
 
 __all__ = ["DEFAULT_BATCH_SIZE", "QuerySource", "query"]

@@ -20,9 +20,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from ._db_cleanup import first_error_wins, retrieve
-from ._db_copy import CopyLayout, CopyRows, unsupported_columns
-from ._db_driver import Bounds, Driver, Kind, Params, RowType, Table, range_query
+from .cleanup import first_error_wins, retrieve
+from .copy_text import CopyLayout, CopyRows, unsupported_columns
+from .driver import Bounds, Driver, Kind, Params, RowType, Table, range_query
 
 __all__ = ["COPY_QUEUE", "AsyncpgDriver"]
 

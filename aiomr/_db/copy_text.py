@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._exceptions import RecordError
-from ._db_driver import RowType
+from .driver import RowType
 
 __all__ = ["DECODERS", "CopyLayout", "CopyRows", "decode_copy", "unsupported_columns"]
 

@@ -2,13 +2,13 @@
 
 Map tasks (`map_keyed`) turn a chunk of records into ``(key, value)`` pairs, combine
 them by key right away (one entry per distinct key per chunk), split the entries into
-``partitions`` buckets by `aiomr._hashing.stable_hash`, and write all buckets into one
+``partitions`` buckets by `aiomr._keyed.hashing.stable_hash`, and write all buckets into one
 file, returning only the file's path and the offset of each bucket. The caller never sees the
 pairs: it collects those small descriptions and, once every chunk is mapped, starts one
 reduce task per partition.
 
 Reduce tasks (`reduce_partition`) read their bucket from every map file into a
-`aiomr._spill.KeyedStore`, which keeps key state under the memory budget and spills
+`aiomr._keyed.spill.KeyedStore`, which keeps key state under the memory budget and spills
 sorted runs to disk beyond it, then write the partition's final ``(key, result)`` pairs to a
 result file that the caller reads or streams. All files live in one per-job directory that
 the caller removes when the job ends, however it ends.
@@ -29,13 +29,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from ._blame import note_no_record, note_record
-from ._exceptions import MapperOutputError
-from ._hashing import NotEqualToItself, refuse_nan, stable_hash, stable_hashes
-from ._keyspec import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
-from ._order import ascending_pairs, short_repr, sort_records
-from ._spill import KeyedStore
-from ._worker import Skipped
+from .._blame import note_no_record, note_record
+from .._exceptions import MapperOutputError
+from .._worker import Skipped
+from .hashing import NotEqualToItself, refuse_nan, stable_hash, stable_hashes
+from .order import ascending_pairs, short_repr, sort_records
+from .specs import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
+from .spill import KeyedStore
 
 __all__ = [
     "Guard",

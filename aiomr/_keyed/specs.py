@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ._callables import check_function
-from ._sentinels import MISSING
+from .._callables import check_function
+from .._sentinels import MISSING
 
 __all__ = ["FoldByKey", "GroupByKey", "KeyedSpec", "ReduceByKey"]
 

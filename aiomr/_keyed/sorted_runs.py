@@ -1,6 +1,6 @@
 """Sorted runs in a spill file: write them as pickled batches, merge them back by sort key.
 
-The machinery under `aiomr._spill.KeyedStore`; all of it runs in one thread of a worker.
+The machinery under `aiomr._keyed.spill.KeyedStore`; all of it runs in one thread of a worker.
 
 Why batch pickling
     One ``pickle.dump`` per record would cross into C once per record; a list of up to
@@ -27,8 +27,8 @@ import shutil
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from ._order import follows, unorderable
-from ._sizes import estimate_size
+from .order import follows, unorderable
+from .sizes import estimate_size
 
 __all__ = [
     "BATCH_RECORDS",
@@ -163,7 +163,7 @@ class Merge:
     """K-way merge of runs by sort key; ties come out oldest run first.
 
     ``ordered``: the sort keys are the keys themselves (``sort=True``), and each one the
-    merge hands out is checked to follow the one before (`aiomr._order.follows`), so keys
+    merge hands out is checked to follow the one before (`aiomr._keyed.order.follows`), so keys
     that are not totally ordered raise instead of coming out twice. Hashes need no check.
     """
 

@@ -14,7 +14,7 @@ coincide (more partitions than distinct integers or days between the bounds) are
 no range is empty by construction.
 
 Bounds left out are read from the data: the reader first runs ``SELECT MIN(column),
-MAX(column)`` over the query (`aiomr.sources._db_driver.bounds_query`) and plans with
+MAX(column)`` over the query (`aiomr._db.driver.bounds_query`) and plans with
 `RangeSplit.plan_from`. Whatever those values are, the ranges still cover every row once.
 """
 
@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, TypeAlias, overload
 
-from ._db_driver import Bounds, check_identifier
+from .driver import Bounds, check_identifier
 
 __all__ = ["Bound", "RangeSplit"]
 

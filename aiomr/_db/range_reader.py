@@ -24,9 +24,9 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-from ._db_connect import Target, note_lost, open_connection
-from ._db_driver import Bounds, Params, RowType, Transfer
-from ._db_ranges import RangeSplit
+from .connect import Target, note_lost, open_connection
+from .driver import Bounds, Params, RowType, Transfer
+from .range_splits import RangeSplit
 
 __all__ = ["read_ranges"]
 

@@ -2,7 +2,7 @@
 or into one dict that notices equal keys.
 
 Each reduce task writes its partition's ``(key, result)`` pairs as pickled lists
-(`aiomr._shuffle.reduce_partition`); these run on a helper thread, off the event loop.
+(`aiomr._keyed.shuffle.reduce_partition`); these run on a helper thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pickle
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ._exceptions import MapperOutputError
-from ._order import merge_ascending, short_repr
+from .._exceptions import MapperOutputError
+from .order import merge_ascending, short_repr
 
 __all__ = ["as_mapping", "iter_result_file", "iter_sorted"]
 
@@ -71,6 +71,6 @@ def iter_sorted(paths: list[str]) -> Iterator[tuple[Any, Any]]:
     """Merge result files that are each sorted by key into one ascending stream.
 
     Keys of different partitions meet here for the first time: the stream raises before a
-    pair that does not follow its predecessor (`aiomr._order.merge_ascending`).
+    pair that does not follow its predecessor (`aiomr._keyed.order.merge_ascending`).
     """
     return merge_ascending([itertools.chain.from_iterable(iter_result_file(p)) for p in paths])

@@ -21,12 +21,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._db_asyncpg import AsyncpgDriver
-from ._db_cleanup import first_error_wins
-from ._db_driver import Driver, Kind
-from ._db_psycopg import PsycopgDriver
-from ._db_sqlalchemy import SqlAlchemyDriver
-from ._db_sqlite import SqliteDriver
+from .asyncpg_driver import AsyncpgDriver
+from .cleanup import first_error_wins
+from .driver import Driver, Kind
+from .psycopg_driver import PsycopgDriver
+from .sqlalchemy_driver import SqlAlchemyDriver
+from .sqlite_driver import SqliteDriver
 
 __all__ = [
     "DRIVERS",

@@ -25,9 +25,9 @@ import itertools
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._db_cleanup import retrieve, uninterrupted
-from ._db_copy import CopyRows
-from ._source import Batch, Source
+from ..sources._source import Batch, Source
+from .cleanup import retrieve, uninterrupted
+from .copy_text import CopyRows
 
 __all__ = ["RowIterator"]
 

@@ -17,19 +17,19 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from ._api import map_reduce
-from ._cli_jobs import count_ngram_blocks, merge_totals, words_of
-from ._cli_load import UsageError, load_job
-from ._engine import Engine
-from ._jobclass import Job
-from ._keyspec import ReduceByKey
-from ._progress import show_progress
-from ._results import top
-from ._stats import JobStats
-from .executors import ExecutorSpec
-from .sources._paths import expand_paths
-from .sources._sniff import SNIFF_BYTES, split_binary
-from .sources._splits import files
+from .._api import map_reduce
+from .._engine import Engine
+from .._jobclass import Job
+from .._keyed.specs import ReduceByKey
+from .._progress import show_progress
+from .._results import top
+from .._stats import JobStats
+from ..executors import ExecutorSpec
+from ..sources._file_splits import files
+from ..sources._paths import expand_paths
+from ..sources._sniff import SNIFF_BYTES, split_binary
+from .jobs import count_ngram_blocks, merge_totals, words_of
+from .load import UsageError, load_job
 
 __all__ = ["run_command"]
 """Commands whose job cannot leave bad records out yet: ``ngram`` reads raw blocks, and
@@ -106,7 +106,7 @@ async def _executor(args: argparse.Namespace) -> AsyncIterator[ExecutorSpec]:
         yield args.executor
         return
     try:
-        from .executors._dask import DaskExecutor
+        from ..executors._dask import DaskExecutor
     except ImportError as exc:
         raise UsageError(str(exc)) from None
     async with DaskExecutor(args.scheduler, max_workers=args.workers) as executor:

@@ -14,8 +14,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from ._db_cleanup import first_error_wins
-from ._db_driver import Bounds, Driver, Kind, Params, RowType, Table, range_query
+from .cleanup import first_error_wins
+from .driver import Bounds, Driver, Kind, Params, RowType, Table, range_query
 
 __all__ = ["SqlAlchemyDriver"]
 

@@ -1,6 +1,6 @@
 """Key-based jobs, worker side: the map and reduce task bodies.
 
-These run in the workers. They live apart from the caller's side (`aiomr._keyed`) so that a
+These run in the workers. They live apart from the caller's side (`aiomr._keyed.phases`) so that a
 worker unpickling them imports only what it runs (the shuffle, the split reader), never the
 event loop, the dispatcher or the database drivers: a worker then starts in a fraction of
 the time.
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._blame import reading, shift_record
-from ._shuffle import Guard, MapOutput, ReduceOutput, ReducePlan, map_keyed, reduce_partition
-from ._worker import Counted, RecordParser, close_reading, parse_records
+from .._blame import reading, shift_record
+from .._worker import Counted, RecordParser, close_reading, parse_records
+from .shuffle import Guard, MapOutput, ReduceOutput, ReducePlan, map_keyed, reduce_partition
 
 if TYPE_CHECKING:
-    from .sources._split_source import SplitReading
+    from ..sources._split_source import SplitReading
 
 __all__ = ["MapBody", "ReduceBody"]
 

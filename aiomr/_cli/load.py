@@ -18,7 +18,7 @@ import sys
 
 import cloudpickle
 
-from ._jobclass import Job
+from .._jobclass import Job
 
 __all__ = ["UsageError", "load_job", "version"]
 
@@ -71,6 +71,6 @@ def version() -> str:
     try:
         return importlib.metadata.version("aiomr")
     except importlib.metadata.PackageNotFoundError:
-        from . import __version__
+        from .. import __version__
 
         return __version__

@@ -31,26 +31,26 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ._badrecords import DeadLetterFile
-from ._chunker import AnySource
-from ._dispatch import Phase, run_phase
-from ._job import run_map_phase
-from ._keyed_tasks import MapBody, ReduceBody
-from ._options import KeyedOptions
-from ._outcomes import lost_worker_error, outcome_of
-from ._reducer import Folder
-from ._result_files import as_mapping, iter_result_file, iter_sorted
-from ._retry import RetryPolicy
-from ._shuffle import (
+from .._badrecords import DeadLetterFile
+from .._chunker import AnySource
+from .._dispatch import Phase, run_phase
+from .._map_phase import run_map_phase
+from .._options import KeyedOptions
+from .._outcomes import lost_worker_error, outcome_of
+from .._reducer import Folder
+from .._retry import RetryPolicy
+from .._stats import JobStats
+from .._worker import execute
+from ..executors import Executor
+from ..sources._describe import describe
+from .result_files import as_mapping, iter_result_file, iter_sorted
+from .shuffle import (
     RESULT_BATCH,
     MapOutput,
     ReduceOutput,
     ReducePlan,
 )
-from ._stats import JobStats
-from ._worker import execute
-from .executors import Executor
-from .sources._describe import describe
+from .tasks import MapBody, ReduceBody
 
 __all__ = ["collect_keyed", "open_keyed", "run_keyed"]
 

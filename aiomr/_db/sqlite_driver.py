@@ -14,8 +14,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
-from ._db_cleanup import first_error_wins
-from ._db_driver import (
+from .cleanup import first_error_wins
+from .driver import (
     Bounds,
     Driver,
     Kind,

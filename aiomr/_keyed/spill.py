@@ -10,10 +10,10 @@ with a lazy iterator over its partial accumulators (one per run it appears in).
 Why sorted runs
     Sorting a run by a sort key lets the final merge stream: a heap holds one record per run,
     so all partials of a key arrive next to each other and nothing needs a second dict. With
-    ``order="hash"`` the sort key is `aiomr._hashing.stable_hash` (cheap, any hashable
+    ``order="hash"`` the sort key is `aiomr._keyed.hashing.stable_hash` (cheap, any hashable
     key, told apart by equality where hashes collide, so keys need no order); with
     ``order="key"`` it is the key itself, which yields the groups in ascending key order, and
-    every run and merge checks that the keys are totally ordered (`aiomr._order`). More
+    every run and merge checks that the keys are totally ordered (`aiomr._keyed.order`). More
     than `MAX_FAN_IN` runs are first merged, oldest first, into bigger runs, which bounds
     the heap and the batches held in memory (one per run).
 
@@ -22,7 +22,7 @@ One file for all runs
     so a tiny budget that spills thousands of runs creates no more files (creating a file
     costs more than writing a small run) and holds at most three file descriptors whatever
     the count. Each merge pass writes a new file and deletes the old one. How runs are
-    written and merged back: `aiomr._runs`.
+    written and merged back: `aiomr._keyed.sorted_runs`.
 
 The memory estimate
     `estimate_size` is ``sys.getsizeof`` plus, for containers, the estimates of at most
@@ -44,13 +44,13 @@ import weakref
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from typing import IO, Any, Generic, Literal, TypeVar
 
-from ._hashing import stable_hash, stable_hashes
-from ._order import check_ascending, sort_records
-from ._runs import Merge, Run, Slice, Span, Values, discard, write_run
-from ._sizes import ATOMIC as _ATOMIC
-from ._sizes import EMPTY_LIST_SIZE as _EMPTY_LIST_SIZE
-from ._sizes import ENTRY_SIZE as _ENTRY_SIZE
-from ._sizes import estimate_size
+from .hashing import stable_hash, stable_hashes
+from .order import check_ascending, sort_records
+from .sizes import ATOMIC as _ATOMIC
+from .sizes import EMPTY_LIST_SIZE as _EMPTY_LIST_SIZE
+from .sizes import ENTRY_SIZE as _ENTRY_SIZE
+from .sizes import estimate_size
+from .sorted_runs import Merge, Run, Slice, Span, Values, discard, write_run
 
 __all__ = ["KeyedStore", "estimate_size"]
 
@@ -97,7 +97,7 @@ class KeyedStore(Generic[K, A]):
         directory: where the private temporary directory goes; the system default if None.
         order: ``"hash"`` (groups in no promised order, the same for the same input) or
             ``"key"`` (ascending keys, which must be totally ordered: each run and merge
-            checks, see `aiomr._order`).
+            checks, see `aiomr._keyed.order`).
 
     A store is read once, by `groups` or `items`; reading it to the end, `close` or leaving
     the ``with`` block removes its temporary files. A key's accumulators are combined, and its

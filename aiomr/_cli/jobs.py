@@ -10,7 +10,7 @@ from __future__ import annotations
 import string
 from collections.abc import Iterable, Iterator
 
-from ._exceptions import RecordError
+from .._exceptions import RecordError
 
 __all__ = ["count_ngram_blocks", "merge_totals", "words_of"]
 

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from typing import Any, Literal, Unpack, cast, overload
 
 from ._chunker import AnySource
-from ._engine import Engine, check_job
+from ._engine import Engine
+from ._map_phase import check_job
 from ._options import (
     MapKeywords,
     MapOptions,

@@ -11,10 +11,9 @@ from typing import Any, Literal, Self, Unpack, overload
 from ._checks import check_seconds
 from ._chunker import AnySource, check_source
 from ._exceptions import ClosedResourceError
-from ._keyed.phases import collect_keyed, open_keyed
-from ._keyed.shuffle import ReducePlan
+from ._keyed.phases import collect_keyed, open_keyed, plan_for
 from ._keyed.specs import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
-from ._map_phase import check_callable, run_map_reduce
+from ._map_phase import check_job, run_map_reduce
 from ._options import (
     KeyedKeywords,
     KeyedOptions,
@@ -26,6 +25,7 @@ from ._options import (
     WindowOptions,
 )
 from ._reducer import Folder
+from ._running_jobs import RunningJobs
 from ._scheduler import FairScheduler
 from ._sentinels import MISSING
 from ._stats import JobStats
@@ -37,7 +37,7 @@ from .executors import Executor, ExecutorSpec, resolve_executor
 from .sources._source import Source
 from .sources._split_source import SplitSource
 
-__all__ = ["Engine", "check_job"]
+__all__ = ["Engine"]
 
 
 SHARED_SPLIT_SECONDS = 0.5
@@ -91,9 +91,7 @@ class Engine:
         check_seconds("split_seconds", split_seconds, optional=True)
         self._executor, self._owns_executor = resolve_executor(executor, max_workers=max_workers)
         self._scheduler = FairScheduler(self._executor, split_seconds=split_seconds)
-        self._jobs: set[asyncio.Task[Any]] = set()
-        self._cancelled: set[asyncio.Task[Any]] = set()
-        self._idle: asyncio.Event | None = None
+        self._jobs = RunningJobs(self._scheduler)
         self._shut = asyncio.Event()
         self._closed = False
 
@@ -124,28 +122,10 @@ class Engine:
 
     @contextlib.asynccontextmanager
     async def _job(self, max_workers: int | None) -> AsyncIterator[Executor]:
-        """Count a job as running on the engine, for `aclose` to drain or cancel; yield the
-        job's lane to the workers (`aiomr._scheduler`)."""
+        """Run a job on the engine (`aiomr._running_jobs`): yield its lane to the workers."""
         self._check_open()
-        task = asyncio.current_task()
-        assert task is not None, "jobs run in a task"
-        lane = self._scheduler.open_lane(max_workers=max_workers)
-        self._jobs.add(task)
-        try:
+        async with self._jobs.job(max_workers) as lane:
             yield lane
-        except asyncio.CancelledError:
-            if task in self._cancelled and task.uncancel() == 0:
-                # Cancelled by aclose(cancel=True) and by nobody else: say so.
-                raise ClosedResourceError(
-                    "the engine was closed with aclose(cancel=True) while this job ran"
-                ) from None
-            raise
-        finally:
-            lane.close()
-            self._jobs.discard(task)
-            self._cancelled.discard(task)
-            if not self._jobs and self._idle is not None:
-                self._idle.set()
 
     @overload
     async def map_reduce(
@@ -346,7 +326,7 @@ class Engine:
         self, where: str, source: AnySource, spec: KeyedSpec, keywords: KeyedKeywords
     ) -> dict[Any, Any]:
         checked = KeyedOptions.of(where, keywords)
-        plan_of = _plan_factory(spec, checked)
+        plan_of = plan_for(spec, checked)
         check_source(source)
         async with self._job(checked.max_workers) as lane:
             result: dict[Any, Any] = await collect_keyed(
@@ -364,7 +344,7 @@ class Engine:
         in `map_reduce`.
         """
         checked = KeyedOptions.of("open_by_key", options)
-        plan_of = _plan_factory(spec, checked)
+        plan_of = plan_for(spec, checked)
         check_source(source)
         async with (
             self._job(checked.max_workers) as lane,
@@ -416,28 +396,20 @@ class Engine:
             raise RuntimeError("aclose() was called from inside one of the engine's jobs")
         if self._closed:
             if cancel:
-                self._cancel_jobs()
+                self._jobs.cancel()
             await self._shut.wait()
             return
         self._closed = True
         try:
-            if self._jobs:
-                self._idle = asyncio.Event()
-                if cancel:
-                    self._cancel_jobs()
-                await self._idle.wait()
+            if cancel:
+                self._jobs.cancel()
+            await self._jobs.wait_idle()
         finally:
             try:
                 if self._owns_executor:
                     await self._executor.aclose()
             finally:
                 self._shut.set()
-
-    def _cancel_jobs(self) -> None:
-        for task in self._jobs:
-            if task not in self._cancelled:
-                self._cancelled.add(task)
-                task.cancel()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -450,22 +422,3 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-def check_job(source: object, **functions: object) -> None:
-    """Check a job's source and functions (``mapper=``, ``reducer=``) before any work starts."""
-    for name, function in functions.items():
-        check_callable(name, function)
-    check_source(source)
-
-
-def _plan_factory(spec: KeyedSpec, options: KeyedOptions) -> Callable[[int, str], ReducePlan]:
-    if not isinstance(spec, ReduceByKey | GroupByKey | FoldByKey):
-        raise TypeError(
-            f"spec must be a ReduceByKey, GroupByKey or FoldByKey, got {type(spec).__qualname__}"
-        )
-
-    def plan_of(partitions: int, directory: str) -> ReducePlan:
-        return ReducePlan(spec, partitions, directory, options.memory_budget, options.sort)
-
-    return plan_of

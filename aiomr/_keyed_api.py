@@ -7,8 +7,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from typing import Any, Unpack
 
 from ._chunker import AnySource
-from ._engine import Engine, check_job
+from ._engine import Engine
 from ._keyed.specs import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
+from ._map_phase import check_job
 from ._options import KeyedKeywords, KeyedOptions
 from ._sentinels import MISSING
 from ._types import A, K, R, T, V

@@ -30,7 +30,7 @@ import cloudpickle
 
 from ._badrecords import DeadLetterFile, OnError
 from ._callables import MAPPER_HINT, check_function
-from ._chunker import AnySource, ChunkReader, ChunkSizer
+from ._chunker import AnySource, ChunkReader, ChunkSizer, check_source
 from ._dispatch import dispatch
 from ._exceptions import EmptySourceError
 from ._options import MapOptions
@@ -52,6 +52,7 @@ from .sources._describe import describe
 
 __all__ = [
     "check_callable",
+    "check_job",
     "run_map_phase",
     "run_map_reduce",
 ]
@@ -214,3 +215,10 @@ async def run_map_reduce(
     if result is MISSING:
         raise EmptySourceError("the source yielded no records and no initial value was given")
     return result
+
+
+def check_job(source: object, **functions: object) -> None:
+    """Check a job's source and functions (``mapper=``, ``reducer=``) before any work starts."""
+    for name, function in functions.items():
+        check_callable(name, function)
+    check_source(source)

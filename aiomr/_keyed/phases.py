@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -50,9 +50,10 @@ from .shuffle import (
     ReduceOutput,
     ReducePlan,
 )
+from .specs import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
 from .tasks import MapBody, ReduceBody
 
-__all__ = ["collect_keyed", "open_keyed", "run_keyed"]
+__all__ = ["collect_keyed", "open_keyed", "plan_for", "run_keyed"]
 
 _STREAM_BATCHES = 8
 """Result batches read per helper-thread hop while streaming."""
@@ -318,3 +319,17 @@ async def open_keyed(
     finally:
         stats.finished_at = time.monotonic()
         await remove_directory(directory)
+
+
+def plan_for(spec: KeyedSpec, options: KeyedOptions) -> Callable[[int, str], ReducePlan]:
+    """Return how to plan ``spec``'s reduce side once the partitions and the job's directory
+    are known; refuse anything but the three spec types."""
+    if not isinstance(spec, ReduceByKey | GroupByKey | FoldByKey):
+        raise TypeError(
+            f"spec must be a ReduceByKey, GroupByKey or FoldByKey, got {type(spec).__qualname__}"
+        )
+
+    def plan_of(partitions: int, directory: str) -> ReducePlan:
+        return ReducePlan(spec, partitions, directory, options.memory_budget, options.sort)
+
+    return plan_of

@@ -188,15 +188,17 @@ async def ticking(
 
 
 class TreeSampler:
-    """Sample, in a thread, the RSS of a process and of its whole tree every `SAMPLE_SECONDS`."""
+    """Sample, in a thread, the RSS of a process (and of its whole tree) every ``every`` s."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, every: float = SAMPLE_SECONDS, *, tree: bool = True) -> None:
         import psutil
 
-        self._root = psutil.Process(pid)
+        self._root, self._every, self._tree = psutil.Process(pid), every, tree
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self.caller_peak = self.tree_peak = self.largest_child = 0
+        self._children: list[psutil.Process] = []
+        self.start = self.caller_peak = self._root.memory_info().rss
+        self.tree_peak = self.largest_child = 0
 
     def __enter__(self) -> TreeSampler:
         self._thread.start()
@@ -205,29 +207,32 @@ class TreeSampler:
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample(-1)
 
     def _run(self) -> None:
+        tick = 0
+        while not self._stop.is_set() and self._sample(tick):
+            tick += 1
+            self._stop.wait(self._every)
+
+    def _sample(self, tick: int) -> bool:
         import psutil
 
-        children: list[psutil.Process] = []
-        tick = 0
-        while not self._stop.is_set():
-            try:
-                caller = self._root.memory_info().rss
-                if tick % 4 == 0:
-                    children = self._root.children(recursive=True)
-            except psutil.Error:
-                return  # the contender has exited
-            tree = caller
-            for child in children:
-                with contextlib.suppress(psutil.Error):
-                    size = child.memory_info().rss
-                    tree += size
-                    self.largest_child = max(self.largest_child, size)
-            self.caller_peak = max(self.caller_peak, caller)
-            self.tree_peak = max(self.tree_peak, tree)
-            tick += 1
-            self._stop.wait(SAMPLE_SECONDS)
+        try:
+            caller = self._root.memory_info().rss
+            if self._tree and tick % 4 == 0:
+                self._children = self._root.children(recursive=True)
+        except psutil.Error:
+            return False  # the process has exited
+        tree = caller
+        for child in self._children:
+            with contextlib.suppress(psutil.Error):
+                size = child.memory_info().rss
+                tree += size
+                self.largest_child = max(self.largest_child, size)
+        self.caller_peak = max(self.caller_peak, caller)
+        self.tree_peak = max(self.tree_peak, tree)
+        return True
 
 
 @dataclass

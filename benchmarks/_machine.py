@@ -265,6 +265,7 @@ def run_child(
     timeout: float,
     pass_fds: Sequence[int] = (),
     watch: Callable[[int], contextlib.AbstractContextManager[object]] | None = None,
+    audit: bool = False,
 ) -> Child:
     """Run ``script --contender *args OUT`` in a fresh process of its own session; return what
     it wrote to ``OUT``, with its tree's peak RSS, the others' load and what it left behind.
@@ -272,7 +273,8 @@ def run_child(
     ``watch(pid)`` is entered while the contender runs. A contender past ``timeout`` seconds
     is killed with all its processes. The contender leads a session of its own, which its
     forkserver and every worker inherit: a process of that session alive once it has exited
-    (after `GONE_GRACE`) was left behind, and so was any ``aiomr-*`` directory it made.
+    (after `GONE_GRACE`) was left behind. With ``audit``, so is any ``aiomr-*`` directory it
+    made (an audit hook in the contender records them).
     """
     with tempfile.TemporaryDirectory(prefix="aiomr-bench-run-") as tmp:
         out, log = os.path.join(tmp, "report.pkl"), os.path.join(tmp, "log")
@@ -286,7 +288,7 @@ def run_child(
                 stderr=output,
                 pass_fds=pass_fds,
                 start_new_session=True,
-                env={**os.environ, AUDIT: "1"},
+                env={**os.environ, AUDIT: "1"} if audit else None,
             )
             try:
                 with TreeSampler(process.pid) as sampler, watch(process.pid) if watch else _none():

@@ -229,7 +229,12 @@ def run_once(
     schedule = KillSchedule(variant.every, seed=round_)
     args = [variant.job, expected.path, str(schedule.write_fd)]
     child = _machine.run_child(
-        __file__, args, timeout=RUN_TIMEOUT, pass_fds=[schedule.write_fd], watch=schedule.watching
+        __file__,
+        args,
+        timeout=RUN_TIMEOUT,
+        audit=True,
+        pass_fds=[schedule.write_fd],
+        watch=schedule.watching,
     )
     run.kills, run.others, run.error = schedule.kills, child.others, child.error
     run.problems += child.left + [schedule.failure] * bool(schedule.failure)

@@ -111,7 +111,7 @@ def measure(args: argparse.Namespace) -> Result:
             )
         finally:
             if cluster is not None:
-                cluster.close()  # type: ignore[no-untyped-call]
+                cluster.close()
         report = child.require(key)
         problems = expected.problems(report["totals"])
         problems += h.differences(report["totals"], reference, "the reference")

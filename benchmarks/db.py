@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import _harness as h
 import _machine
@@ -153,11 +153,11 @@ async def sqlite(rows: int) -> AsyncIterator[Database]:
                 count = 0
                 async with connection.execute(SQL) as cursor:
                     while batch := await cursor.fetchmany(BATCH):
-                        count += len(batch)
+                        count += len(batch)  # type: ignore[arg-type]
                 return count
 
             async def fetch_all() -> list[tuple[Any, ...]]:
-                return list(await connection.execute_fetchall(SQL))
+                return list(await connection.execute_fetchall(SQL))  # type: ignore[arg-type]
 
             grouped = await connection.execute_fetchall(
                 f"SELECT store, sum(amount) FROM {TABLE} GROUP BY store"
@@ -223,14 +223,20 @@ async def run_variant(db: Database, engine: aiomr.Engine, pool: Any, name: str, 
     if name == FETCH_ALL:
         fetched = await db.fetch_all()
         slices = [fetched[i : i + SLICE] for i in range(0, len(fetched), SLICE)]
-        return functools.reduce(merge, await asyncio.to_thread(pool.map, chunk_totals, slices), {})
+        empty: dict[int, int] = {}
+        return functools.reduce(
+            merge, await asyncio.to_thread(pool.map, chunk_totals, slices), empty
+        )
+    source: Any
     if name in (PAGES_CHUNK, PAGES_KEYED):
-        split = aiomr.sources.PageSplit(TABLE, RANGES)
-        source = aiomr.sources.postgres_ranges(DSN, f"{SQL} WHERE {{pages}}", split=split)
+        pages = aiomr.sources.PageSplit(TABLE, RANGES)
+        source = aiomr.sources.postgres_ranges(DSN, f"{SQL} WHERE {{pages}}", split=pages)
     elif name in (RANGES_CHUNK, RANGES_KEYED):
         source = db.ranges(SQL, split=aiomr.sources.RangeSplit("id", 1, rows + 1, RANGES))
     else:
-        transfer = "copy" if name in (COPY, COPY_KEYED, COPY_SPLIT) else "rows"
+        transfer: Literal["copy", "rows"] = (
+            "copy" if name in (COPY, COPY_KEYED, COPY_SPLIT) else "rows"
+        )
         split = aiomr.sources.RangeSplit("id", 1, rows + 1, PARTITIONS)
         if name in (SPLIT, COPY_SPLIT):
             source = aiomr.sources.query(db.parallel, SQL, split=split, transfer=transfer)

@@ -41,7 +41,7 @@ JOBS = {
     "aiomr-split": 'byte-range splits, tight loop (`mode="blocks"`)',
     "aiomr-keyed": "idiomatic key-value job (`map_reduce_by_key`)",
 }
-STATS = ("records", "records_reduced", "records_skipped", "chunks", "chunks_done")
+STATS: tuple[str, ...] = ("records", "records_reduced", "records_skipped", "chunks", "chunks_done")
 STATS += ("chunks_retried", "workers_replaced", "partitions_done", "task_seconds")
 STATS += ("started_at", "finished_at")
 
@@ -237,7 +237,9 @@ def run_once(
         watch=schedule.watching,
     )
     run.kills, run.others, run.error = schedule.kills, child.others, child.error
-    run.problems += child.left + [schedule.failure] * bool(schedule.failure)
+    run.problems += child.left
+    if schedule.failure:
+        run.problems.append(schedule.failure)
     if child.report is None or child.error:
         return run
     report = child.report

@@ -75,7 +75,7 @@ async def measure_loop(loop: str, runs: int, n: int, idle_seconds: float) -> lis
         *(Scenario(f"aiomr, warm Engine, `worker_niceness={nice}`", nice) for nice in NICENESS),
         Scenario(BOOK),
     ]
-    answers = set()
+    answers: set[int | None] = set()
     pool = await asyncio.to_thread(_machine.process_pool, WORKERS)
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -117,15 +117,15 @@ async def measure_loop(loop: str, runs: int, n: int, idle_seconds: float) -> lis
             # Read after the jobs: a worker may still be starting right after Engine.start().
             for s in scenarios:
                 if s.niceness is not None:
-                    executor = engines[s.niceness].executor
-                    assert isinstance(executor, aiomr.executors.ProcessExecutor)
+                    workers = engines[s.niceness].executor
+                    assert isinstance(workers, aiomr.executors.ProcessExecutor)
                     s.worker_nice = {
-                        os.getpriority(os.PRIO_PROCESS, pid) for pid in executor.worker_pids()
+                        os.getpriority(os.PRIO_PROCESS, pid) for pid in workers.worker_pids()
                     }
     finally:
         pool.shutdown()
     if len(answers - {None}) != 1:
-        raise SystemExit(f"the jobs on {loop} disagree: {sorted(answers - {None})}")
+        raise SystemExit(f"the jobs on {loop} disagree: {answers - {None}}")
     return scenarios
 
 

@@ -34,7 +34,8 @@ from typing import Any
 import _harness as h
 import _machine
 
-from examples.ngram_data import generate, parse_size
+from examples.ngram_data import generate
+from examples.ngram_data import parse_size as parse_size
 
 WORKERS, CHUNK_LINES, SEED = 2, 60_000, 0
 """Workers of every contender that has any; lines per task of the book's chunks; the seed."""
@@ -509,6 +510,7 @@ def measure(args: argparse.Namespace) -> Result:
         if key == "loop" and reference is None:
             reference = totals
         for other, earlier in unchecked if reference is not None else []:
+            assert reference is not None
             if aardvark(earlier) != aardvark(reference):
                 raise SystemExit(
                     f"{other}: {aardvark(earlier)!r}, the loop: {aardvark(reference)!r}"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import _harness as h
+import _machine
 import httpx
 import ngram
 from shared_engine import size_label, small_text
@@ -39,7 +40,7 @@ async def service(data_dir: Path) -> AsyncIterator[str]:
     options = ["--port", str(port), "--workers", "2", "--max-body-bytes", str(64 << 20)]
     process = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "examples.service", "--data-dir", str(data_dir), *options],
-        cwd=h.REPO_ROOT,
+        cwd=_machine.REPO_ROOT,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

@@ -54,12 +54,15 @@ async def word_count(
 async def small_job(engine: aiomr.Engine, path: str) -> tuple[float, float]:
     """Count the small text in 1 MiB splits; return the seconds to its first split and end."""
     files = aiomr.sources.files([path], split_size=MIB, errors="replace")
-    started, first, counts = time.perf_counter(), None, Counter[str]()
-    options = {"initial": Counter(), "every_seconds": None, "every_partials": 1}
-    async with engine.open_stream(files, count_words, merge_counts, **options) as snapshots:
+    started, first, final = time.perf_counter(), None, None
+    initial: Counter[str] = Counter()
+    async with engine.open_stream(
+        files, count_words, merge_counts, initial=initial, every_seconds=None, every_partials=1
+    ) as snapshots:
         async for snapshot in snapshots:
-            first, counts = first or time.perf_counter() - started, snapshot
-    if first is None or counts != Counter({f"word{n}": 140 for n in range(SMALL_WORDS)}):
+            first = first or time.perf_counter() - started
+            final = snapshot.value if snapshot.final else None
+    if first is None or final != Counter({f"word{n}": 140 for n in range(SMALL_WORDS)}):
         raise SystemExit("the small job counted wrong")
     return first, time.perf_counter() - started
 

@@ -243,8 +243,9 @@ def contender(args: list[str]) -> dict[str, Any]:
 
     async def job() -> int:
         spec = aiomr.ReduceByKey(functools.partial(spill_pairs, keys), operator.add)
-        options = {"memory_budget": budget, "max_workers": WORKERS, "stats": stats}
-        async with aiomr.open_by_key(range(2 * keys), spec, **options) as pairs:
+        async with aiomr.open_by_key(
+            range(2 * keys), spec, memory_budget=budget, max_workers=WORKERS, stats=stats
+        ) as pairs:
             return await aiomr.write_jsonl(out, pairs)
 
     before, cpu, started = _machine.rss(), os.times(), time.perf_counter()

@@ -179,9 +179,8 @@ def run_aiomr(paths: list[str], how: str, loop: str) -> dict[str, int]:
     async def job() -> dict[str, int]:
         if how == "split":
             files = aiomr.sources.files(paths, encoding=None)
-            options = {"mode": "blocks", "max_workers": WORKERS}
             counts: Counter[str] = await aiomr.map_reduce(
-                files, count_split_lines, merge_counts, **options
+                files, count_split_lines, merge_counts, mode="blocks", max_workers=WORKERS
             )
             return counts
         mapper = words_of if how == "keyed" else line_pairs

@@ -106,7 +106,7 @@ def measure(args: argparse.Namespace) -> Result:
             cluster_start = time.perf_counter() - started
         try:
             address = cluster.scheduler_address if cluster is not None else "-"
-            child = _machine.run_child(
+            child = h.run_child(
                 __file__, [job, executor, expected.path, address], timeout=RUN_TIMEOUT
             )
         finally:

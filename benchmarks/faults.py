@@ -228,7 +228,7 @@ def run_once(
     run = Run(variant.key, round_)
     schedule = KillSchedule(variant.every, seed=round_)
     args = [variant.job, expected.path, str(schedule.write_fd)]
-    child = _machine.run_child(
+    child = h.run_child(
         __file__,
         args,
         timeout=RUN_TIMEOUT,

@@ -501,7 +501,7 @@ def measure(args: argparse.Namespace) -> Result:
     for round_, key in h.interleaved([k for k in BY_KEY if k in keys], args.runs):
         if BY_KEY[key].slow and round_ >= slow_runs:
             continue
-        child = _machine.run_child(__file__, [key, expected.path], timeout=RUN_TIMEOUT)
+        child = h.run_child(__file__, [key, expected.path], timeout=RUN_TIMEOUT)
         report = child.require(key)
         totals: Totals = report["totals"]
         if problems := expected.problems(totals):
@@ -714,7 +714,7 @@ def render(m: Result) -> str:
         "dict of text (imports excluded; worker start-up and decoding included). *CPU s* is "
         "user + system time of the contender's process and all its descendants over that "
         "span. Memory is sampled by the parent with psutil every "
-        f"{_machine.SAMPLE_SECONDS * 1e3:.0f} ms: *caller* is the contender's main process, "
+        f"{h.SAMPLE_SECONDS * 1e3:.0f} ms: *caller* is the contender's main process, "
         "*all processes* the sum of RSS over its process tree at each sample, maximum over "
         "samples (summed RSS counts pages shared by forked processes once per process, so it "
         "overstates for the fork-based baselines). *Speed-up vs loop* is the median over "

@@ -403,9 +403,7 @@ def run_once(
     """Run ``scenario`` once in a fresh Python process and check it."""
     run = Run(scenario.key, round_)
     seed = str(1000 * round_ + SCENARIOS.index(scenario))
-    child = _machine.run_child(
-        __file__, [scenario.key, paths_file, seed], timeout=RUN_TIMEOUT, audit=True
-    )
+    child = h.run_child(__file__, [scenario.key, paths_file, seed], timeout=RUN_TIMEOUT, audit=True)
     run.log, run.others, run.error, run.problems = child.log, child.others, child.error, child.left
     if (report := child.report) is None:
         return run

@@ -195,9 +195,7 @@ def count_once(
     with tempfile.TemporaryDirectory(prefix="aiomr-wordcount-") as directory:
         list_file, result_file = os.path.join(directory, "paths"), os.path.join(directory, "counts")
         Path(list_file).write_text("\n".join(source.paths) + "\n", encoding="utf-8")
-        child = _machine.run_child(
-            jobs.__file__, [key, list_file, result_file, loop], timeout=RUN_TIMEOUT
-        )
+        child = h.run_child(jobs.__file__, [key, list_file, result_file, loop], timeout=RUN_TIMEOUT)
         report = child.require(CONTENDERS[key])
         with open(result_file, "rb") as f:
             counts: dict[str, int] = pickle.load(f)
@@ -268,7 +266,7 @@ class Spill:
 
 def measure_spill(keys: int, runs: int, loop: str) -> Spill:
     """Measure the result's size as a dict, then run the spill job ``runs`` times."""
-    state = _machine.run_child(__file__, ["key-state", str(keys)], timeout=RUN_TIMEOUT).require(
+    state = h.run_child(__file__, ["key-state", str(keys)], timeout=RUN_TIMEOUT).require(
         "key state"
     )
     spill = Spill(keys, key_state_bytes(keys) // SPILL_BUDGET_SHARE, state)
@@ -279,7 +277,7 @@ def measure_spill(keys: int, runs: int, loop: str) -> Spill:
         out = os.path.join(directory, "counts.jsonl")
         for round_ in range(runs):
             args = ["spill", str(keys), str(spill.budget), out, loop]
-            child = _machine.run_child(__file__, args, timeout=RUN_TIMEOUT)
+            child = h.run_child(__file__, args, timeout=RUN_TIMEOUT)
             report = child.require("the spill job") | {"largest_child": child.largest_child}
             report |= {
                 "tree_peak": max(child.tree_peak, report["caller_peak"]),
@@ -449,7 +447,7 @@ def render(m: Result) -> str:
         if m.loop == "both"
         else h.loop_label(m.loop)
     )
-    sample = f"{_machine.SAMPLE_SECONDS * 1000:.0f} ms"
+    sample = f"{h.SAMPLE_SECONDS * 1000:.0f} ms"
     parts = [
         "## Word count",
         "",

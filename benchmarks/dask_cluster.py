@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import _harness as h
+import _isolated
 import _machine
-import ngram
+import _ngram_workload as workload
 
 WORKERS, RUN_TIMEOUT = 2, 900.0
 JOBS = {
@@ -38,7 +39,7 @@ async def timed_job(job: str, executor: str, path: str, address: str) -> dict[st
     import aiomr
     from aiomr.executors import DaskExecutor
 
-    run = ngram.split_job if job == "split" else ngram.keyed_job
+    run = workload.split_job if job == "split" else workload.keyed_job
     started = time.perf_counter()
     async with contextlib.AsyncExitStack() as stack:
         if executor == "process":  # entering the Engine waits for both workers
@@ -66,7 +67,7 @@ def contender(args: list[str]) -> dict[str, Any]:
 
 
 @dataclass
-class Run(h.Run):
+class Run(_isolated.Run):
     busy: float = 0.0
     """CPU seconds the whole machine spent busy during the job."""
     start_up: float = 0.0
@@ -75,7 +76,7 @@ class Run(h.Run):
 
 @dataclass(kw_only=True)
 class Result(h.Measurements):
-    expected: ngram.Expected
+    expected: workload.Expected
     jobs: list[str]
 
     def overhead(self, job: str) -> float:
@@ -85,10 +86,12 @@ class Result(h.Measurements):
 
 def measure(args: argparse.Namespace) -> Result:
     jobs = [job for job in JOBS if job in args.jobs.split(",")]
-    expected = ngram.ensure_input(ngram.parse_size(args.size or ("20MB" if args.quick else "1GB")))
+    expected = workload.ensure_input(
+        workload.parse_size(args.size or ("20MB" if args.quick else "1GB"))
+    )
     m = Result(rounds=args.runs, expected=expected, jobs=jobs)
     h.progress("computing the reference totals with the practical-limit program")
-    reference = ngram.run_limit(expected.path)
+    reference = workload.run_limit(expected.path)
     if problems := expected.problems(reference):
         raise SystemExit(f"the reference: {'; '.join(problems)}")
     _machine.warm_page_cache([expected.path])
@@ -106,7 +109,7 @@ def measure(args: argparse.Namespace) -> Result:
             cluster_start = time.perf_counter() - started
         try:
             address = cluster.scheduler_address if cluster is not None else "-"
-            child = h.run_child(
+            child = _isolated.run_child(
                 __file__, [job, executor, expected.path, address], timeout=RUN_TIMEOUT
             )
         finally:

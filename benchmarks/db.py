@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import _harness as h
+import _isolated
 import _machine
 
 import aiomr
@@ -262,7 +263,7 @@ async def measure_database(db: Database, runs: int, rows: int) -> dict[str, Samp
                 gc.collect()  # and hand freed heap back, so that growth starts from a floor
                 with contextlib.suppress(OSError, AttributeError):
                     ctypes.CDLL("libc.so.6").malloc_trim(0)
-                with h.TreeSampler(os.getpid(), 0.005, tree=False) as rss:
+                with _isolated.TreeSampler(os.getpid(), 0.005, tree=False) as rss:
                     busy = _machine.busy_cpu_seconds()
                     started, cpu = time.perf_counter(), time.process_time()
                     answer = await run_variant(db, engine, pool, name, rows)

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import _harness as h
+import _isolated
 import _machine
-import ngram
+import _ngram_workload as workload
 
 RUN_TIMEOUT = 600.0
 VICTIM_POLL = 0.01
@@ -78,12 +79,12 @@ def contender(args: list[str]) -> dict[str, Any]:
                 os.write(int(fd), f"{name} {value!r}\n".encode("ascii"))
 
     stats = SignallingStats()
-    job = ngram.split_job if key == "aiomr-split" else ngram.keyed_job
+    job = workload.split_job if key == "aiomr-split" else workload.keyed_job
     cpu, started, error = _machine.tree_cpu(), time.perf_counter(), None
-    totals: ngram.Totals = {}
+    totals: workload.Totals = {}
     lags: list[float] = []
     try:
-        totals, lags = aiomr.run(ngram.with_lag(job(path, stats=stats)))
+        totals, lags = aiomr.run(workload.with_lag(job(path, stats=stats)))
     except Exception as exc:
         error = _machine.describe_error(exc)
     wall, cpu = time.perf_counter() - started, _machine.tree_cpu() - cpu
@@ -205,7 +206,7 @@ class KillSchedule:
 
 
 @dataclass
-class Run(h.Run):
+class Run(_isolated.Run):
     job_seconds: float = math.nan
     """From ``started_at`` to ``finished_at``."""
     kills: list[Kill] = field(default_factory=list)
@@ -222,13 +223,13 @@ class Run(h.Run):
 
 
 def run_once(
-    variant: Variant, round_: int, reference: ngram.Totals, expected: ngram.Expected
+    variant: Variant, round_: int, reference: workload.Totals, expected: workload.Expected
 ) -> Run:
     """Run ``variant`` once in a fresh Python process, under fire if it says so; check it."""
     run = Run(variant.key, round_)
     schedule = KillSchedule(variant.every, seed=round_)
     args = [variant.job, expected.path, str(schedule.write_fd)]
-    child = h.run_child(
+    child = _isolated.run_child(
         __file__,
         args,
         timeout=RUN_TIMEOUT,
@@ -252,10 +253,10 @@ def run_once(
     if report["job_error"] is not None:
         run.error = report["job_error"]
         return run
-    totals: ngram.Totals = report["totals"]
-    if ngram.aardvark(totals) != ngram.aardvark(reference):
-        said = f"{ngram.aardvark(totals)!r}, but the reference says {ngram.aardvark(reference)!r}"
-        run.problems.append(said)
+    totals: workload.Totals = report["totals"]
+    if workload.aardvark(totals) != workload.aardvark(reference):
+        said, want = workload.aardvark(totals), workload.aardvark(reference)
+        run.problems.append(f"{said!r}, but the reference says {want!r}")
     run.problems += h.differences(totals, reference, "the reference") + expected.problems(totals)
     stats = run.stats
     if stats["records"] != stats["records_reduced"] + stats["records_skipped"]:
@@ -277,7 +278,7 @@ def run_once(
 
 @dataclass(kw_only=True)
 class Result(h.Measurements):
-    expected: ngram.Expected
+    expected: workload.Expected
     every: float
     extra_every: list[float]
     jobs: list[str]
@@ -322,12 +323,14 @@ def measure(args: argparse.Namespace) -> Result:
     jobs = [j for j in JOBS if j in requested]
     extra = args.extra_every if args.extra_every is not None else ([] if args.quick else [2.0])
     every = args.every or (0.5 if args.quick else 5.0)
-    expected = ngram.ensure_input(ngram.parse_size(args.size or ("100MB" if args.quick else "1GB")))
+    expected = workload.ensure_input(
+        workload.parse_size(args.size or ("100MB" if args.quick else "1GB"))
+    )
     m = Result(rounds=args.runs, expected=expected, every=every, extra_every=extra, jobs=jobs)
     h.progress(f"warming the page cache with {expected.path}")
     _machine.warm_page_cache([expected.path])
     h.progress("computing the reference totals with the practical-limit program")
-    reference = ngram.run_limit(expected.path)
+    reference = workload.run_limit(expected.path)
     if problems := expected.problems(reference):
         raise SystemExit(f"the reference: {'; '.join(problems)}")
     for round_, variant in h.interleaved(m.variants, args.runs):
@@ -468,9 +471,9 @@ def render(m: Result) -> str:
         f"{m.machine} aiomr {m.aiomr}.",
         "",
         "The workload of the n-gram benchmark above (`examples/ngram.py`): total the "
-        f"`match_count` of every word of the generated 1-gram file (seed {ngram.SEED}: "
+        f"`match_count` of every word of the generated 1-gram file (seed {workload.SEED}: "
         f"{e.size_bytes / 1e6:,.0f} MB, {e.lines:,} lines, {e.words:,} distinct words), "
-        f"already in the page cache, on {ngram.WORKERS} worker processes, with two aiomr "
+        f"already in the page cache, on {workload.WORKERS} worker processes, with two aiomr "
         "jobs exactly as that benchmark runs them: the byte-range split job (the default way "
         "of `examples/ngram.py`) and the idiomatic key-value job (`map_reduce_by_key` over "
         "`aiomr.sources.files`). Each runs clean and *under fire*: the benchmark's process "
@@ -494,11 +497,11 @@ def render(m: Result) -> str:
         f"{'Every run' if all_ok else 'Every run but those listed at the end'}, clean or "
         "under fire, found exactly the clean answer: every word's total equalled that of the "
         "n-gram benchmark's practical-limit program (no aiomr code), and so did the line "
-        f"`{ngram.aardvark(e.totals)}`. Its `JobStats` had `records == records_reduced + "
+        f"`{workload.aardvark(e.totals)}`. Its `JobStats` had `records == records_reduced + "
         f"records_skipped == {e.lines:,}` (the file's lines: none lost, none counted twice) "
         "and at least as many `workers_replaced` as kills that landed; no worker process and "
         "no `aiomr-*` directory (in `/dev/shm` or `/tmp`) outlived it. Runs that failed a "
-        "check are left out of the figures." + h.load_note(m, "slowdowns"),
+        "check are left out of the figures." + _isolated.load_note(m, "slowdowns"),
         "",
         variant_table(m, main),
         "",

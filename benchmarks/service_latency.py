@@ -26,8 +26,8 @@ from typing import Any
 
 import _harness as h
 import _machine
+import _ngram_workload as workload
 import httpx
-import ngram
 from shared_engine import size_label, small_counts, small_text
 
 from examples.service.words import top_words
@@ -137,7 +137,7 @@ class Result(h.Measurements):
 
 
 async def measure_all(r: Result) -> None:
-    big_file = Path(ngram.ensure_input(r.size).path)
+    big_file = Path(workload.ensure_input(r.size).path)
     # The service refuses symlinks leading out of its data directory: a hard link, on the
     # file system of the generated file, shows it the file without copying it.
     with tempfile.TemporaryDirectory(dir=big_file.parent) as data:
@@ -149,7 +149,7 @@ async def measure_all(r: Result) -> None:
 
 
 def measure(args: argparse.Namespace) -> Result:
-    size = ngram.parse_size(args.size or ("20MB" if args.quick else "1GB"))
+    size = workload.parse_size(args.size or ("20MB" if args.quick else "1GB"))
     seconds = args.seconds or (2.0 if args.quick else 10.0)
     r = Result(rounds=args.runs, clients=args.clients, seconds=seconds, size=size)
     asyncio.run(measure_all(r))

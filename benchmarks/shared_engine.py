@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import _harness as h
-import ngram
+import _ngram_workload as workload
 
 import aiomr
 from examples.service.words import count_words, merge_counts
@@ -134,10 +134,10 @@ async def measure_all(r: Result, paths: dict[str, str], splits: list[str]) -> No
 
 
 def measure(args: argparse.Namespace) -> Result:
-    size = ngram.parse_size(args.size or ("100MB" if args.quick else "1GB"))
+    size = workload.parse_size(args.size or ("100MB" if args.quick else "1GB"))
     prefix = args.prefix or (8 if args.quick else 128) * MIB
     r = Result(rounds=args.runs, prefix=prefix, size=size)
-    big = ngram.ensure_input(size).path
+    big = workload.ensure_input(size).path
     with tempfile.TemporaryDirectory() as scratch:
         paths = {
             "big": big,

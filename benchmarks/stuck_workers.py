@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import _harness as h
+import _isolated
 import _machine
 from wordcount_jobs import stdlib_files, tokens
 
@@ -341,7 +342,7 @@ def contender(args: list[str]) -> dict[str, Any]:
 
 
 @dataclass
-class Run(h.Run):
+class Run(_isolated.Run):
     job_started: float = math.nan
     """Seconds from the executor's creation to ``JobStats.started_at``."""
     records: int = 0
@@ -403,7 +404,9 @@ def run_once(
     """Run ``scenario`` once in a fresh Python process and check it."""
     run = Run(scenario.key, round_)
     seed = str(1000 * round_ + SCENARIOS.index(scenario))
-    child = h.run_child(__file__, [scenario.key, paths_file, seed], timeout=RUN_TIMEOUT, audit=True)
+    child = _isolated.run_child(
+        __file__, [scenario.key, paths_file, seed], timeout=RUN_TIMEOUT, audit=True
+    )
     run.log, run.others, run.error, run.problems = child.log, child.others, child.error, child.left
     if (report := child.report) is None:
         return run
@@ -573,7 +576,7 @@ def render(m: Result) -> str:
         "they were for good, had every worker stopped mid-job replaced while the job ran "
         "(the worker stopped while idle ran none of the job's tasks); no worker process "
         "(stopped ones included) and no `aiomr-*` directory outlived it. Runs that failed a "
-        "check are left out of the figures." + h.load_note(m, "the ratios"),
+        "check are left out of the figures." + _isolated.load_note(m, "the ratios"),
         "",
         scenario_table(m),
         "",
@@ -596,7 +599,12 @@ def render(m: Result) -> str:
     ]
     if not all_ok:
         labels = {s.key: s.label for s in SCENARIOS}
-        parts += ["### Runs that failed a check", "", h.failure_table(m, labels, "scenario"), ""]
+        parts += [
+            "### Runs that failed a check",
+            "",
+            _isolated.failure_table(m, labels, "scenario"),
+            "",
+        ]
     parts += [
         f"The whole benchmark took {m.seconds / 60:.1f} minutes. Reproduce with:",
         "",

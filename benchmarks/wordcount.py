@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import _harness as h
+import _isolated
 import _machine
 import wordcount_jobs as jobs
 
@@ -190,18 +191,20 @@ class Input:
 
 def count_once(
     key: str, source: Input, loop: str, want: dict[str, int] | None
-) -> tuple[h.Run, dict[str, int]]:
+) -> tuple[_isolated.Run, dict[str, int]]:
     """Run contender ``key`` on ``source`` once in a fresh process; check its counts."""
     with tempfile.TemporaryDirectory(prefix="aiomr-wordcount-") as directory:
         list_file, result_file = os.path.join(directory, "paths"), os.path.join(directory, "counts")
         Path(list_file).write_text("\n".join(source.paths) + "\n", encoding="utf-8")
-        child = h.run_child(jobs.__file__, [key, list_file, result_file, loop], timeout=RUN_TIMEOUT)
+        child = _isolated.run_child(
+            jobs.__file__, [key, list_file, result_file, loop], timeout=RUN_TIMEOUT
+        )
         report = child.require(CONTENDERS[key])
         with open(result_file, "rb") as f:
             counts: dict[str, int] = pickle.load(f)
     if want is not None and (problems := h.differences(counts, want, "the single-process loop's")):
         raise SystemExit(f"{CONTENDERS[key]}: {problems[0]}")
-    run = h.Run(f"{source.name}:{key}", 0, report["wall"], report["cpu"], child.others)
+    run = _isolated.Run(f"{source.name}:{key}", 0, report["wall"], report["cpu"], child.others)
     run.caller_peak, run.tree_peak = (
         report["caller_peak"],
         max(child.tree_peak, report["caller_peak"]),
@@ -266,7 +269,7 @@ class Spill:
 
 def measure_spill(keys: int, runs: int, loop: str) -> Spill:
     """Measure the result's size as a dict, then run the spill job ``runs`` times."""
-    state = h.run_child(__file__, ["key-state", str(keys)], timeout=RUN_TIMEOUT).require(
+    state = _isolated.run_child(__file__, ["key-state", str(keys)], timeout=RUN_TIMEOUT).require(
         "key state"
     )
     spill = Spill(keys, key_state_bytes(keys) // SPILL_BUDGET_SHARE, state)
@@ -277,7 +280,7 @@ def measure_spill(keys: int, runs: int, loop: str) -> Spill:
         out = os.path.join(directory, "counts.jsonl")
         for round_ in range(runs):
             args = ["spill", str(keys), str(spill.budget), out, loop]
-            child = h.run_child(__file__, args, timeout=RUN_TIMEOUT)
+            child = _isolated.run_child(__file__, args, timeout=RUN_TIMEOUT)
             report = child.require("the spill job") | {"largest_child": child.largest_child}
             report |= {
                 "tree_peak": max(child.tree_peak, report["caller_peak"]),
@@ -447,7 +450,7 @@ def render(m: Result) -> str:
         if m.loop == "both"
         else h.loop_label(m.loop)
     )
-    sample = f"{h.SAMPLE_SECONDS * 1000:.0f} ms"
+    sample = f"{_isolated.SAMPLE_SECONDS * 1000:.0f} ms"
     parts = [
         "## Word count",
         "",

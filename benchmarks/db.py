@@ -1,35 +1,15 @@
 """Database rows: a million rows of a table through aiomr, against the usual ways to read them.
 
-The benchmark creates its own table of 1,000,000 rows ``(id, store, amount)`` (100 stores) in
-PostgreSQL (read with asyncpg) and in a SQLite file (read with aiosqlite), and computes the
-total amount per store. Every variant runs in the same process, interleaved round by round
-(the order rotates each round), on the same event loop:
-
-* ``raw cursor loop``: the driver's own batched cursor (asyncpg ``cursor.fetch(5000)`` in a
-  transaction, aiosqlite ``fetchmany(5000)``), counting rows and doing nothing else: the
-  ceiling for anything that reads the rows through the caller;
-* ``fetch all, then multiprocessing.Pool``: every row fetched into one list (asyncpg's
-  records turned into tuples, as they do not pickle), cut into 10,000-row slices and mapped
-  on a warm ``multiprocessing.Pool(2)``;
-* ``aiomr``: ``aiomr.sources.query`` on a warm ``aiomr.Engine(max_workers=2)``, in chunk mode
-  (the workers run the same function as the pool's) and in record mode by key
-  (``run_by_key``);
-* ``aiomr, range split``: the same chunk-mode job reading four id ranges at once, over an
-  asyncpg pool or four SQLite connections;
-* ``aiomr, ranges read by the workers``: ``postgres_ranges`` (psycopg in the workers) or
-  ``sqlite_ranges`` (sqlite3 in the workers) read eight id ranges, in chunk mode and by key;
-  no row passes through the caller. For PostgreSQL also eight ranges of the table's pages
-  (``PageSplit``).
-
-For each run the caller's peak RSS growth is sampled every 5 ms (workers excluded), after
-returning freed memory to the system. Every answer is checked against SQL ``GROUP BY``.
-
-PostgreSQL is reached at ``AIOMR_TEST_POSTGRES_DSN`` (default
-``postgresql://postgres@127.0.0.1:5432/test``); run ``python3 benchmarks/db.py --help``.
+A table of ``(id, store, amount)`` rows in PostgreSQL (asyncpg; ``AIOMR_TEST_POSTGRES_DSN``,
+default ``postgresql://postgres@127.0.0.1:5432/test``) and in SQLite (aiosqlite), totalled by
+store: a raw cursor loop, fetch-all plus ``multiprocessing.Pool``, and aiomr's ways (query,
+COPY, range splits, ranges read by the workers), interleaved on one event loop, each answer
+checked against SQL ``GROUP BY``. ``--help`` for the options.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ctypes
@@ -39,63 +19,43 @@ import multiprocessing
 import operator
 import os
 import sqlite3
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-import _common
-import psutil
+import _harness as h
+import _isolated
+import _machine
 
 import aiomr
 from aiomr.sources._query import DEFAULT_BATCH_SIZE
 
-ROWS = 1_000_000
-STORES = 100
-WORKERS = 2
-BATCH = 5_000
-SLICE = 10_000
-PARTITIONS = 4
-WORKER_RANGES = 8
-"""Ranges of ``sqlite_ranges``: four tasks per worker, so neither waits long for the other."""
+STORES, WORKERS, BATCH, SLICE, PARTITIONS, RANGES = 100, 2, 5_000, 10_000, 4, 8
 TARGET_RATIO = 0.70
 DSN = os.environ.get("AIOMR_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 TABLE = "aiomr_bench_rows"
+SQL = f"SELECT id, store, amount FROM {TABLE}"
 
 RAW = "raw cursor loop, no processing"
 FETCH_ALL = "fetch all, then `multiprocessing.Pool(2).map`"
-AIOMR = "aiomr, `mode='chunk'`"
-AIOMR_KEYED = "aiomr, `run_by_key` (record mode)"
-AIOMR_SPLIT = f"aiomr, `mode='chunk'`, range split into {PARTITIONS}"
-AIOMR_COPY = "aiomr, `mode='chunk'`, `transfer='copy'`"
-AIOMR_COPY_KEYED = "aiomr, `run_by_key`, `transfer='copy'`"
-AIOMR_COPY_SPLIT = f"aiomr, `mode='chunk'`, `transfer='copy'`, range split into {PARTITIONS}"
-AIOMR_WORKER_RANGES = f"aiomr, `mode='chunk'`, {WORKER_RANGES} ranges read by the workers"
-AIOMR_WORKER_RANGES_KEYED = f"aiomr, `run_by_key`, {WORKER_RANGES} ranges read by the workers"
-AIOMR_WORKER_PAGES = f"aiomr, `mode='chunk'`, {WORKER_RANGES} page ranges read by the workers"
-AIOMR_WORKER_PAGES_KEYED = f"aiomr, `run_by_key`, {WORKER_RANGES} page ranges read by the workers"
-WORKER_RANGE_VARIANTS = (AIOMR_WORKER_RANGES, AIOMR_WORKER_RANGES_KEYED)
-WORKER_PAGE_VARIANTS = (AIOMR_WORKER_PAGES, AIOMR_WORKER_PAGES_KEYED)
-"""PostgreSQL only: ``postgres_ranges`` with a ``PageSplit``."""
-"""``postgres_ranges`` / ``sqlite_ranges``: the workers read the ranges themselves."""
+CHUNK = "aiomr, `mode='chunk'`"
+KEYED = "aiomr, `run_by_key` (record mode)"
+SPLIT = f"aiomr, `mode='chunk'`, range split into {PARTITIONS}"
+COPY = "aiomr, `mode='chunk'`, `transfer='copy'`"
+COPY_KEYED = "aiomr, `run_by_key`, `transfer='copy'`"
+COPY_SPLIT = f"aiomr, `mode='chunk'`, `transfer='copy'`, range split into {PARTITIONS}"
+RANGES_CHUNK = f"aiomr, `mode='chunk'`, {RANGES} ranges read by the workers"
+RANGES_KEYED = f"aiomr, `run_by_key`, {RANGES} ranges read by the workers"
+PAGES_CHUNK = f"aiomr, `mode='chunk'`, {RANGES} page ranges read by the workers"
+PAGES_KEYED = f"aiomr, `run_by_key`, {RANGES} page ranges read by the workers"
 SOURCE_ONLY = "diagnostic: `async for` over `aiomr.sources.query`, no job"
 NO_GC = "diagnostic: aiomr, `mode='chunk'`, cyclic GC off"
-VARIANTS = (RAW, FETCH_ALL, AIOMR, AIOMR_KEYED, AIOMR_SPLIT, SOURCE_ONLY, NO_GC)
-COPY_VARIANTS = (AIOMR_COPY, AIOMR_COPY_KEYED, AIOMR_COPY_SPLIT)
-"""PostgreSQL only: ``COPY`` text decoded by the workers."""
-AIOMR_VARIANTS = (
-    AIOMR,
-    AIOMR_KEYED,
-    AIOMR_SPLIT,
-    *COPY_VARIANTS,
-    *WORKER_RANGE_VARIANTS,
-    *WORKER_PAGE_VARIANTS,
-)
-
-
-# The work: total amount per store -------------------------------------------------------------
+WORKERS_READ = (RANGES_CHUNK, RANGES_KEYED, PAGES_CHUNK, PAGES_KEYED)
+"""The workers read the rows: ``postgres_ranges`` / ``sqlite_ranges``; pages: PostgreSQL."""
+AIOMR = (CHUNK, KEYED, SPLIT, COPY, COPY_KEYED, COPY_SPLIT, *WORKERS_READ)
 
 
 def chunk_totals(rows: list[tuple[int, int, int]]) -> dict[int, int]:
@@ -120,23 +80,20 @@ def store_amount(row: tuple[int, int, int]) -> list[tuple[int, int]]:
     return [(row[1], row[2])]
 
 
-# The databases ------------------------------------------------------------------------------
-
-
 @dataclass
 class Database:
     """One driver's way to the benchmark table."""
 
     name: str
     single: Any
-    """What the single-cursor variants read through: a connection or a factory."""
+    """What the single-cursor variants read through: a connection."""
     parallel: Any
     """What the range split reads through: a pool or a connection factory."""
     raw: Callable[[], Awaitable[int]]
     fetch_all: Callable[[], Awaitable[list[tuple[Any, ...]]]]
-    expected: dict[int, int] = field(default_factory=dict)
-    variants: tuple[str, ...] = VARIANTS
-    ranges: Callable[..., Any] | None = None
+    expected: dict[int, int]
+    variants: tuple[str, ...]
+    ranges: Callable[..., Any]
     """``(sql, split=...)`` to the source whose workers read the ranges themselves."""
 
 
@@ -146,43 +103,35 @@ async def postgres(rows: int) -> AsyncIterator[Database]:
 
     connection = await asyncpg.connect(DSN)
     pool = await asyncpg.create_pool(DSN, min_size=PARTITIONS, max_size=PARTITIONS)
-    sql = f"SELECT id, store, amount FROM {TABLE}"
     try:
         await connection.execute(
-            f"DROP TABLE IF EXISTS {TABLE};"
-            f"CREATE TABLE {TABLE} AS SELECT g AS id, g % {STORES} AS store,"
-            f" (g::bigint * 7919) % 100000 AS amount FROM generate_series(1, {rows}) g;"
-            f"ALTER TABLE {TABLE} ADD PRIMARY KEY (id);"
+            f"DROP TABLE IF EXISTS {TABLE}; CREATE TABLE {TABLE} AS SELECT g AS id, "
+            f"g % {STORES} AS store, (g::bigint * 7919) % 100000 AS amount "
+            f"FROM generate_series(1, {rows}) g; ALTER TABLE {TABLE} ADD PRIMARY KEY (id); "
             f"ANALYZE {TABLE}"
         )
 
         async def raw() -> int:
             count = 0
             async with connection.transaction():
-                cursor = await connection.cursor(sql)
+                cursor = await connection.cursor(SQL)
                 while batch := await cursor.fetch(BATCH):
                     count += len(batch)
             return count
 
         async def fetch_all() -> list[tuple[Any, ...]]:
-            return [tuple(record) for record in await connection.fetch(sql)]
+            return [tuple(record) for record in await connection.fetch(SQL)]
 
         grouped = await connection.fetch(f"SELECT store, sum(amount) FROM {TABLE} GROUP BY store")
-        expected = {r[0]: int(r[1]) for r in grouped}
+        variants = (RAW, FETCH_ALL, CHUNK, KEYED, SPLIT, COPY, COPY_KEYED, COPY_SPLIT)
         yield Database(
             "asyncpg (PostgreSQL)",
             connection,
             pool,
             raw,
             fetch_all,
-            expected,
-            (
-                *VARIANTS[:5],
-                *COPY_VARIANTS,
-                *WORKER_RANGE_VARIANTS,
-                *WORKER_PAGE_VARIANTS,
-                *VARIANTS[5:],
-            ),
+            {r[0]: int(r[1]) for r in grouped},
+            (*variants, *WORKERS_READ, SOURCE_ONLY, NO_GC),
             functools.partial(aiomr.sources.postgres_ranges, DSN),
         )
     finally:
@@ -197,38 +146,37 @@ async def sqlite(rows: int) -> AsyncIterator[Database]:
 
     with tempfile.TemporaryDirectory(prefix="aiomr-bench-db-") as directory:
         path = os.path.join(directory, "rows.db")
-        await asyncio.to_thread(_fill_sqlite, path, rows)
+        await asyncio.to_thread(fill_sqlite, path, rows)
         connect = functools.partial(aiosqlite.connect, path)
-        sql = f"SELECT id, store, amount FROM {TABLE}"
         async with connect() as connection:
 
             async def raw() -> int:
                 count = 0
-                async with connection.execute(sql) as cursor:
+                async with connection.execute(SQL) as cursor:
                     while batch := await cursor.fetchmany(BATCH):
-                        count += len(batch)
+                        count += len(batch)  # type: ignore[arg-type]
                 return count
 
             async def fetch_all() -> list[tuple[Any, ...]]:
-                return list(await connection.execute_fetchall(sql))
+                return list(await connection.execute_fetchall(SQL))  # type: ignore[arg-type]
 
             grouped = await connection.execute_fetchall(
                 f"SELECT store, sum(amount) FROM {TABLE} GROUP BY store"
             )
-            expected = dict(grouped)  # type: ignore[arg-type]
+            variants = (RAW, FETCH_ALL, CHUNK, KEYED, SPLIT, RANGES_CHUNK, RANGES_KEYED)
             yield Database(
                 "aiosqlite (SQLite)",
                 connection,
                 connect,
                 raw,
                 fetch_all,
-                expected,
-                (*VARIANTS[:5], *WORKER_RANGE_VARIANTS, *VARIANTS[5:]),
+                dict(grouped),  # type: ignore[arg-type]
+                (*variants, SOURCE_ONLY, NO_GC),
                 functools.partial(aiomr.sources.sqlite_ranges, path),
             )
 
 
-def _fill_sqlite(path: str, rows: int) -> None:
+def fill_sqlite(path: str, rows: int) -> None:
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.execute(f"CREATE TABLE {TABLE} (id INTEGER PRIMARY KEY, store INTEGER, amount INTEGER)")
         db.executemany(
@@ -238,44 +186,6 @@ def _fill_sqlite(path: str, rows: int) -> None:
         db.commit()
 
 
-# Measuring ----------------------------------------------------------------------------------
-
-
-class PeakRss:
-    """Sample this process's RSS on a thread; ``growth`` is the peak above the start."""
-
-    def __init__(self) -> None:
-        self._process = psutil.Process()
-        self._stop = threading.Event()
-        self.start = self._process.memory_info().rss
-        self.peak = self.start
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self._process.memory_info().rss)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.start
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap back to the system, so growth starts from a floor."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 @dataclass
 class Samples:
     seconds: list[float] = field(default_factory=list)
@@ -283,182 +193,200 @@ class Samples:
     cpu: list[float] = field(default_factory=list)
     """CPU seconds of the caller's process (all its threads, workers excluded)."""
     machine: list[float] = field(default_factory=list)
-    """CPU seconds the whole machine spent busy: caller, workers, database server (and any
-    other load)."""
-
-    def rates(self, rows: int) -> list[float]:
-        return [rows / s for s in self.seconds]
+    """CPU seconds the whole machine spent busy: caller, workers, server (and other load)."""
 
 
-async def measure(db: Database, runs: int, rows: int) -> dict[str, Samples]:
+@dataclass(kw_only=True)
+class Result(h.Measurements):
+    rows: int
+    loop: str
+    databases: dict[str, dict[str, Samples]] = field(default_factory=dict)
+
+    def per_row(self, db: str, name: str, what: str = "cpu") -> float:
+        """Median nanoseconds of CPU per row: the caller's (``cpu``) or the machine's."""
+        return h.median(getattr(self.databases[db][name], what)) / self.rows * 1e9
+
+    def ratio(self, db: str, name: str) -> float:
+        """Median over rounds of the raw cursor's wall time over this variant's."""
+        samples = self.databases[db]
+        return h.median(h.ratios(samples[RAW].seconds, samples[name].seconds))
+
+
+async def run_variant(db: Database, engine: aiomr.Engine, pool: Any, name: str, rows: int) -> Any:
+    """Read the whole table one way; return the totals by store (or the rows counted)."""
+    if name == RAW:
+        return await db.raw()
+    if name == SOURCE_ONLY:
+        count = 0
+        async for _ in aiomr.sources.query(db.single, SQL):
+            count += 1
+        return count
+    if name == FETCH_ALL:
+        fetched = await db.fetch_all()
+        slices = [fetched[i : i + SLICE] for i in range(0, len(fetched), SLICE)]
+        empty: dict[int, int] = {}
+        return functools.reduce(
+            merge, await asyncio.to_thread(pool.map, chunk_totals, slices), empty
+        )
+    source: Any
+    if name in (PAGES_CHUNK, PAGES_KEYED):
+        pages = aiomr.sources.PageSplit(TABLE, RANGES)
+        source = aiomr.sources.postgres_ranges(DSN, f"{SQL} WHERE {{pages}}", split=pages)
+    elif name in (RANGES_CHUNK, RANGES_KEYED):
+        source = db.ranges(SQL, split=aiomr.sources.RangeSplit("id", 1, rows + 1, RANGES))
+    else:
+        transfer: Literal["copy", "rows"] = (
+            "copy" if name in (COPY, COPY_KEYED, COPY_SPLIT) else "rows"
+        )
+        split = aiomr.sources.RangeSplit("id", 1, rows + 1, PARTITIONS)
+        if name in (SPLIT, COPY_SPLIT):
+            source = aiomr.sources.query(db.parallel, SQL, split=split, transfer=transfer)
+        else:
+            source = aiomr.sources.query(db.single, SQL, transfer=transfer)
+    if name in (KEYED, COPY_KEYED, RANGES_KEYED, PAGES_KEYED):
+        return await engine.run_by_key(source, aiomr.ReduceByKey(store_amount, operator.add))
+    if name == NO_GC:
+        gc.disable()
+    try:
+        return await engine.map_reduce(source, chunk_totals, merge, mode="chunk")
+    finally:
+        gc.enable()
+
+
+async def measure_database(db: Database, runs: int, rows: int) -> dict[str, Samples]:
     """Run every variant ``runs`` times after one untimed warm-up round."""
     samples = {name: Samples() for name in db.variants}
-    split = aiomr.sources.RangeSplit("id", 1, rows + 1, PARTITIONS)
-    sql = f"SELECT id, store, amount FROM {TABLE}"
-    context = multiprocessing.get_context("forkserver")
-    with context.Pool(WORKERS) as pool:
+    with multiprocessing.get_context("forkserver").Pool(WORKERS) as pool:
         pool.map(abs, range(WORKERS))  # start both workers before timing
         async with aiomr.Engine(max_workers=WORKERS) as engine:
-
-            async def fetch_all_then_pool() -> dict[int, int]:
-                fetched = await db.fetch_all()
-                slices = [fetched[i : i + SLICE] for i in range(0, len(fetched), SLICE)]
-                partials = await asyncio.to_thread(pool.map, chunk_totals, slices)
-                return functools.reduce(merge, partials, {})
-
-            async def run(name: str) -> Any:
-                if name == RAW:
-                    return await db.raw()
-                if name == SOURCE_ONLY:
-                    count = 0
-                    async for _ in aiomr.sources.query(db.single, sql):
-                        count += 1
-                    return count
-                if name == NO_GC:
-                    gc.disable()
-                    try:
-                        source = aiomr.sources.query(db.single, sql)
-                        return await engine.map_reduce(source, chunk_totals, merge, mode="chunk")
-                    finally:
-                        gc.enable()
-                if name == FETCH_ALL:
-                    return await fetch_all_then_pool()
-                if name in WORKER_PAGE_VARIANTS:
-                    pages = aiomr.sources.PageSplit(TABLE, WORKER_RANGES)
-                    tables = aiomr.sources.postgres_ranges(
-                        DSN, f"{sql} WHERE {{pages}}", split=pages
-                    )
-                    if name == AIOMR_WORKER_PAGES_KEYED:
-                        spec = aiomr.ReduceByKey(store_amount, operator.add)
-                        return await engine.run_by_key(tables, spec)
-                    return await engine.map_reduce(tables, chunk_totals, merge, mode="chunk")
-                if name in WORKER_RANGE_VARIANTS:
-                    assert db.ranges is not None
-                    ranges = aiomr.sources.RangeSplit("id", 1, rows + 1, WORKER_RANGES)
-                    tables = db.ranges(sql, split=ranges)
-                    if name == AIOMR_WORKER_RANGES_KEYED:
-                        spec = aiomr.ReduceByKey(store_amount, operator.add)
-                        return await engine.run_by_key(tables, spec)
-                    return await engine.map_reduce(tables, chunk_totals, merge, mode="chunk")
-                transfer = "copy" if name in COPY_VARIANTS else "rows"
-                if name in (AIOMR_KEYED, AIOMR_COPY_KEYED):
-                    spec = aiomr.ReduceByKey(store_amount, operator.add)
-                    source = aiomr.sources.query(db.single, sql, transfer=transfer)
-                    return await engine.run_by_key(source, spec)
-                source = (
-                    aiomr.sources.query(db.parallel, sql, split=split, transfer=transfer)
-                    if name in (AIOMR_SPLIT, AIOMR_COPY_SPLIT)
-                    else aiomr.sources.query(db.single, sql, transfer=transfer)
-                )
-                return await engine.map_reduce(source, chunk_totals, merge, mode="chunk")
-
-            for round_ in range(runs + 1):
-                for name in _common.rotated(db.variants, round_):
-                    release_memory()
-                    with PeakRss() as rss:
-                        busy = machine_busy()
-                        started, cpu = time.perf_counter(), time.process_time()
-                        answer = await run(name)
-                        seconds = time.perf_counter() - started
-                        cpu = time.process_time() - cpu
-                        busy = machine_busy() - busy
-                    expected = rows if name in (RAW, SOURCE_ONLY) else db.expected
-                    if answer != expected:
-                        raise SystemExit(f"{name} over {db.name}: wrong answer")
-                    if round_ == 0:
-                        continue
-                    samples[name].seconds.append(seconds)
-                    samples[name].growth.append(rss.growth)
-                    samples[name].cpu.append(cpu)
-                    samples[name].machine.append(busy)
-                    _common.progress(
-                        f"  {db.name} round {round_}/{runs}: "
-                        f"{_common.fmt_rate(rows / seconds):>11}  "
-                        f"{rss.growth / 2**20:7.1f} MiB  {name}"
-                    )
+            for round_, name in h.interleaved(db.variants, runs + 1):
+                gc.collect()  # and hand freed heap back, so that growth starts from a floor
+                with contextlib.suppress(OSError, AttributeError):
+                    ctypes.CDLL("libc.so.6").malloc_trim(0)
+                with _isolated.TreeSampler(os.getpid(), 0.005, tree=False) as rss:
+                    busy = _machine.busy_cpu_seconds()
+                    started, cpu = time.perf_counter(), time.process_time()
+                    answer = await run_variant(db, engine, pool, name, rows)
+                    seconds = time.perf_counter() - started
+                    cpu, busy = time.process_time() - cpu, _machine.busy_cpu_seconds() - busy
+                if answer != (rows if name in (RAW, SOURCE_ONLY) else db.expected):
+                    raise SystemExit(f"{name} over {db.name}: wrong answer")
+                if round_ == 0:
+                    continue  # the warm-up round
+                s, growth = samples[name], rss.caller_peak - rss.start
+                s.seconds.append(seconds)
+                s.growth.append(growth)
+                s.cpu.append(cpu)
+                s.machine.append(busy)
+                rate, mib = h.fmt_rate(rows / seconds), growth / 2**20
+                h.progress(f"  {db.name} round {round_}/{runs}: {rate:>11}  {mib:7.1f} MiB  {name}")
     return samples
 
 
-def machine_busy() -> float:
-    """CPU seconds all CPUs have spent busy since boot."""
-    times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+async def measure_all(r: Result, databases: list[str]) -> None:
+    for which in databases:
+        async with (postgres if which == "postgres" else sqlite)(r.rows) as db:
+            h.progress(f"{db.name}: {r.rows:,} rows, {r.rounds} runs")
+            r.databases[db.name] = await measure_database(db, r.rounds, r.rows)
 
 
-# Reporting ----------------------------------------------------------------------------------
+def measure(args: argparse.Namespace) -> Result:
+    if args.loop == "both":
+        raise SystemExit("--loop both: choose one loop for this benchmark")
+    rows = args.rows or (100_000 if args.quick else 1_000_000)
+    r = Result(rounds=args.runs, rows=rows, loop=args.loop)
+    h.run_on(args.loop, measure_all(r, ["postgres", "sqlite"] if args.db == "both" else [args.db]))
+    return r
 
 
-def paired_ratio(samples: dict[str, Samples], name: str, rows: int) -> float:
-    """Median over rounds of this variant's rows/s over the raw cursor's, same round."""
-    ours, raw = samples[name].rates(rows), samples[RAW].rates(rows)
-    return _common.median(a / b for a, b in zip(ours, raw, strict=True))
-
-
-def table(samples: dict[str, Samples], rows: int) -> str:
+def variant_table(r: Result, db: str) -> str:
     lines = []
-    for name in samples:
-        rates = samples[name].rates(rows)
+    for name, s in r.databases[db].items():
+        rates = [r.rows / x for x in s.seconds]
         lines.append(
             [
                 name,
-                _common.fmt_rate(_common.median(rates)),
-                f"{_common.fmt_rate(min(rates))} to {_common.fmt_rate(max(rates))}",
-                _common.fmt_ratio(paired_ratio(samples, name, rows)),
-                f"{_common.median(samples[name].growth) / 2**20:.1f} MiB",
-                f"{_common.median(samples[name].cpu) / rows * 1e9:,.0f} ns",
-                f"{_common.median(samples[name].machine) / rows * 1e9:,.0f} ns",
+                h.fmt_rate(h.median(rates)),
+                f"{h.fmt_rate(min(rates))} to {h.fmt_rate(max(rates))}",
+                h.fmt_ratio(r.ratio(db, name)),
+                f"{h.median(s.growth) / 2**20:.1f} MiB",
+                f"{r.per_row(db, name):,.0f} ns",
+                f"{r.per_row(db, name, 'machine'):,.0f} ns",
             ]
         )
     headers = ["variant", "median rows/s", "range", "vs raw cursor", "caller's peak RSS growth"]
-    return _common.markdown_table(
-        [*headers, "caller's CPU per row", "machine's CPU per row"], lines
-    )
+    return h.markdown_table([*headers, "caller's CPU per row", "machine's CPU per row"], lines)
 
 
-def targets(results: dict[str, dict[str, Samples]], rows: int) -> str:
+def target_table(r: Result) -> str:
     lines = []
-    for db_name, samples in results.items():
-        fetched = _common.median(samples[FETCH_ALL].growth) / 2**20
-        for name in (AIOMR, AIOMR_COPY, *WORKER_RANGE_VARIANTS, *WORKER_PAGE_VARIANTS):
-            if name not in samples:
-                continue
-            ratio = paired_ratio(samples, name, rows)
-            lines.append(
-                [db_name, f"{name} ≥ {TARGET_RATIO} of the raw cursor's rows/s",
-                 f"{ratio:.2f}", _common.verdict(ratio >= TARGET_RATIO)]
-            )  # fmt: skip
-        growth = (
-            max(_common.median(samples[n].growth) for n in AIOMR_VARIANTS if n in samples) / 2**20
-        )
-        lines.append(
-            [db_name, "the caller's memory stays flat",
-             f"at most {growth:.1f} MiB (fetch all: {fetched:.1f} MiB)",
-             _common.verdict(growth < fetched / 4)]
-        )  # fmt: skip
-        for name in (AIOMR_SPLIT, AIOMR_COPY_SPLIT, *WORKER_RANGE_VARIANTS, *WORKER_PAGE_VARIANTS):
-            if name not in samples:
-                continue
-            ratio = paired_ratio(samples, name, rows)
-            lines.append(
-                [db_name, f"{name} reads faster than the raw single cursor",
-                 f"{ratio:.2f}", _common.verdict(ratio > 1)]
-            )  # fmt: skip
-    return _common.markdown_table(["database", "target", "measured", ""], lines, left=(0, 1, 2))
+    for db, samples in r.databases.items():
+        for name in (n for n in (CHUNK, COPY, *WORKERS_READ) if n in samples):
+            ratio = r.ratio(db, name)
+            target = f"{name} ≥ {TARGET_RATIO} of the raw cursor's rows/s"
+            lines.append([db, target, f"{ratio:.2f}", h.verdict(ratio >= TARGET_RATIO)])
+        fetched = h.median(samples[FETCH_ALL].growth) / 2**20
+        growth = max(h.median(samples[n].growth) for n in AIOMR if n in samples) / 2**20
+        flat = f"at most {growth:.1f} MiB (fetch all: {fetched:.1f} MiB)"
+        lines.append([db, "the caller's memory stays flat", flat, h.verdict(growth < fetched / 4)])
+        for name in (n for n in (SPLIT, COPY_SPLIT, *WORKERS_READ) if n in samples):
+            ratio = r.ratio(db, name)
+            target = f"{name} reads faster than the raw single cursor"
+            lines.append([db, target, f"{ratio:.2f}", h.verdict(ratio > 1)])
+    return h.markdown_table(["database", "target", "measured", ""], lines, left=(0, 1, 2))
 
 
-def render(results: dict[str, dict[str, Samples]], runs: int, rows: int, loop: str) -> str:
+def budget_table(r: Result) -> str:
+    """CPU per row, step by step in the caller, then for the whole machine."""
+    lines = []
+    for db, samples in r.databases.items():
+        raw, source = r.per_row(db, RAW), r.per_row(db, SOURCE_ONLY)
+        job, no_gc = r.per_row(db, CHUNK), r.per_row(db, NO_GC)
+        steps = [
+            ("caller: the driver fetches and decodes the rows (raw loop)", f"{raw:,.0f}"),
+            (
+                "caller: `query` turns them into tuples and hands them out one by one",
+                f"{source - raw:+,.0f}",
+            ),
+            (
+                "caller: the job takes them into chunks a batch at a time, pickles, folds",
+                f"{job - source:+,.0f}",
+            ),
+            (
+                "caller: of all that, the cyclic garbage collector (job with GC off)",
+                f"{job - no_gc:,.0f}",
+            ),
+        ]
+        if COPY in samples:
+            copy = f"{r.per_row(db, COPY):,.0f}"
+            steps.append(("caller: the whole job with `transfer='copy'` (no row decoded)", copy))
+        for name, what in (
+            (RAW, "the raw cursor loop"),
+            (CHUNK, "aiomr, `transfer='rows'`"),
+            (COPY, "aiomr, `transfer='copy'`"),
+            (RANGES_CHUNK, "aiomr, ranges read by the workers"),
+            (PAGES_CHUNK, "aiomr, page ranges read by the workers"),
+        ):
+            if name in samples:
+                machine = f"{r.per_row(db, name, 'machine'):,.0f}"
+                steps.append((f"whole machine (server, caller, workers): {what}", machine))
+        lines += [[db, step, f"{ns} ns"] for step, ns in steps]
+    return h.markdown_table(["database", "step", "CPU per row"], lines, left=(0, 1))
+
+
+def render(r: Result) -> str:
     parts = [
         "## Database rows",
         "",
-        _common.machine_line(),
+        r.machine,
         "",
-        f"{rows:,} rows `(id, store, amount)` of a table the benchmark creates, summed by "
+        f"{r.rows:,} rows `(id, store, amount)` of a table the benchmark creates, summed by "
         f"store ({STORES} stores) on {WORKERS} worker processes, under "
-        f"{_common.loop_label(loop)}. The database server runs on the same {WORKERS} CPUs. "
-        f"Each variant ran {runs} times (after one untimed warm-up round), interleaved with "
-        "the others in rotating order; the table gives the median rows/s, the range over the "
-        "runs, the median over rounds of the ratio to the raw cursor loop measured in the same "
-        "round, the median peak growth of the caller's resident memory, the caller's CPU "
+        f"{h.loop_label(r.loop)}. The database server runs on the same {WORKERS} CPUs. "
+        f"Each variant ran {r.rounds} times (after one untimed warm-up round), interleaved "
+        "with the others in rotating order; the table gives the median rows/s, the range over "
+        "the runs, the median over rounds of the ratio to the raw cursor loop measured in the "
+        "same round, the median peak growth of the caller's resident memory, the caller's CPU "
         "time per row (all its threads; workers and database server excluded) and the "
         "machine's (every process: server, caller, workers, and whatever else ran). Every "
         "answer was checked against SQL `GROUP BY`.",
@@ -474,66 +402,22 @@ def render(results: dict[str, dict[str, Samples]], runs: int, rows: int, loop: s
         "- `transfer='copy'` (asyncpg only): the same jobs reading `COPY (query) TO STDOUT`; "
         "the caller passes the text blocks on and the workers decode them into the same "
         "tuples;",
-        f"- range split: `RangeSplit('id', 1, {rows + 1:,}, {PARTITIONS})` over an asyncpg "
+        f"- range split: `RangeSplit('id', 1, {r.rows + 1:,}, {PARTITIONS})` over an asyncpg "
         f"pool of {PARTITIONS} connections, or {PARTITIONS} SQLite connections; `id` is the "
         "table's primary key (PostgreSQL) or `INTEGER PRIMARY KEY` (SQLite);",
         f"- ranges read by the workers: `postgres_ranges` / `sqlite_ranges` with "
-        f"`RangeSplit('id', 1, {rows + 1:,}, {WORKER_RANGES})`; each range read by a worker "
+        f"`RangeSplit('id', 1, {r.rows + 1:,}, {RANGES})`; each range read by a worker "
         "(psycopg, a server-side binary cursor; the standard library's `sqlite3`), 10,000 "
         "rows per fetch, and mapped there: the caller sends only each range's query; "
-        f"page ranges (PostgreSQL only): `PageSplit('{TABLE}', {WORKER_RANGES})`, each "
+        f"page ranges (PostgreSQL only): `PageSplit('{TABLE}', {RANGES})`, each "
         "range a run of the table's pages read by a TID range scan (no index used).",
         "",
     ]
-    for db_name, samples in results.items():
-        parts += [f"### {db_name}", "", table(samples, rows), ""]
-    parts += ["### Against the targets", "", targets(results, rows), ""]
-    parts += ["### Where the caller's time goes", "", budget(results, rows), "", LIMITS, ""]
+    for db in r.databases:
+        parts += [f"### {db}", "", variant_table(r, db), ""]
+    parts += ["### Against the targets", "", target_table(r), ""]
+    parts += ["### Where the caller's time goes", "", budget_table(r), "", LIMITS, ""]
     return "\n".join(parts)
-
-
-def budget(results: dict[str, dict[str, Samples]], rows: int) -> str:
-    """CPU per row, step by step in the caller, then for the whole machine."""
-
-    def per_row(samples: dict[str, Samples], name: str) -> float:
-        return _common.median(samples[name].cpu) / rows * 1e9
-
-    def machine(samples: dict[str, Samples], name: str) -> float:
-        return _common.median(samples[name].machine) / rows * 1e9
-
-    lines = []
-    for db_name, samples in results.items():
-        raw, source = per_row(samples, RAW), per_row(samples, SOURCE_ONLY)
-        job, no_gc = per_row(samples, AIOMR), per_row(samples, NO_GC)
-        lines += [
-            [db_name, "caller: the driver fetches and decodes the rows (raw loop)",
-             f"{raw:,.0f} ns"],
-            [db_name, "caller: `query` turns them into tuples and hands them out one by one",
-             f"{source - raw:+,.0f} ns"],
-            [db_name, "caller: the job takes them into chunks a batch at a time, pickles, folds",
-             f"{job - source:+,.0f} ns"],
-            [db_name, "caller: of all that, the cyclic garbage collector (job with GC off)",
-             f"{job - no_gc:,.0f} ns"],
-        ]  # fmt: skip
-        if AIOMR_COPY in samples:
-            lines.append(
-                [db_name, "caller: the whole job with `transfer='copy'` (no row decoded)",
-                 f"{per_row(samples, AIOMR_COPY):,.0f} ns"]
-            )  # fmt: skip
-        steps = (
-            (RAW, "the raw cursor loop"),
-            (AIOMR, "aiomr, `transfer='rows'`"),
-            (AIOMR_COPY, "aiomr, `transfer='copy'`"),
-            (AIOMR_WORKER_RANGES, "aiomr, ranges read by the workers"),
-            (AIOMR_WORKER_PAGES, "aiomr, page ranges read by the workers"),
-        )
-        for name, what in steps:
-            if name in samples:
-                lines.append(
-                    [db_name, f"whole machine (server, caller, workers): {what}",
-                     f"{machine(samples, name):,.0f} ns"]
-                )  # fmt: skip
-    return _common.markdown_table(["database", "step", "CPU per row"], lines, left=(0, 1))
 
 
 LIMITS = (
@@ -561,35 +445,8 @@ LIMITS = (
 )
 
 
-async def run_all(runs: int, rows: int, databases: list[str]) -> dict[str, dict[str, Samples]]:
-    results: dict[str, dict[str, Samples]] = {}
-    makers = {"postgres": postgres, "sqlite": sqlite}
-    for which in databases:
-        async with makers[which](rows) as db:
-            _common.progress(f"{db.name}: {rows:,} rows, {runs} runs")
-            results[db.name] = await measure(db, runs, rows)
-    return results
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = _common.parser(__doc__.splitlines()[0], default_runs=3)
-    parser.set_defaults(loop="uvloop")
-    parser.add_argument("--rows", type=int, default=None, help=f"default {ROWS:,}")
-    parser.add_argument(
-        "--db", choices=["postgres", "sqlite", "both"], default="both", help="default: both"
-    )
-    args = parser.parse_args(argv)
-    if args.loop == "both":
-        parser.error("--loop both: choose one loop for this benchmark")
-    rows = args.rows or (100_000 if args.quick else ROWS)
-    runs = 1 if args.quick and args.runs == parser.get_default("runs") else args.runs
-    databases = ["postgres", "sqlite"] if args.db == "both" else [args.db]
-    results = _common.run_on(args.loop, run_all(runs, rows, databases))
-    text = render(results, runs, rows, args.loop)
-    print(text)
-    if args.write_docs:
-        _common.write_extra_section("db", text)
-
-
 if __name__ == "__main__":
-    main()
+    parser = h.parser(__doc__, runs=3, loop="uvloop")
+    parser.add_argument("--rows", type=h.positive, help="rows of the table (default 1,000,000)")
+    parser.add_argument("--db", choices=["postgres", "sqlite", "both"], default="both")
+    sys.exit(h.main("db", parser, measure, render))

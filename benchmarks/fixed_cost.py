@@ -1,105 +1,61 @@
 """Fixed cost: the wall time of a tiny job, on a warm Engine and cold.
 
-A job of 10 records (squared and summed) is all fixed cost: shipping the job's code to the
-workers, one task round trip, folding one partial and closing the job's resources. Measured,
-on the same event loop and interleaved call by call:
-
-* warm: ``Engine.map_reduce`` on a warm ``aiomr.Engine(max_workers=2)``, from a ``range``
-  and from an async generator, against one ``loop.run_in_executor`` round trip on a warm
-  ``ProcessPoolExecutor(2)`` doing the same work (the floor of any process-pool call);
-* cold: the module-level ``aiomr.map_reduce(..., max_workers=2)``, which starts and stops its
-  own pool of 2 workers, against starting a ``ProcessPoolExecutor(2)`` with both its workers,
-  making one call on each and shutting it down.
-
-Both pools use the ``forkserver`` start method, whose server process is already running
-(an untimed warm-up starts it). Every answer is checked.
-
-Run ``python3 benchmarks/fixed_cost.py --help`` for the options.
+A job of 10 records is all fixed cost: shipping the code, one task round trip, folding one
+partial, closing the job. Warm: ``Engine.map_reduce`` (from a ``range`` and from an async
+generator) against one ``run_in_executor`` round trip on a warm ``ProcessPoolExecutor(2)``.
+Cold: ``aiomr.map_reduce(..., max_workers=2)`` against starting a pool and both its workers,
+one call each, shutting it down. Interleaved call by call; ``--help`` for the options.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import concurrent.futures
-import multiprocessing
 import operator
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-import _common
+import _harness as h
+import _machine
+from streaming import numbers, square, sum_squares
 
 import aiomr
 
-WORKERS = 2
-RECORDS = 10
-CALLS = 200
-COLD_CALLS = 2
-TARGET_MS = 5.0
+WORKERS, RECORDS, TARGET_MS = 2, 10, 5.0
 EXPECTED = sum(x * x for x in range(RECORDS))
-
 WARM_BASELINE = "one `run_in_executor` round trip, warm `ProcessPoolExecutor(2)`"
 WARM_RANGE = "warm `Engine(max_workers=2)`, `range(10)`"
 WARM_AGEN = "warm `Engine(max_workers=2)`, async generator of 10"
 COLD_BASELINE = "start `ProcessPoolExecutor(2)` and both workers, one call, shut down"
 COLD_AIOMR = "`aiomr.map_reduce(range(10), ..., max_workers=2)` (starts its own pool)"
-WARM = (WARM_BASELINE, WARM_RANGE, WARM_AGEN)
-COLD = (COLD_BASELINE, COLD_AIOMR)
-TARGETED = (WARM_RANGE, WARM_AGEN)
-
-
-async def numbers(n: int) -> AsyncIterator[int]:
-    """Yield ``0 .. n-1``."""
-    for i in range(n):
-        yield i
-
-
-def square(x: int) -> int:
-    """Map one record."""
-    return x * x
-
-
-def sum_squares(batch: list[int]) -> int:
-    """Map and reduce a batch in one call: the baseline's task."""
-    return sum(x * x for x in batch)
-
-
-def new_pool() -> concurrent.futures.ProcessPoolExecutor:
-    return concurrent.futures.ProcessPoolExecutor(
-        WORKERS, mp_context=multiprocessing.get_context("forkserver")
-    )
-
-
-def start_pool() -> concurrent.futures.ProcessPoolExecutor:
-    """Start a warm ProcessPoolExecutor: every worker has run one task."""
-    pool = new_pool()
-    concurrent.futures.wait([pool.submit(time.sleep, 0.05) for _ in range(WORKERS)])
-    return pool
+WARM, COLD = (WARM_BASELINE, WARM_RANGE, WARM_AGEN), (COLD_BASELINE, COLD_AIOMR)
 
 
 async def cold_pool_call() -> int:
-    """Start a pool and all its workers, make one call, shut the pool down.
-
-    A pool starts one worker per submitted call while none is idle, so the second call
-    starts the second worker, as ``Engine.start`` does. Pool start and shutdown run in a
-    helper thread, as in aiomr.
-    """
+    """Start a pool and both its workers (one call each, as ``Engine.start`` starts both),
+    shut it down; pool start and shutdown in a helper thread, as in aiomr."""
     loop = asyncio.get_running_loop()
-    pool = await asyncio.to_thread(new_pool)
+    pool = await asyncio.to_thread(_machine.process_pool, WORKERS, warm=False)
     try:
-        calls = [
-            loop.run_in_executor(pool, sum_squares, list(range(RECORDS))) for _ in range(WORKERS)
-        ]
-        answers = await asyncio.gather(*calls)
-        return answers[0]
+        calls = [loop.run_in_executor(pool, sum_squares, list(range(RECORDS))) for _ in "ab"]
+        return (await asyncio.gather(*calls))[0]
     finally:
         await asyncio.to_thread(pool.shutdown)
 
 
-async def measure(loop_name: str, runs: int, calls: int, cold_calls: int) -> dict[str, list[float]]:
+@dataclass(kw_only=True)
+class Result(h.Measurements):
+    calls: int
+    loops: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+
+async def measure_loop(loop_name: str, runs: int, calls: int, cold: int) -> dict[str, list[float]]:
     """Time every variant; return the seconds of each call, by variant."""
     times: dict[str, list[float]] = {name: [] for name in (*WARM, *COLD)}
     loop = asyncio.get_running_loop()
-    pool = await asyncio.to_thread(start_pool)
+    pool = await asyncio.to_thread(_machine.process_pool, WORKERS)
     try:
         async with aiomr.Engine(max_workers=WORKERS) as engine:
             variants: dict[str, Callable[[], Awaitable[int]]] = {
@@ -114,108 +70,77 @@ async def measure(loop_name: str, runs: int, calls: int, cold_calls: int) -> dic
                 ),
             }
 
-            async def timed(name: str, keep: bool) -> None:
-                started = time.perf_counter()
-                answer = await variants[name]()
-                seconds = time.perf_counter() - started
-                if answer != EXPECTED:
-                    raise SystemExit(f"{name} on {loop_name}: wrong answer {answer}")
-                if keep:
-                    times[name].append(seconds)
+            async def timed(names: tuple[str, ...], keep: bool, i: int = 0) -> None:
+                for name in h.rotated(names, i):
+                    started = time.perf_counter()
+                    answer = await variants[name]()
+                    seconds = time.perf_counter() - started
+                    if answer != EXPECTED:
+                        raise SystemExit(f"{name} on {loop_name}: wrong answer {answer}")
+                    if keep:
+                        times[name].append(seconds)
 
-            for name in COLD:  # untimed: starts the forkserver process
-                await timed(name, keep=False)
+            await timed(COLD, keep=False)  # untimed: starts the forkserver process
             for _ in range(20):
-                for name in WARM:
-                    await timed(name, keep=False)
+                await timed(WARM, keep=False)
             for round_ in range(1, runs + 1):
                 for i in range(calls):
-                    for name in _common.rotated(WARM, i):
-                        await timed(name, keep=True)
-                for i in range(cold_calls):
-                    for name in _common.rotated(COLD, i):
-                        await timed(name, keep=True)
-                _common.progress(
-                    f"  {loop_name} round {round_}/{runs}: "
-                    + ", ".join(
-                        f"{_common.fmt_ms(_common.median(times[n][-calls:]))} ms {n}" for n in WARM
-                    )
-                )
+                    await timed(WARM, True, i)
+                for i in range(cold):
+                    await timed(COLD, True, i)
+                medians = (f"{h.fmt_ms(h.median(times[n][-calls:]))} ms {n}" for n in WARM)
+                h.progress(f"  {loop_name} round {round_}/{runs}: " + ", ".join(medians))
     finally:
         pool.shutdown()
     return times
 
 
+def measure(args: argparse.Namespace) -> Result:
+    r = Result(rounds=args.runs, calls=args.calls or (20 if args.quick else 200))
+    for loop in h.loop_names(args.loop):
+        h.progress(f"fixed cost on {loop}: {args.runs} rounds of {r.calls} calls")
+        cold = 1 if args.quick else 2
+        r.loops[loop] = h.run_on(loop, measure_loop(loop, args.runs, r.calls, cold))
+    return r
+
+
 def loop_table(times: dict[str, list[float]]) -> str:
     rows = []
-    floor = _common.median(times[WARM_BASELINE])
-    cold_floor = _common.median(times[COLD_BASELINE])
-    for name in (*WARM, *COLD):
-        values = times[name]
-        med = _common.median(values)
-        base = floor if name in WARM else cold_floor
-        target = ""
-        if name in TARGETED:
-            target = _common.verdict(max(med, _common.percentile(values, 90)) * 1e3 <= TARGET_MS)
-        rows.append(
-            [
-                name,
-                f"{len(values):,}",
-                _common.fmt_ms(med),
-                _common.fmt_ms(_common.percentile(values, 90)),
-                _common.fmt_ms(max(values)),
-                "" if name in (WARM_BASELINE, COLD_BASELINE) else _common.fmt_ms(med - base),
-                target,
-            ]
-        )
+    for name, values in times.items():
+        med, p90 = h.median(values), h.percentile(values, 90)
+        base = h.median(times[WARM_BASELINE if name in WARM else COLD_BASELINE])
+        over = "" if name in (WARM_BASELINE, COLD_BASELINE) else h.fmt_ms(med - base)
+        target = h.verdict(max(med, p90) * 1e3 <= TARGET_MS) if name in WARM[1:] else ""
+        figures = [h.fmt_ms(med), h.fmt_ms(p90), h.fmt_ms(max(values)), over, target]
+        rows.append([name, f"{len(values):,}", *figures])
     headers = ["call", "calls", "median ms", "p90 ms", "max ms", "over its baseline ms", "target"]
-    return _common.markdown_table(headers, rows)
+    return h.markdown_table(headers, rows)
 
 
-def render(results: dict[str, dict[str, list[float]]], runs: int, calls: int) -> str:
+def render(r: Result) -> str:
     parts = [
         "## Fixed cost of a job",
         "",
-        _common.machine_line(),
+        r.machine,
         "",
         f"A job of {RECORDS} records (squared and summed) on {WORKERS} worker processes. "
-        f"Warm calls: {runs} rounds of {calls} calls of each variant, interleaved call by "
-        "call after 20 untimed calls each; cold calls: a few per round, interleaved. "
-        "The median, 90th percentile and maximum are over all timed calls; *over its "
-        "baseline* is the median minus the median of the baseline of the same kind (warm or "
-        "cold), measured in the same run. Every answer was checked.",
+        f"Warm calls: {r.rounds} rounds of {r.calls} calls of each variant, interleaved call "
+        "by call after 20 untimed calls each; cold calls: a few per round, interleaved. The "
+        "median, 90th percentile and maximum are over all timed calls; *over its baseline* is "
+        "the median minus the median of the baseline of the same kind (warm or cold), measured "
+        "in the same run. Every answer was checked.",
         "",
-        f"Target: a tiny job on a warm `Engine` takes ≤ {TARGET_MS:.0f} ms (median and p90). The "
-        "cold rows include starting and stopping the worker processes (the `forkserver` "
+        f"Target: a tiny job on a warm `Engine` takes ≤ {TARGET_MS:.0f} ms (median and p90). "
+        "The cold rows include starting and stopping the worker processes (the `forkserver` "
         "server itself was already running) and are shown for contrast.",
         "",
     ]
-    for loop_name, times in results.items():
-        parts += [f"### {_common.loop_label(loop_name)}", "", loop_table(times), ""]
+    for loop, times in r.loops.items():
+        parts += [f"### {h.loop_label(loop)}", "", loop_table(times), ""]
     return "\n".join(parts)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = _common.parser(__doc__.splitlines()[0], default_runs=5)
-    parser.add_argument(
-        "--calls",
-        type=int,
-        default=None,
-        help=f"warm calls of each variant per round (default {CALLS})",
-    )
-    args = parser.parse_args(argv)
-    calls = args.calls or (20 if args.quick else CALLS)
-    runs = 1 if args.quick and args.runs == parser.get_default("runs") else args.runs
-    cold_calls = 1 if args.quick else COLD_CALLS
-    results: dict[str, dict[str, list[float]]] = {}
-    for loop_name in _common.loop_names(args.loop):
-        _common.progress(f"fixed cost on {loop_name}: {runs} rounds of {calls} calls")
-        results[loop_name] = _common.run_on(loop_name, measure(loop_name, runs, calls, cold_calls))
-    text = render(results, runs, calls)
-    print(text)
-    if args.write_docs:
-        _common.write_section("fixed_cost", text)
-
-
 if __name__ == "__main__":
-    main()
+    parser = h.parser(__doc__, runs=5, loop="both")
+    parser.add_argument("--calls", type=h.positive, help="warm calls per round (default 200)")
+    sys.exit(h.main("fixed_cost", parser, measure, render))

@@ -1,49 +1,28 @@
 """Streaming throughput: small records from an async generator through two worker processes.
 
-The job: 2,000,000 ints from an async generator, each squared, all summed, on 2 workers.
-Every variant below runs in the same process, interleaved round by round (the order rotates
-each round), on the same event loop:
-
-* ``plain async for``: one process sums as it iterates; the ceiling for anything that
-  streams its input through the caller;
-* ``hand-written batched loop``: 10,000 records per ``loop.run_in_executor`` call on a
-  ``ProcessPoolExecutor(2)``, at most 4 calls in flight (a sliding window); each call sums
-  ``square(x)`` over its batch;
-* ``one run_in_executor per record``: the naive way, on fewer records (it is slow), with a
-  window of 64 calls in flight;
-* ``aiomr.map_reduce`` (module-level: it starts and stops its own pool inside the timing),
-  compared with the batched loop on a pool started and shut down inside the timing too;
-* ``Engine.map_reduce`` on a warm ``aiomr.Engine(max_workers=2)``, with the default adaptive
-  chunking and with ``chunk_size=10_000``.
-
-Pool start-up is excluded from every warm variant: the baseline's ``ProcessPoolExecutor`` and
-the ``Engine`` start and run a task on every worker before any timing; it is included in both
-cold variants. Both pools use the ``forkserver`` start method. Every answer is checked against
-the closed form of the sum.
-
-Run ``python3 benchmarks/streaming.py --help`` for the options.
+2,000,000 ints, each squared, all summed on 2 workers, by a plain ``async for`` (the ceiling),
+a hand-written batched ``run_in_executor`` loop (the baseline), one ``run_in_executor`` per
+record, and aiomr, warm (``Engine``) and cold (``aiomr.map_reduce``, compared with the batched
+loop on a pool started inside the timing too). ``--help`` for the options.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import concurrent.futures
-import multiprocessing
 import operator
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import _common
+import _harness as h
+import _machine
 
 import aiomr
 
-WORKERS = 2
-RECORDS = 2_000_000
-PER_RECORD_RECORDS = 20_000
-BATCH = 10_000
-WINDOW = 4
-PER_RECORD_WINDOW = 64
+WORKERS, BATCH, WINDOW, PER_RECORD_WINDOW = 2, 10_000, 4, 64
 TARGET_RATIO = 0.85
 
 PLAIN = "plain `async for` in one process"
@@ -65,68 +44,53 @@ async def numbers(n: int) -> AsyncIterator[int]:
 
 
 def square(x: int) -> int:
-    """Map one record."""
+    """Map one record: aiomr's mapper, and what the batched loop's task calls."""
     return x * x
 
 
 def sum_squares(batch: list[int]) -> int:
-    """Map and reduce one batch: the task of the hand-written batched loop.
-
-    It calls the same ``square`` as aiomr's mapper, so both pay the same per-record cost in
-    the workers and the comparison measures what surrounds the mapper.
-    """
+    """Map and reduce one batch: the task of the batched loop (the same work as aiomr's)."""
     return sum(map(square, batch))
 
 
-def expected_sum(n: int) -> int:
-    """Return the sum of squares of ``0 .. n-1``."""
-    return (n - 1) * n * (2 * n - 1) // 6
-
-
 async def plain_loop(n: int) -> int:
-    """Sum as the records stream in, in this process: the ceiling."""
     total = 0
     async for x in numbers(n):
         total += x * x
     return total
 
 
-async def batched_loop(pool: concurrent.futures.Executor, n: int) -> int:
-    """Send batches of ``BATCH`` records, at most ``WINDOW`` in flight: the baseline."""
+async def windowed(pool: concurrent.futures.Executor, n: int, batch: int, window: int) -> int:
+    """Send batches of ``batch`` records (one by one: ``batch == 1``), ``window`` in flight."""
     loop = asyncio.get_running_loop()
-    total = 0
-    in_flight: set[asyncio.Future[int]] = set()
-    batch: list[int] = []
+    total, in_flight, records = 0, set[asyncio.Future[int]](), list[int]()
     async for x in numbers(n):
-        batch.append(x)
-        if len(batch) == BATCH:
-            if len(in_flight) >= WINDOW:
+        records.append(x)
+        if len(records) == batch:
+            if len(in_flight) >= window:
                 done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 total += sum(f.result() for f in done)
-            in_flight.add(loop.run_in_executor(pool, sum_squares, batch))
-            batch = []
-    if batch:
-        in_flight.add(loop.run_in_executor(pool, sum_squares, batch))
+            if batch == 1:
+                in_flight.add(loop.run_in_executor(pool, square, x))
+            else:
+                in_flight.add(loop.run_in_executor(pool, sum_squares, records))
+            records = []
+    if records:
+        in_flight.add(loop.run_in_executor(pool, sum_squares, records))
     return total + sum(await asyncio.gather(*in_flight))
 
 
-async def per_record_loop(pool: concurrent.futures.Executor, n: int) -> int:
-    """Send every record on its own, at most ``PER_RECORD_WINDOW`` in flight."""
-    loop = asyncio.get_running_loop()
-    total = 0
-    in_flight: set[asyncio.Future[int]] = set()
-    async for x in numbers(n):
-        if len(in_flight) >= PER_RECORD_WINDOW:
-            done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            total += sum(f.result() for f in done)
-        in_flight.add(loop.run_in_executor(pool, square, x))
-    return total + sum(await asyncio.gather(*in_flight))
+async def batched_cold(n: int) -> int:
+    """The batched loop on a pool started and shut down inside the call, like aiomr's."""
+    pool = _machine.process_pool(WORKERS, warm=False)
+    try:
+        return await windowed(pool, n, BATCH, WINDOW)
+    finally:
+        await asyncio.to_thread(pool.shutdown)
 
 
 @dataclass
 class Samples:
-    """Timed runs of one variant on one event loop."""
-
     records: int
     seconds: list[float] = field(default_factory=list)
     chunk_sizes: list[int] = field(default_factory=list)
@@ -135,145 +99,94 @@ class Samples:
         return [self.records / s for s in self.seconds]
 
 
-def new_pool() -> concurrent.futures.ProcessPoolExecutor:
-    return concurrent.futures.ProcessPoolExecutor(
-        WORKERS, mp_context=multiprocessing.get_context("forkserver")
-    )
+@dataclass(kw_only=True)
+class Result(h.Measurements):
+    records: int
+    loops: dict[str, dict[str, Samples]] = field(default_factory=dict)
 
 
-def start_pool() -> concurrent.futures.ProcessPoolExecutor:
-    """Start a warm ProcessPoolExecutor: every worker has run one task."""
-    pool = new_pool()
-    concurrent.futures.wait([pool.submit(time.sleep, 0.05) for _ in range(WORKERS)])
-    return pool
-
-
-async def batched_loop_cold(n: int) -> int:
-    """The batched loop on a pool started and shut down inside the call, like aiomr's."""
-    pool = new_pool()
-    try:
-        return await batched_loop(pool, n)
-    finally:
-        await asyncio.to_thread(pool.shutdown)
-
-
-async def measure(loop_name: str, runs: int, n: int, n_per_record: int) -> dict[str, Samples]:
+async def measure_loop(loop: str, runs: int, n: int, n_slow: int) -> dict[str, Samples]:
     """Run every variant ``runs`` times (after one untimed warm-up round) on the running loop."""
-    samples = {name: Samples(n_per_record if name == PER_RECORD else n) for name in VARIANTS}
-    pool = await asyncio.to_thread(start_pool)
+    samples = {name: Samples(n_slow if name == PER_RECORD else n) for name in VARIANTS}
+    pool = await asyncio.to_thread(_machine.process_pool, WORKERS)
     try:
         async with aiomr.Engine(max_workers=WORKERS) as engine:
-
-            def variant(name: str, size: int) -> Callable[[aiomr.JobStats], Awaitable[int]]:
-                if name == PLAIN:
-                    return lambda _: plain_loop(size)
-                if name == BATCHED:
-                    return lambda _: batched_loop(pool, size)
-                if name == BATCHED_COLD:
-                    return lambda _: batched_loop_cold(size)
-                if name == PER_RECORD:
-                    return lambda _: per_record_loop(pool, size)
-                if name == COLD:
-                    return lambda st: aiomr.map_reduce(
-                        numbers(size), square, operator.add, max_workers=WORKERS, stats=st
-                    )
-                chunk_size = BATCH if name == WARM_10K else None
-                return lambda st: engine.map_reduce(
-                    numbers(size), square, operator.add, chunk_size=chunk_size, stats=st
+            jobs: dict[str, Callable[[int, aiomr.JobStats], Awaitable[int]]] = {
+                PLAIN: lambda size, _: plain_loop(size),
+                BATCHED: lambda size, _: windowed(pool, size, BATCH, WINDOW),
+                BATCHED_COLD: lambda size, _: batched_cold(size),
+                PER_RECORD: lambda size, _: windowed(pool, size, 1, PER_RECORD_WINDOW),
+                COLD: lambda size, st: aiomr.map_reduce(
+                    numbers(size), square, operator.add, max_workers=WORKERS, stats=st
+                ),
+                WARM: lambda size, st: engine.map_reduce(
+                    numbers(size), square, operator.add, stats=st
+                ),
+                WARM_10K: lambda size, st: engine.map_reduce(
+                    numbers(size), square, operator.add, chunk_size=BATCH, stats=st
+                ),
+            }
+            for round_, name in h.interleaved(VARIANTS, runs + 1):
+                size = samples[name].records if round_ else min(samples[name].records, 100_000)
+                stats = aiomr.JobStats()
+                started = time.perf_counter()
+                answer = await jobs[name](size, stats)
+                seconds = time.perf_counter() - started
+                if answer != (size - 1) * size * (2 * size - 1) // 6:  # the closed form
+                    raise SystemExit(f"{name} on {loop}: wrong answer {answer}")
+                if round_ == 0:
+                    continue  # the warm-up round
+                samples[name].seconds.append(seconds)
+                if stats.chunk_sizes:
+                    samples[name].chunk_sizes.append(max(s for _, s in stats.chunk_sizes))
+                h.progress(
+                    f"  {loop} round {round_}/{runs}: {h.fmt_rate(size / seconds):>11}  {name}"
                 )
-
-            for round_ in range(runs + 1):
-                warm_up = round_ == 0
-                for name in _common.rotated(VARIANTS, round_):
-                    size = samples[name].records
-                    if warm_up:
-                        size = min(size, 100_000)
-                    stats = aiomr.JobStats()
-                    started = time.perf_counter()
-                    answer = await variant(name, size)(stats)
-                    seconds = time.perf_counter() - started
-                    if answer != expected_sum(size):
-                        raise SystemExit(f"{name} on {loop_name}: wrong answer {answer}")
-                    if warm_up:
-                        continue
-                    samples[name].seconds.append(seconds)
-                    if stats.chunk_sizes:
-                        samples[name].chunk_sizes.append(max(s for _, s in stats.chunk_sizes))
-                    _common.progress(
-                        f"  {loop_name} round {round_}/{runs}: "
-                        f"{_common.fmt_rate(size / seconds):>11}  {name}"
-                    )
     finally:
         pool.shutdown()
     return samples
 
 
-def paired_ratio(samples: dict[str, Samples], name: str, baseline: str = BATCHED) -> float:
+def measure(args: argparse.Namespace) -> Result:
+    n = args.records or (200_000 if args.quick else 2_000_000)
+    result = Result(rounds=args.runs, records=n)
+    for loop in h.loop_names(args.loop):
+        h.progress(f"streaming on {loop}: {n:,} records, {args.runs} runs")
+        n_slow = 2_000 if args.quick else 20_000
+        result.loops[loop] = h.run_on(loop, measure_loop(loop, args.runs, n, n_slow))
+    return result
+
+
+def ratio(samples: dict[str, Samples], name: str, baseline: str = BATCHED) -> float:
     """Median over rounds of this variant's records/s over the baseline's, same round."""
-    ours, theirs = samples[name].rates(), samples[baseline].rates()
-    return _common.median(a / b for a, b in zip(ours, theirs, strict=True))
+    return h.median(h.ratios(samples[name].rates(), samples[baseline].rates()))
 
 
 def loop_table(samples: dict[str, Samples]) -> str:
     rows = []
-    for name in VARIANTS:
-        s = samples[name]
-        rates = s.rates()
-        baseline = BASELINE_OF.get(name, BATCHED)
-        notes = []
-        if name == PER_RECORD:
-            notes.append(f"{s.records:,} records only")
-        if s.chunk_sizes:
-            notes.append(f"largest chunk {max(s.chunk_sizes):,}")
+    for name, s in samples.items():
+        rates, baseline = s.rates(), BASELINE_OF.get(name, BATCHED)
+        notes = [f"{s.records:,} records only"] if name == PER_RECORD else []
+        notes += [f"largest chunk {max(s.chunk_sizes):,}"] if s.chunk_sizes else []
         if baseline != BATCHED:
             notes.append("ratio to the batched loop with pool start included")
-        rows.append(
-            [
-                name,
-                f"{s.records:,}",
-                _common.fmt_rate(_common.median(rates)),
-                f"{_common.fmt_rate(min(rates))} to {_common.fmt_rate(max(rates))}",
-                _common.fmt_ratio(paired_ratio(samples, name, baseline)),
-                "; ".join(notes),
-            ]
-        )
-    return _common.markdown_table(
-        ["variant", "records", "median records/s", "range", "vs batched loop", "notes"],
-        rows,
-        left=(0, 5),
-    )
+        rate = f"{h.fmt_rate(min(rates))} to {h.fmt_rate(max(rates))}"
+        ratio_text = h.fmt_ratio(ratio(samples, name, baseline))
+        rows.append([name, f"{s.records:,}", h.fmt_rate(h.median(rates)), rate, ratio_text])
+        rows[-1].append("; ".join(notes))
+    headers = ["variant", "records", "median records/s", "range", "vs batched loop", "notes"]
+    return h.markdown_table(headers, rows, left=(0, 5))
 
 
-def summary_table(results: dict[str, dict[str, Samples]]) -> str:
-    rows = []
-    for loop_name, samples in results.items():
-        for name, baseline in BASELINE_OF.items():
-            ratio = paired_ratio(samples, name, baseline)
-            rows.append(
-                [
-                    _common.loop_label(loop_name),
-                    name,
-                    baseline,
-                    f"{ratio:.2f}",
-                    _common.verdict(round(ratio, 2) >= TARGET_RATIO),
-                ]
-            )
-    return _common.markdown_table(
-        ["event loop", "aiomr", "compared with", "ratio of records/s", "target ≥ 0.85"],
-        rows,
-        left=(0, 1, 2),
-    )
-
-
-def render(results: dict[str, dict[str, Samples]], runs: int, n: int) -> str:
-    per_record = results[next(iter(results))][PER_RECORD].records
+def render(r: Result) -> str:
+    slow = next(iter(r.loops.values()))[PER_RECORD].records
     parts = [
         "## Streaming throughput",
         "",
-        _common.machine_line(),
+        r.machine,
         "",
-        f"{n:,} small ints from an async generator, each squared, all summed, on "
-        f"{WORKERS} worker processes. Each variant ran {runs} times (after one untimed "
+        f"{r.records:,} small ints from an async generator, each squared, all summed, on "
+        f"{WORKERS} worker processes. Each variant ran {r.rounds} times (after one untimed "
         "warm-up round), interleaved with the others in rotating order; the table gives the "
         "median records/s, the range over the runs, and the median over rounds of the ratio to "
         "the hand-written batched loop measured in the same round. The batched loop's tasks "
@@ -286,40 +199,33 @@ def render(results: dict[str, dict[str, Samples]], runs: int, n: int) -> str:
         "timing. It is **included** in the two cold rows: the module-level "
         "`aiomr.map_reduce` starts and stops its own pool inside the timing, and so does the "
         "batched loop it is compared with (both use `forkserver`, whose server process was "
-        f"already running). The per-record row ran on {per_record:,} records only (it is slow); "
+        f"already running). The per-record row ran on {slow:,} records only (it is slow); "
         "its rate is per second like the others.",
         "",
     ]
-    for loop_name, samples in results.items():
-        parts += [f"### {_common.loop_label(loop_name)}", "", loop_table(samples), ""]
+    for loop, samples in r.loops.items():
+        parts += [f"### {h.loop_label(loop)}", "", loop_table(samples), ""]
+    rows = []
+    for loop, samples in r.loops.items():
+        for name, base in BASELINE_OF.items():
+            x = ratio(samples, name, base)
+            rows.append(
+                [h.loop_label(loop), name, base, f"{x:.2f}", h.verdict(round(x, 2) >= TARGET_RATIO)]
+            )
+    headers = ["event loop", "aiomr", "compared with", "ratio of records/s", "target ≥ 0.85"]
     parts += [
         "### Against the target",
         "",
         f"Target: aiomr reaches at least {TARGET_RATIO} of the hand-written batched loop's "
         "records/s, warm compared with warm and cold with cold.",
         "",
-        summary_table(results),
+        h.markdown_table(headers, rows, left=(0, 1, 2)),
         "",
     ]
     return "\n".join(parts)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = _common.parser(__doc__.splitlines()[0], default_runs=7)
-    parser.add_argument("--records", type=int, default=None, help=f"default {RECORDS:,}")
-    args = parser.parse_args(argv)
-    n = args.records or (200_000 if args.quick else RECORDS)
-    n_per_record = 2_000 if args.quick else PER_RECORD_RECORDS
-    runs = 2 if args.quick and args.runs == parser.get_default("runs") else args.runs
-    results: dict[str, dict[str, Samples]] = {}
-    for loop_name in _common.loop_names(args.loop):
-        _common.progress(f"streaming on {loop_name}: {n:,} records, {runs} runs")
-        results[loop_name] = _common.run_on(loop_name, measure(loop_name, runs, n, n_per_record))
-    text = render(results, runs, n)
-    print(text)
-    if args.write_docs:
-        _common.write_section("streaming", text)
-
-
 if __name__ == "__main__":
-    main()
+    parser = h.parser(__doc__, runs=7, quick_runs=2, loop="both")
+    parser.add_argument("--records", type=h.positive, help="records per job (default 2,000,000)")
+    sys.exit(h.main("streaming", parser, measure, render))

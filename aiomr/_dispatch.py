@@ -110,7 +110,7 @@ async def run_phase(
     if timeout is not None and not executor.can_kill_tasks:
         raise ValueError(
             f"task_timeout needs an executor that can stop a running task; "
-            f"{type(executor).__name__} cannot (use the process executor)"
+            f"{executor.name} cannot (use the process executor)"
         )
     loop = asyncio.get_running_loop()
     deadlines: dict[asyncio.Future[Any], float] = {}

@@ -241,6 +241,11 @@ class Lane(Executor):
         return workers if self._cap is None else max(1, min(self._cap, workers))
 
     @property
+    def name(self) -> str:
+        """The name of the executor the lane leads to."""
+        return self._scheduler.executor.name
+
+    @property
     def closed(self) -> bool:
         return self._scheduler.executor.closed
 
@@ -250,7 +255,7 @@ class Lane(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[Any]:
         executor = self._scheduler.executor
         if executor.closed:
-            raise ClosedResourceError(f"{type(executor).__name__} is closed")
+            raise ClosedResourceError(f"{executor.name} is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._scheduler._submit(self, _Task(future, fn, args))
         return future

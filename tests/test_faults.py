@@ -357,7 +357,11 @@ async def test_a_hung_task_is_killed_after_task_timeout_and_rerun(tmp_path: path
 
 
 async def test_task_timeout_needs_a_process_executor() -> None:
-    with pytest.raises(ValueError, match="task_timeout needs an executor that can stop"):
+    with pytest.raises(
+        ValueError,
+        match=r"^task_timeout needs an executor that can stop a running task; ThreadExecutor "
+        r"cannot \(use the process executor\)$",
+    ):
         await aiomr.map_reduce(
             range(3), abs, operator.add, executor="thread", retry=aiomr.RetryPolicy(task_timeout=1)
         )

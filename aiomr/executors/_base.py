@@ -121,6 +121,11 @@ class Executor(abc.ABC):
         """Release the workers. Idempotent."""
 
     @property
+    def name(self) -> str:
+        """How errors name this executor: its class name unless it says otherwise."""
+        return type(self).__name__
+
+    @property
     def closed(self) -> bool:
         """Whether `aclose` has been called."""
         return self._closed

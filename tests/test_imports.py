@@ -120,7 +120,7 @@ def test_workers_of_file_jobs_import_no_caller_side_module(tmp_path: Path) -> No
     )
     found = json.loads(out)
     for job in ("keyed", "blocks", "sqlite"):
-        assert "aiomr._worker" in found[job], found[job]  # the mappers did run in workers
+        assert "aiomr._worker.run" in found[job], found[job]  # the mappers did run in workers
         assert sorted(set(CALLER_SIDE) & set(found[job])) == [], job
     assert "aiomr._keyed.shuffle" in found["keyed"]
     assert "aiomr.sources._query_ranges" in found["sqlite"]

@@ -53,10 +53,10 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .._codepickle import dumps_code
 from .._exceptions import BrokenWorkerError, WorkerTraceback
 from .._reducer import Folder
-from .._worker import Failure, Outcome
+from .._worker.envelope import Failure, Outcome
+from .._worker.job_code import dumps_code
 from ._base import Executor, ShippedCode, default_max_workers
 from ._dask_tree import (
     HELD,

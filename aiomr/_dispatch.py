@@ -29,7 +29,8 @@ from ._outcomes import chunk_outcome, is_pickling_error, judge, unpicklable
 from ._reducer import Folder
 from ._retry import RetryPolicy, Tally
 from ._stats import JobStats
-from ._worker import SEAL_MIN_ITEMS, Outcome, Skipped, seal_records
+from ._worker.envelope import Outcome, Skipped
+from ._worker.sealing import SEAL_MIN_ITEMS, seal_records
 from .executors import Executor, ShippedCode
 
 __all__ = ["Phase", "dispatch", "run_phase"]

@@ -39,14 +39,14 @@ from ._retry import RetryPolicy
 from ._sentinels import MISSING
 from ._stats import JobStats
 from ._types import Mode
-from ._worker import (
-    execute,
+from ._worker.bodies import (
     fold_guarded,
     fold_parsed,
     fold_records,
     map_chunk,
     map_parsed_chunk,
 )
+from ._worker.run import execute
 from .executors import Executor, ShippedCode
 from .sources._describe import describe
 

@@ -1,11 +1,11 @@
 """What a finished task means: its value, or the user's exception as itself, and whose fault.
 
-A task's future holds one of three things. An `aiomr._worker.Outcome`: the task ran. An
-`aiomr._worker.Failure`: user code (or aiomr's reading of the input) raised in the worker;
-the exception is raised here as itself, the worker's traceback as its ``__cause__``. Or the
-future failed: the executor could not run the task (a lost worker, something that cannot be
-pickled), which becomes an aiomr error naming the task. `judge` then tells the retry rules
-whether the failure counts against the task.
+A task's future holds one of three things. An `aiomr._worker.envelope.Outcome`: the task
+ran. An `aiomr._worker.envelope.Failure`: user code (or aiomr's reading of the input) raised
+in the worker; the exception is raised here as itself, the worker's traceback as its
+``__cause__``. Or the future failed: the executor could not run the task (a lost worker,
+something that cannot be pickled), which becomes an aiomr error naming the task. `judge`
+then tells the retry rules whether the failure counts against the task.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ._exceptions import (
     WorkerTraceback,
 )
 from ._retry import Verdict
-from ._worker import Failure, Outcome
+from ._worker.envelope import Failure, Outcome
 from .executors._base import WorkerLost
 from .executors._process_worker import ReplyPicklingError
 

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ._sentinels import MISSING
-from ._worker import EMPTY, unseal
+from ._worker.envelope import EMPTY
+from ._worker.sealing import unseal
 
 if TYPE_CHECKING:
     from .executors import ShippedCode

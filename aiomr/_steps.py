@@ -20,7 +20,7 @@ from ._keyed.phases import collect_keyed, open_keyed
 from ._keyed.shuffle import ReducePlan
 from ._keyed.specs import GroupByKey
 from ._options import KeyedOptions
-from ._worker import short_repr
+from ._worker.envelope import short_repr
 from .executors import Executor
 
 __all__ = ["HasSteps", "Step", "checked_steps", "run_steps"]

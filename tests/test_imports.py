@@ -24,6 +24,10 @@ CALLER_SIDE = [
     "aiomr._keyed.phases",
     "aiomr._scheduler",
     "aiomr.cli",
+    "aiomr.executors._pool",
+    "aiomr.executors._pool_health",
+    "aiomr.executors._pool_spawner",
+    "aiomr.executors._pool_tasks",
     "aiomr.executors._process",
     "aiomr.sources._query",
     "aiomr.sources._lines",
@@ -120,7 +124,7 @@ def test_workers_of_file_jobs_import_no_caller_side_module(tmp_path: Path) -> No
     )
     found = json.loads(out)
     for job in ("keyed", "blocks", "sqlite"):
-        assert "aiomr._worker" in found[job], found[job]  # the mappers did run in workers
+        assert "aiomr._worker.run" in found[job], found[job]  # the mappers did run in workers
         assert sorted(set(CALLER_SIDE) & set(found[job])) == [], job
     assert "aiomr._keyed.shuffle" in found["keyed"]
     assert "aiomr.sources._query_ranges" in found["sqlite"]

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 import aiomr
-from aiomr import _worker
-from aiomr._worker import SEAL_MIN_ITEMS, Sealed, seal, unseal
+from aiomr._worker import envelope, run, sealing
+from aiomr._worker.sealing import SEAL_MIN_ITEMS, Sealed, seal, unseal
 
 pytestmark = pytest.mark.usefixtures("nothing_left_running")
 
 
-class CountingReader(_worker._SliceReader):
+class CountingReader(sealing._SliceReader):
     __slots__ = ("reads",)
 
     def __init__(self, data: bytes) -> None:
@@ -88,20 +88,20 @@ async def test_a_first_partial_that_is_sealed_becomes_the_value() -> None:
 
 def test_a_large_chunk_is_pickled_frame_by_frame() -> None:
     records = [f"word{i}\t{i}\t{i % 7}" for i in range(65_536)]
-    sink = _worker._FrameSink()
+    sink = sealing._FrameSink()
     pickle.Pickler(sink, pickle.HIGHEST_PROTOCOL).dump(records)
     # One write per frame of about 64 KiB: each is a chance for the event loop to run.
     assert len(sink.parts) >= sum(map(len, records)) // (128 * 1024)
-    sealed = _worker.seal_records(records)
+    sealed = sealing.seal_records(records)
     assert pickle.loads(sealed.data) == records
 
 
 def test_execute_unseals_a_sealed_chunk_before_the_body_sees_it() -> None:
     records = list(range(5_000))
-    outcome = _worker.execute(
-        lambda rs, start: (type(rs), sum(rs), start), _worker.seal_records(records), 7
+    outcome = run.execute(
+        lambda rs, start: (type(rs), sum(rs), start), sealing.seal_records(records), 7
     )
-    assert isinstance(outcome, _worker.Outcome)
+    assert isinstance(outcome, envelope.Outcome)
     assert outcome.value == (list, sum(records), 7)
     assert outcome.records == len(records)
 

@@ -40,7 +40,7 @@ from .._outcomes import lost_worker_error, outcome_of
 from .._reducer import Folder
 from .._retry import RetryPolicy
 from .._stats import JobStats
-from .._worker import execute
+from .._worker.run import execute
 from ..executors import Executor
 from ..sources._describe import describe
 from .result_files import as_mapping, iter_result_file, iter_sorted

@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from .._blame import note_no_record, note_record
 from .._exceptions import MapperOutputError
-from .._worker import Skipped
+from .._worker.blame import note_no_record, note_record
+from .._worker.envelope import Skipped
 from .hashing import NotEqualToItself, refuse_nan, stable_hash, stable_hashes
 from .order import ascending_pairs, short_repr, sort_records
 from .specs import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._blame import reading, shift_record
-from .._worker import Counted, RecordParser, close_reading, parse_records
+from .._worker.blame import reading, shift_record
+from .._worker.bodies import RecordParser, close_reading, parse_records
+from .._worker.envelope import Counted
 from .shuffle import Guard, MapOutput, ReduceOutput, ReducePlan, map_keyed, reduce_partition
 
 if TYPE_CHECKING:
@@ -90,7 +91,8 @@ def _map_chunk(
     plan: ReducePlan, records: list[Any], start: int, guard: Guard | None = None
 ) -> tuple[list[MapOutput], int]:
     """`map_keyed` over a chunk's records, which it counts from ``start``, the chunk's
-    position in the source; an error notes the record's index in the chunk (`aiomr._blame`)."""
+    position in the source; an error notes the record's index in the chunk
+    (`aiomr._worker.blame`)."""
     try:
         return map_keyed(plan, (records,), start, guard)
     except Exception as exc:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 from .._exceptions import WorkerTraceback
 from .._reducer import Folder
 from .._sentinels import Marker
-from .._worker import EMPTY, Failure, Outcome
+from .._worker.envelope import EMPTY, Failure, Outcome
 
 if TYPE_CHECKING:
     import distributed

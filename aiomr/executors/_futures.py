@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
-from .._codepickle import dumps_code
+from .._worker.job_code import dumps_code
 from ._base import Executor, ShippedCode, default_max_workers
 from ._shipping import private_directory, ship_by_file
 

@@ -54,8 +54,14 @@ DEFAULT_STALL_TIMEOUT = 5.0
 Long enough that a loaded machine never trips it (a heartbeat is due every 0.1 s), short
 enough that a stopped worker costs a job seconds, not its life."""
 
-_FORKSERVER_PRELOAD = ("aiomr.executors._process_worker", "aiomr._worker", "cloudpickle")
-"""Modules every worker needs: imported once by the forkserver, inherited by each worker."""
+_FORKSERVER_PRELOAD = (
+    "aiomr.executors._process_worker",
+    "aiomr._worker.run",
+    "aiomr._worker.bodies",
+    "cloudpickle",
+)
+"""Modules every worker needs: imported once by the forkserver, inherited by each worker (the
+worker's main, and what every map task runs: `execute` around a body)."""
 
 
 def _preload_in_forkserver(context: multiprocessing.context.BaseContext) -> None:
@@ -108,7 +114,7 @@ class ProcessExecutor(Executor):
 
     seals_chunks = True
     """Large chunks of records may come sealed (pickled by the caller on a helper thread,
-    `aiomr._worker.seal_records`); the task's ``execute`` unseals them in the worker."""
+    `aiomr._worker.sealing.seal_records`); the task's ``execute`` unseals them in the worker."""
 
     can_kill_tasks = True
     """`kill_task` stops a task by killing its worker process (``task_timeout``)."""

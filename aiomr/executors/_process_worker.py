@@ -8,7 +8,7 @@ Every message is a frame: a header of two unsigned 64-bit integers, the body's l
 tag, then the body (`pack`). A task's tag is its sequence number and its reply carries the
 same tag; tag 0 is for the worker's own messages (``ready`` once it has started). A body is
 pickled at protocol 5 with its large buffers out of band (a sealed chunk or partial, see
-`aiomr._worker.Sealed`): they follow the pickle as they are, written from the object that
+`aiomr._worker.sealing.Sealed`): they follow the pickle as they are, written from the object that
 holds them and read into the buffer the unpickler gets, so pickle never copies them.
 
 Signs of life go through memory, not the pipes: each worker owns a slot of three counters in
@@ -35,7 +35,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .._worker import ShippedCall, _SliceReader, initialize_worker
+from .._worker.job_code import ShippedCall
+from .._worker.sealing import _SliceReader
+from .._worker.startup import initialize_worker
 
 __all__ = [
     "BEAT_SECONDS",
@@ -80,7 +82,7 @@ def body_size(parts: list[Any]) -> int:
 def unpack(body: bytes | bytearray, *, sliced: bool = False) -> Any:
     """Unpickle a body `pack` made; its buffers stay views into ``body``. ``sliced``: read
     the pickle through a file whose ``read`` is Python code, which hands the GIL over between
-    pickle's frames (`aiomr._worker.Sealed`)."""
+    pickle's frames (`aiomr._worker.sealing.Sealed`)."""
     view = memoryview(body)
     (count,) = _COUNT.unpack_from(view)
     sizes = [_SIZE.unpack_from(view, _COUNT.size + _SIZE.size * i)[0] for i in range(count)]

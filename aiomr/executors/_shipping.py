@@ -4,9 +4,9 @@ A process pool would otherwise pickle the callable with every task, by reference
 closures and functions defined in ``__main__`` fail, and a large closure is copied once per
 task. `ship_by_file` pickles a job's code once with cloudpickle (by value where needed) into
 a file in the pool's private directory (``/dev/shm`` when present, so it never touches a
-disk); every task carries a `aiomr._worker.ShippedCall` instead: a token and a path, a few
-dozen bytes. Each worker unpickles the code on its first task of the job and caches it
-(`aiomr._worker.load_shipped`).
+disk); every task carries a `aiomr._worker.job_code.ShippedCall` instead: a token and a
+path, a few dozen bytes. Each worker unpickles the code on its first task of the job and
+caches it (`aiomr._worker.job_code.load_shipped`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .._codepickle import dumps_code
-from .._worker import ShippedCall
+from .._worker.job_code import ShippedCall, dumps_code
 from ._base import ShippedCode
 
 __all__ = ["private_directory", "ship_by_file"]

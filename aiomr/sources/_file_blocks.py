@@ -20,7 +20,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import RecordError
-from .._worker import Counted, Skipped, short_repr
+from .._worker.envelope import Counted, Skipped, short_repr
 from ._locate import SegmentLines, locate
 from ._segments import BLOCK_SIZE, Segment, Split, read_blocks
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .._worker import RecordParser
+    from .._worker.bodies import RecordParser
     from ._split_source import SplitSource
 
 __all__ = ["DEFAULT_NOUN", "Batch", "BatchReader", "Origin", "Source"]

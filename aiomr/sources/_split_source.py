@@ -116,7 +116,7 @@ class SplitSource(Source):
         ``on_error`` other than ``"raise"`` reads records one by one and skips bad ones; in
         ``mode="blocks"`` only a source whose reader can check its blocks can do that.
         """
-        from .. import _worker
+        from .._worker import bodies
 
         reader = self.reader
         if on_error != "raise":
@@ -126,9 +126,9 @@ class SplitSource(Source):
                     "every line of a block before the mapper sees it: "
                     "aiomr.sources.files(..., format='tsv', fields=N)"
                 )
-            return functools.partial(_worker.fold_split_guarded, reader, mapper, reducer)
+            return functools.partial(bodies.fold_split_guarded, reader, mapper, reducer)
         if mode == "record":
-            return functools.partial(_worker.fold_split_records, reader, mapper, reducer)
+            return functools.partial(bodies.fold_split_records, reader, mapper, reducer)
         if mode == "chunk":
-            return functools.partial(_worker.fold_split_chunks, reader, mapper, reducer)
-        return functools.partial(_worker.map_split_blocks, reader, mapper)
+            return functools.partial(bodies.fold_split_chunks, reader, mapper, reducer)
+        return functools.partial(bodies.map_split_blocks, reader, mapper)

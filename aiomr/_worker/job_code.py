@@ -1,7 +1,12 @@
-"""Pickle a job's code for its workers, keeping the source file of code sent by value.
+"""A job's code: pickled once in the caller, unpickled once per worker.
 
-Every executor that sends code to other processes pickles it here (`dumps_code`).
+Every executor that sends code to other processes pickles it here (`dumps_code`). The
+process pool stores it in a file (`aiomr.executors._shipping`) and every task carries a
+`ShippedCall` instead, which a worker turns back into the job's callable once and keeps
+(`load_shipped`).
 
+Keeping the source file of code sent by value
+---------------------------------------------
 cloudpickle sends functions it cannot import by name (lambdas, closures, anything defined in
 the caller's ``__main__`` or registered with ``register_pickle_by_value``) by value, code
 object and all. From cloudpickle 3 on, it replaces each code object's file name with
@@ -17,13 +22,13 @@ from __future__ import annotations
 import io
 import pickle
 import types
-from collections import ChainMap
+from collections import ChainMap, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 
-__all__ = ["dumps_code"]
+__all__ = ["ShippedCall", "dumps_code", "load_shipped"]
 
 _REDUCE_CODE: Callable[[types.CodeType], tuple[Any, tuple[Any, ...]]] | None = (
     cloudpickle.Pickler.dispatch_table.get(types.CodeType)
@@ -59,3 +64,47 @@ def dumps_code(obj: Any) -> bytes:
     with io.BytesIO() as file:
         _CodePickler(file, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
         return file.getvalue()
+
+
+_CODE_CACHE: OrderedDict[str, Callable[..., Any]] = OrderedDict()
+_CODE_CACHE_SIZE = 32
+"""Jobs whose code a worker keeps unpickled; an Engine rarely runs more at once."""
+
+
+def load_shipped(token: str, path: str) -> Callable[..., Any]:
+    """Return the job code stored at ``path``, unpickling it once per worker."""
+    fn = _CODE_CACHE.get(token)
+    if fn is None:
+        with open(path, "rb") as f:
+            fn = pickle.load(f)
+        _CODE_CACHE[token] = fn
+        while len(_CODE_CACHE) > _CODE_CACHE_SIZE:
+            _CODE_CACHE.popitem(last=False)
+    else:
+        _CODE_CACHE.move_to_end(token)
+    return fn
+
+
+class ShippedCall:
+    """Stand-in for a job's code inside tasks: loads the real callable once per worker."""
+
+    __slots__ = ("path", "token")
+
+    def __init__(self, token: str, path: str) -> None:
+        self.token = token
+        self.path = path
+
+    def __call__(self, *args: Any) -> Any:
+        return load_shipped(self.token, self.path)(*args)
+
+    def load(self) -> None:
+        """Unpickle the job's code now (once per worker), importing what it needs.
+
+        A worker's first task of a job pays for that: importing the mapper's module and
+        everything it imports, seconds on a loaded machine. A pool that times tasks calls
+        this before it starts the clock (``task_timeout`` times the task, not the import).
+        """
+        load_shipped(self.token, self.path)
+
+    def __reduce__(self) -> tuple[type[ShippedCall], tuple[str, str]]:
+        return (ShippedCall, (self.token, self.path))

@@ -29,6 +29,7 @@ from tests.user_executors import ROOT, Featured, ProcessPerTask, Threads
 DOCS = ROOT / "docs" / "concepts" / "executors.md"
 
 FEATURES = {
+    "name",
     "start",
     "workers_replaced",
     "seals_chunks",
@@ -382,6 +383,8 @@ async def test_the_base_class_defaults_are_the_documented_ones() -> None:
         "kill_task": executor.kill_task(loop.create_future(), ran_for=1.0),
         "open_folder": executor.open_folder(operator.add, initial=0, ordered=False),
     }
+    assert executor.name == "Threads"
+    assert documented["name"] == "the class name"
     for name, value in defaults.items():
         shown = "does nothing" if value is None and name == "start" else f"`{value!r}`"
         assert documented[name].removeprefix("returns ") == shown, name

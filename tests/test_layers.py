@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "aiomr._keyed",
             "aiomr._keyed.specs",
             "aiomr._keyed.tasks",
+            "aiomr._keyed.combine",
             "aiomr._keyed.shuffle*",
             "aiomr._keyed.spill*",
             "aiomr._keyed.sorted_runs",

@@ -5,6 +5,7 @@
     specs          ReduceByKey / GroupByKey / FoldByKey: what the user asked for
     phases         the caller side: map phase, reduce phase, results read back
     tasks          the worker side: map and reduce task bodies
+    combine        map a chunk and combine its pairs by key: the hot loop
     shuffle        combine and partition each chunk; reduce each partition
     spill          key state under a memory budget, sorted runs beyond it
     sorted_runs    runs written as pickled batches, merged back by sort key

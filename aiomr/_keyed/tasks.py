@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from .._worker.blame import reading, shift_record
 from .._worker.bodies import RecordParser, close_reading, parse_records
 from .._worker.envelope import Counted
-from .shuffle import Guard, MapOutput, ReduceOutput, ReducePlan, map_keyed, reduce_partition
+from .combine import Guard
+from .shuffle import MapOutput, ReduceOutput, ReducePlan, map_keyed, reduce_partition
 
 if TYPE_CHECKING:
     from ..sources._split_source import SplitReading

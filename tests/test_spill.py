@@ -20,7 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiomr._keyed.hashing import stable_hash
-from aiomr._keyed.spill import MAX_FAN_IN, MIN_BATCH_BYTES, KeyedStore, estimate_size
+from aiomr._keyed.sizes import estimate_size
+from aiomr._keyed.spill import KeyedStore
+from aiomr._keyed.spill_file import MAX_FAN_IN, MIN_BATCH_BYTES
 
 HASHES: dict[str, Callable[[Any], int]] = {
     "stable": stable_hash,

@@ -1,6 +1,7 @@
 """Sorted runs in a spill file: write them as pickled batches, merge them back by sort key.
 
-The machinery under `aiomr._keyed.spill.KeyedStore`; all of it runs in one thread of a worker.
+The machinery under `aiomr._keyed.spill.KeyedStore` and its
+`aiomr._keyed.spill_file.SpillFile`; all of it runs in one thread of a worker.
 
 Why batch pickling
     One ``pickle.dump`` per record would cross into C once per record; a list of up to

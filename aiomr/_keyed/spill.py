@@ -13,16 +13,8 @@ Why sorted runs
     ``order="hash"`` the sort key is `aiomr._keyed.hashing.stable_hash` (cheap, any hashable
     key, told apart by equality where hashes collide, so keys need no order); with
     ``order="key"`` it is the key itself, which yields the groups in ascending key order, and
-    every run and merge checks that the keys are totally ordered (`aiomr._keyed.order`). More
-    than `MAX_FAN_IN` runs are first merged, oldest first, into bigger runs, which bounds
-    the heap and the batches held in memory (one per run).
-
-One file for all runs
-    Runs are appended to one file and read back by byte range through one unbuffered handle,
-    so a tiny budget that spills thousands of runs creates no more files (creating a file
-    costs more than writing a small run) and holds at most three file descriptors whatever
-    the count. Each merge pass writes a new file and deletes the old one. How runs are
-    written and merged back: `aiomr._keyed.sorted_runs`.
+    every run and merge checks that the keys are totally ordered (`aiomr._keyed.order`). The
+    runs go into one file, merged back in passes past a fan-in: `aiomr._keyed.spill_file`.
 
 The memory estimate
     `estimate_size` is ``sys.getsizeof`` plus, for containers, the estimates of at most
@@ -37,12 +29,10 @@ from __future__ import annotations
 import contextlib
 import inspect
 import operator
-import os
 import sys
-import tempfile
 import weakref
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
-from typing import IO, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from .hashing import stable_hash, stable_hashes
 from .order import check_ascending, sort_records
@@ -50,9 +40,9 @@ from .sizes import ATOMIC as _ATOMIC
 from .sizes import EMPTY_LIST_SIZE as _EMPTY_LIST_SIZE
 from .sizes import ENTRY_SIZE as _ENTRY_SIZE
 from .sizes import estimate_size
-from .sorted_runs import Merge, Run, Slice, Span, Values, discard, write_run
+from .spill_file import SpillFile
 
-__all__ = ["KeyedStore", "estimate_size"]
+__all__ = ["KeyedStore"]
 
 _NUMBERS = frozenset({int, float})
 _STRETCH = 4096
@@ -65,11 +55,6 @@ at the budget after every pair."""
 K = TypeVar("K", bound=Hashable)
 A = TypeVar("A")
 
-MAX_FAN_IN = 64
-"""Runs merged at once. More would hold more batches in memory at once; fewer, more passes."""
-MIN_BATCH_BYTES = 4096
-"""Floor of the per-batch byte cap (``memory_budget // MAX_FAN_IN``), so tiny budgets still
-write batches of several records."""
 _MISSING: Any = object()
 _SEALED = "cannot add to a KeyedStore that is closed or being read"
 
@@ -123,18 +108,13 @@ class KeyedStore(Generic[K, A]):
             raise ValueError(f"order must be 'hash' or 'key', got {order!r}")
         self._combine = combine
         self._budget = memory_budget
-        self._batch_bytes = max(MIN_BATCH_BYTES, memory_budget // MAX_FAN_IN)
-        self._directory = directory
         self._order = order
         self._hash = _hash
         self._data: dict[Any, Any] = {}
         self._size = 0
-        self._file: IO[bytes] | None = None  # runs go into one file, per merge pass
-        self._runs: list[Span] = []
-        self._serial = 0
-        self._tempdir: str | None = None
-        self._writers: list[IO[bytes]] = []  # every file open for writing, shared with cleanup
-        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._runs = SpillFile(
+            memory_budget=memory_budget, directory=directory, ordered=order == "key"
+        )
         self._sealed = False
         self._active: weakref.ref[Generator[Any, None, None]] | None = None
         self.spills = 0
@@ -317,9 +297,8 @@ class KeyedStore(Generic[K, A]):
 
     def _release(self) -> None:
         self._sealed = True
-        self._data, self._runs, self._size = {}, [], 0
-        if self._finalizer is not None:
-            self._finalizer()  # runs once: closes the files, removes them and the directory
+        self._data, self._size = {}, 0
+        self._runs.discard()  # closes the files, removes them and the directory
 
     def _records(self) -> list[tuple[Any, Any, Any]]:
         """Return the in-memory state as records sorted by sort key.
@@ -339,48 +318,16 @@ class KeyedStore(Generic[K, A]):
         sort_records(records)
         return records
 
-    def _new_file(self) -> IO[bytes]:
-        if self._tempdir is None:
-            self._tempdir = tempfile.mkdtemp(prefix="aiomr-spill-", dir=self._directory)
-            # Also cleans up if the store is dropped unclosed, or at interpreter exit.
-            self._finalizer = weakref.finalize(self, discard, self._writers, self._tempdir)
-        self._serial += 1
-        path = os.path.join(self._tempdir, f"runs-{self._serial}.pickle")
-        file = open(path, "w+b")  # noqa: SIM115 - closed by discard, whatever happens
-        self._writers.append(file)
-        return file
-
     def _spill(self) -> None:
-        # One file for all runs: creating a file per run costs more than writing a small run.
-        records = self._records()
-        if self._file is None:
-            self._file = self._new_file()
-        start, end = span = write_run(self._file, records, self._batch_bytes)
-        self._runs.append(span)
+        self.spilled_bytes += self._runs.write(self._records())
         self.spills += 1
-        self.spilled_bytes += end - start
         self._data, self._size = {}, 0
 
-    def _reader(self) -> IO[bytes]:
-        assert self._file is not None
-        self._file.flush()
-        return open(self._file.name, "rb", buffering=0)
-
-    def _merge_pass(self) -> None:
-        """Merge consecutive groups of MAX_FAN_IN runs into one run each, in a new file."""
-        out = self._new_file()
-        spans = []
-        with self._reader() as raw:
-            for i in range(0, len(self._runs), MAX_FAN_IN):
-                group = self._runs[i : i + MAX_FAN_IN]
-                runs = [Run(j, [], Slice(raw, span)) for j, span in enumerate(group)]
-                merge = Merge(runs, ordered=self._order == "key")
-                spans.append(write_run(out, merge.records(), self._batch_bytes))
-        assert self._file is not None
-        self._file.close()
-        self._writers.remove(self._file)
-        os.remove(self._file.name)
-        self._file, self._runs = out, spans
+    def _remainder(self) -> list[tuple[Any, Any, Any]]:
+        """The in-memory state as records, handed over to the final merge."""
+        records = self._records()
+        self._data = {}
+        return records
 
     def _memory_items(self) -> Generator[tuple[Any, Any], None, None]:
         # Without runs nothing needs merging: hash order may be any order, so dict order it is.
@@ -402,31 +349,9 @@ class KeyedStore(Generic[K, A]):
                 yield key, iter((acc,))
 
     def _merged_groups(self) -> Generator[tuple[Any, Iterator[Any]], None, None]:
-        values: Values | None = None
         try:
-            # Merge passes until one merge can take every run: each pass rewrites every record
-            # once (log_FAN_IN(runs) passes), and runs stay in age order, so ties still resolve
-            # oldest first. The heap then holds one batch per run, near the budget in all.
-            while len(self._runs) > MAX_FAN_IN:
-                self._merge_pass()
-            with self._reader() as raw:
-                runs = [Run(i, [], Slice(raw, span)) for i, span in enumerate(self._runs)]
-                if self._data:
-                    runs.append(Run(len(runs), self._records(), None))
-                    self._data = {}
-                merge = Merge(runs, ordered=self._order == "key")
-                while (run := merge.top()) is not None:
-                    assert run.head is not None
-                    sortkey, key = run.head[0], run.head[1]
-                    aside: dict[Any, list[Any]] = {}
-                    values = Values(merge, sortkey, key, aside)
-                    yield key, values
-                    values.skip_rest()
-                    for other, accs in aside.items():
-                        yield other, iter(accs)
+            yield from self._runs.groups(self._remainder if self._data else None)
         finally:
-            if values is not None:
-                values.stale = True  # its runs are gone: a later next() ends it, not crashes it
             self._release()
 
     def _fold(

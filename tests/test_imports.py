@@ -127,4 +127,4 @@ def test_workers_of_file_jobs_import_no_caller_side_module(tmp_path: Path) -> No
         assert "aiomr._worker.run" in found[job], found[job]  # the mappers did run in workers
         assert sorted(set(CALLER_SIDE) & set(found[job])) == [], job
     assert "aiomr._keyed.shuffle" in found["keyed"]
-    assert "aiomr.sources._query_ranges" in found["sqlite"]
+    assert "aiomr.sources._range_readers" in found["sqlite"]

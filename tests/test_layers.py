@@ -78,6 +78,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "aiomr.sources._lines",
             "aiomr.sources._query",
             "aiomr.sources._query_*",
+            "aiomr.sources._range_readers",
             "aiomr._db",
             "aiomr._db.*",
             "aiomr.sinks",

@@ -206,11 +206,6 @@ class ChunkReader(Generic[R]):
         self._exhausted = False
         self._closed = False
 
-    @property
-    def records_read(self) -> int:
-        """Records pulled so far."""
-        return self._position
-
     async def next_chunk(self) -> Chunk[R] | None:
         """Return the next chunk, or ``None`` once the source is exhausted."""
         if self._exhausted or self._closed:

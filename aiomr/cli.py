@@ -156,14 +156,6 @@ def _size(text: str) -> int:
     return value
 
 
-class _nothing:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
-
-
 class Terminated(Exception):
     """SIGTERM arrived: the job was cancelled and its workers stopped."""
 

@@ -3,15 +3,17 @@
 `estimate_size` is ``sys.getsizeof`` plus, for containers, the estimates of at most
 `SAMPLE_SIZE` evenly spaced elements scaled up to the container's length, two levels deep:
 O(1) per call whatever the container's size, within tens of percent on uniform data, blind
-to skew that the sample misses.
+to skew that the sample misses. It ignores sharing (a cached small int is counted every time
+it appears) and misses what hides behind other objects' slots.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from itertools import islice
 
-__all__ = ["ATOMIC", "EMPTY_LIST_SIZE", "ENTRY_SIZE", "SAMPLE_SIZE", "estimate_size"]
+__all__ = ["ATOMIC", "EMPTY_LIST_SIZE", "ENTRY_SIZE", "SAMPLE_SIZE", "bulk_size", "estimate_size"]
 
 SAMPLE_SIZE = 8
 """Elements of a container that `estimate_size` inspects; more cost time, fewer miss
@@ -26,6 +28,14 @@ ATOMIC = frozenset({str, bytes, int, float, bool, complex, type(None)})
 def estimate_size(obj: object) -> int:
     """Return a cheap estimate, in bytes, of the memory held by ``obj`` and what it contains."""
     return _estimate(obj, 2)
+
+
+def bulk_size(objects: Iterable[object]) -> int:
+    """The summed size estimate of ``objects``: ``sys.getsizeof`` in C when all are atomic."""
+    objects = objects if isinstance(objects, list) else list(objects)
+    if set(map(type, objects)) <= ATOMIC:
+        return sum(map(sys.getsizeof, objects))
+    return sum(map(estimate_size, objects))
 
 
 def _estimate(obj: object, depth: int) -> int:

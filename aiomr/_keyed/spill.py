@@ -17,11 +17,8 @@ Why sorted runs
     runs go into one file, merged back in passes past a fan-in: `aiomr._keyed.spill_file`.
 
 The memory estimate
-    `estimate_size` is ``sys.getsizeof`` plus, for containers, the estimates of at most
-    `SAMPLE_SIZE` evenly spaced elements scaled up to the container's length, two levels
-    deep. It costs O(1) per call whatever the container size, ignores sharing (a cached small
-    int is counted every time it appears) and misses what hides behind other objects' slots;
-    it is a budget, not an audit. A spill also briefly holds a sorted list of the dict's items.
+    Key state is sized with `aiomr._keyed.sizes.estimate_size`: a budget, not an audit. A
+    spill also briefly holds a sorted list of the dict's items.
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from .order import check_ascending, sort_records
 from .sizes import ATOMIC as _ATOMIC
 from .sizes import EMPTY_LIST_SIZE as _EMPTY_LIST_SIZE
 from .sizes import ENTRY_SIZE as _ENTRY_SIZE
-from .sizes import estimate_size
+from .sizes import bulk_size, estimate_size
 from .spill_file import SpillFile
 
 __all__ = ["KeyedStore"]
@@ -57,14 +54,6 @@ A = TypeVar("A")
 
 _MISSING: Any = object()
 _SEALED = "cannot add to a KeyedStore that is closed or being read"
-
-
-def _bulk_size(objects: Iterable[Any]) -> int:
-    """The summed size estimate of ``objects``: ``sys.getsizeof`` in C when all are atomic."""
-    objects = objects if isinstance(objects, list) else list(objects)
-    if set(map(type, objects)) <= _ATOMIC:
-        return sum(map(sys.getsizeof, objects))
-    return sum(map(estimate_size, objects))
 
 
 class KeyedStore(Generic[K, A]):
@@ -180,7 +169,7 @@ class KeyedStore(Generic[K, A]):
             stop = done + _STRETCH
             new_keys, new_accs = keys[done:stop], accs[done:stop]
             self._data.update(zip(new_keys, new_accs, strict=True))
-            self._size += _bulk_size(new_keys) + _bulk_size(new_accs)
+            self._size += bulk_size(new_keys) + bulk_size(new_accs)
             self._size += _ENTRY_SIZE * len(new_keys)
             done += len(new_keys)
             if self._size > self._budget:
@@ -255,7 +244,7 @@ class KeyedStore(Generic[K, A]):
             done = min(stop, len(keys))
             if fresh:
                 values = map(data.__getitem__, fresh)
-                self._size += _bulk_size(fresh) + _bulk_size(values) + _ENTRY_SIZE * len(fresh)
+                self._size += bulk_size(fresh) + bulk_size(values) + _ENTRY_SIZE * len(fresh)
                 fresh.clear()
         return done - start
 

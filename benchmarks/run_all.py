@@ -1,8 +1,8 @@
 """Run the streaming, loop-lag and fixed-cost benchmarks and write their sections of the docs.
 
 The page's ``machine`` section is written first; then each benchmark runs in its own Python
-process and writes its section. A benchmark that fails keeps its old section, and the exit
-status is non-zero.
+process and writes its section. A benchmark that fails leaves its section saying it was not
+measured, and the exit status is non-zero.
 
 Usage::
 
@@ -36,6 +36,8 @@ def main() -> int:
         command = [sys.executable, str(Path(__file__).with_name(f"{name}.py")), *passed]
         if subprocess.run(command, stdout=subprocess.DEVNULL, check=False).returncode:
             failed.append(name)
+            not_yet = f"Not measured: `python3 benchmarks/{name}.py --write-docs` failed."
+            h.write_section(name, not_yet, page)
         h.progress(f"== {name}: {time.perf_counter() - started:.0f} s")
     if failed:
         h.progress(f"failed: {', '.join(failed)}; {page} is incomplete")

@@ -72,6 +72,9 @@ def send(pid: int, how: int, start: int | None = None) -> str | None:
     return found[0]
 
 
+# SIGKILL from the benchmark's process (faults.py) -------------------------------------------------
+
+
 @dataclass
 class Kill:
     """One SIGKILL sent to a worker."""

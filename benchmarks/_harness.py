@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import importlib.metadata
 import math
 import os
 import pickle
-import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
@@ -27,17 +23,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import _machine
-from _machine import REPO_ROOT
+from _machine import REPO_ROOT, uvloop_version
 
 DOCS_PAGE = REPO_ROOT / "docs" / "benchmarks.md"
 DATA_DIR = Path("/tmp/aiomr-bench")
 """Generated inputs, and the raw figures of each benchmark's last measurement."""
-SECTIONS = (
-    ("streaming", "Streaming throughput"),
-    ("loop_lag", "Event-loop lag under a CPU-bound job"),
-    ("fixed_cost", "Fixed cost of a job"),
-)
-"""The sections `run_all.py` writes, in order: the script's name and its heading."""
+SECTIONS = ("streaming", "loop_lag", "fixed_cost")
+"""The sections `run_all.py` writes, after the ``machine`` section."""
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -49,14 +41,6 @@ def progress(message: str) -> None:
 
 
 # Event loops -----------------------------------------------------------------------------------
-
-
-def uvloop_version() -> str | None:
-    """uvloop's version, or None when it is not installed."""
-    try:
-        return importlib.metadata.version("uvloop")
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def loop_names(choice: str) -> list[str]:
@@ -176,6 +160,20 @@ def mb(size: float) -> str:
     return f"{size / 1e6:,.0f} MB"
 
 
+def choose(text: str | None, known: Iterable[str], what: str) -> list[str]:
+    """The comma-separated names in ``text`` (all when None), in ``known``'s order."""
+    known = list(known)
+    asked = [k.strip() for k in text.split(",")] if text else known
+    if unknown := [k for k in asked if k not in known]:
+        raise SystemExit(f"unknown {what}: {', '.join(unknown)}; try {', '.join(known)}")
+    return [k for k in known if k in asked]
+
+
+def failed(run: Any) -> str:
+    """The lines saying what a run failed, for the progress report."""
+    return "".join(f"\n  FAILED: {p}" for p in [run.error, *run.problems] if p)
+
+
 def verdict(met: bool) -> str:
     """Word a target check for a table."""
     return "met" if met else "**missed**"
@@ -195,57 +193,6 @@ def markdown_table(
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-# The machine -----------------------------------------------------------------------------------
-
-
-def aiomr_revision() -> str:
-    """aiomr's version and, in a git checkout, its commit."""
-    import aiomr
-
-    def git(*args: str) -> str:
-        command = ["git", "-C", str(REPO_ROOT), *args]
-        return subprocess.run(
-            command, capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD").strip()
-        local = (
-            ", with local changes to aiomr/" if git("status", "--porcelain", "--", "aiomr") else ""
-        )
-    except (OSError, subprocess.SubprocessError):
-        return aiomr.__version__
-    return f"{aiomr.__version__} (commit {commit}{local})"
-
-
-def machine_rows() -> list[tuple[str, str]]:
-    """Describe the machine and the software the figures were measured with."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return [
-        ("CPUs (nproc)", f"{len(os.sched_getaffinity(0))} CPUs ({cpu})"),
-        ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
-        ("OS", f"{platform.system()} {platform.release()}"),
-        ("aiomr", aiomr_revision()),
-        ("event loops", f"asyncio's default loop; uvloop {uvloop_version() or 'not installed'}"),
-        ("load average at start (1, 5, 15 min)", ", ".join(f"{x:.2f}" for x in os.getloadavg())),
-        ("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
-    ]
-
-
-def machine_line() -> str:
-    """Summarise the machine in one line, for the top of a section."""
-    rows = dict(machine_rows())
-    return (
-        f"Measured on {rows['CPUs (nproc)']}, {rows['Python']}, {rows['OS']}, on {rows['date']}; "
-        f"load average at start {rows['load average at start (1, 5, 15 min)']}."
-    )
-
-
 # Measurements ----------------------------------------------------------------------------------
 
 
@@ -255,8 +202,8 @@ class Measurements:
 
     rounds: int = 0
     runs: list[Any] = field(default_factory=list)
-    machine: str = field(default_factory=machine_line)
-    aiomr: str = field(default_factory=aiomr_revision)
+    machine: str = field(default_factory=_machine.machine_line)
+    aiomr: str = field(default_factory=_machine.aiomr_revision)
     began: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
 
@@ -274,6 +221,14 @@ class Measurements:
         """The median wall time of variant ``key``."""
         return median(r.wall for r in self.of(key))
 
+    def runs_ok(self, key: str) -> str:
+        """``4 of 5``: the runs of variant ``key`` that passed their checks, of all."""
+        return f"{len(self.of(key))} of {len(self.of(key, ok=False))}"
+
+    def all_ok(self) -> bool:
+        """Whether every run passed its checks."""
+        return all(r.ok for r in self.runs)
+
 
 # The docs page ---------------------------------------------------------------------------------
 
@@ -282,63 +237,24 @@ def _markers(name: str) -> tuple[str, str]:
     return f"<!-- benchmark:{name}:begin -->", f"<!-- benchmark:{name}:end -->"
 
 
-_ANY_SECTION = re.compile(
-    r"<!-- benchmark:(?P<name>[\w-]+):begin -->.*?<!-- benchmark:(?P=name):end -->", re.DOTALL
-)
-
-
-def other_sections(page: Path = DOCS_PAGE) -> list[str]:
-    """Return the sections of the page written by benchmarks other than `run_all.py`'s."""
-    if not page.exists():
-        return []
-    ours = {name for name, _ in SECTIONS}
-    text = page.read_text(encoding="utf-8")
-    return [m.group(0) for m in _ANY_SECTION.finditer(text) if m.group("name") not in ours]
-
-
-def page_skeleton(extra: Sequence[str] = ()) -> str:
-    """Return the benchmarks page with empty sections, the machine, then ``extra`` sections."""
-    machine = markdown_table(["", "value"], machine_rows(), left=(0, 1))
-    parts = [
-        "# Benchmarks\n\nFigures measured by the scripts in `benchmarks/`. Each compares aiomr "
-        "with baselines measured in the same run, on the same machine, interleaved round by "
-        "round, and reports medians of several runs and ratios rather than single timings. The "
-        "machine is small and shared, so absolute figures move from run to run; the ratios move "
-        "much less.\n\nRun the streaming, loop-lag and fixed-cost benchmarks and rewrite their "
-        "sections (other sections of this page are kept) with:\n\n```console\nflock "
-        "/tmp/aiomr-bench.lock python3 benchmarks/run_all.py\n```\n\nor one at a time, with "
-        "`--quick` for a smoke run and `--write-docs` to update its section here:\n\n```console"
-        "\npython3 benchmarks/streaming.py --write-docs\npython3 benchmarks/loop_lag.py "
-        "--write-docs\npython3 benchmarks/fixed_cost.py --write-docs\n```\n\n`flock` keeps two "
-        "timed runs from sharing the machine; any other load shows in the figures, so each "
-        f"section records the load average when it started.\n\n## Machine\n\n{machine}\n",
-    ]
-    for name, heading in SECTIONS:
-        begin, end = _markers(name)
-        not_yet = f"Not measured yet: run `python3 benchmarks/{name}.py --write-docs`."
-        parts.append(f"{begin}\n## {heading}\n\n{not_yet}\n{end}\n")
-    return "\n".join([*parts, *(f"{section.strip()}\n" for section in extra)])
+def machine_table() -> str:
+    """The machine and the software, as the page's ``machine`` section shows them."""
+    return markdown_table(["", "value"], _machine.machine_rows(), left=(0, 1))
 
 
 def write_section(name: str, body: str, page: Path = DOCS_PAGE) -> None:
-    """Replace the section ``name`` of the docs page with ``body``; keep everything else.
+    """Replace the generated section ``name`` of the docs page with ``body``; keep the rest.
 
-    A new page starts from the skeleton. A section not on the page yet goes before the next
-    of `SECTIONS` present, or at the end. The page is read right before it is written, so
-    sections other scripts wrote meanwhile survive.
+    Only the text between the section's markers is generated: the prose around it is the
+    page's own. A section not on the page yet (a scratch page) goes at its end. The page is
+    read right before it is written, so sections other scripts wrote meanwhile survive.
     """
     begin, end = _markers(name)
     block = f"{begin}\n{body.strip()}\n{end}"
-    text = page.read_text(encoding="utf-8") if page.exists() else page_skeleton()
-    names = [n for n, _ in SECTIONS]
-    later = [_markers(n)[0] for n in names[names.index(name) + 1 :]] if name in names else []
-    later = [marker for marker in later if marker in text]
+    text = page.read_text(encoding="utf-8") if page.exists() else "# Benchmarks\n"
     if begin in text and end in text:
         pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
         text = pattern.sub(lambda _: block, text, count=1)
-    elif later:
-        at = text.index(later[0])
-        text = f"{text[:at]}{block}\n\n{text[at:]}"
     else:
         text = f"{text.rstrip()}\n\n{block}\n"
     page.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import _harness as h
-from _machine import AUDIT, GONE_GRACE, busy_cpu_seconds, own_cpu
+from _machine import AUDIT, GONE_GRACE, busy_cpu_seconds, own_cpu, proc_stat
 
 SAMPLE_SECONDS = 0.05
 """Interval of the memory sampler; it lists the descendants again every fourth sample
@@ -233,13 +233,10 @@ def _none() -> Any:
 def _in_session(sid: int) -> list[int]:
     """Live processes of session ``sid``."""
     found = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-            fields = data[data.rfind(b")") + 2 :].split()
-            if int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
-                found.append(int(name))
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        fields = proc_stat(pid)
+        if fields is not None and int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
+            found.append(pid)
     return found
 
 

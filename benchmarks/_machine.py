@@ -31,12 +31,16 @@ AUDIT = "AIOMR_BENCH_AUDIT"
 """Set in a contender's environment: record every ``aiomr-*`` directory it makes."""
 
 
-def import_names(names: Iterable[str]) -> None:
+def import_names(names: Iterable[str], *, uvloop: bool = False) -> None:
     """Import each dotted name: a module, or a module's attribute (``aiomr.map_reduce``).
 
     A contender's imports happen before its clock starts. aiomr imports its public names on
     first use, so naming the functions a contender calls loads what its script's imports would.
+    With ``uvloop``, import uvloop too when it is installed (`aiomr.run` would use it).
     """
+    if uvloop:
+        with contextlib.suppress(ImportError):
+            importlib.import_module("uvloop")
     for name in names:
         parts = name.split(".")
         for cut in range(len(parts), 0, -1):
@@ -51,6 +55,72 @@ def import_names(names: Iterable[str]) -> None:
             break
 
 
+# The machine, described for the tables ------------------------------------------------------------
+
+
+def uvloop_version() -> str | None:
+    """uvloop's version, or None when it is not installed."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("uvloop")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def aiomr_revision() -> str:
+    """aiomr's version and, in a git checkout, its commit."""
+    import subprocess
+
+    import aiomr
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(REPO_ROOT), *args]
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        local = (
+            ", with local changes to aiomr/" if git("status", "--porcelain", "--", "aiomr") else ""
+        )
+    except (OSError, subprocess.SubprocessError):
+        return aiomr.__version__
+    return f"{aiomr.__version__} (commit {commit}{local})"
+
+
+def machine_rows() -> list[tuple[str, str]]:
+    """Describe the machine and the software the figures were measured with."""
+    import datetime
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return [
+        ("CPUs (nproc)", f"{len(os.sched_getaffinity(0))} CPUs ({cpu})"),
+        ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
+        ("OS", f"{platform.system()} {platform.release()}"),
+        ("aiomr", aiomr_revision()),
+        ("event loops", f"asyncio's default loop; uvloop {uvloop_version() or 'not installed'}"),
+        ("load average at start (1, 5, 15 min)", ", ".join(f"{x:.2f}" for x in os.getloadavg())),
+        ("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+
+
+def machine_line() -> str:
+    """Summarise the machine in one line, for the top of a section."""
+    rows = dict(machine_rows())
+    return (
+        f"Measured on {rows['CPUs (nproc)']}, {rows['Python']}, {rows['OS']}, on {rows['date']}; "
+        f"load average at start {rows['load average at start (1, 5, 15 min)']}."
+    )
+
+
 # CPU and memory --------------------------------------------------------------------------------
 
 
@@ -59,6 +129,16 @@ def busy_cpu_seconds() -> float:
     with open("/proc/stat", encoding="ascii") as f:
         user, nice, system, _, _, irq, softirq, steal = map(int, f.readline().split()[1:9])
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command (state first), or None: gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2 :].split()
 
 
 def own_cpu() -> float:

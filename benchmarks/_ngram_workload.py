@@ -24,8 +24,9 @@ import _machine
 from examples.ngram_data import generate
 from examples.ngram_data import parse_size as parse_size
 
-WORKERS, SEED = 2, 0
-"""Workers of every contender that has any; the generator's seed."""
+WORKERS, SEED, CHUNK_LINES = 2, 0, 60_000
+"""Workers of every contender that has any; the generator's seed; lines per task of the
+book's chunks."""
 BLOCK_SIZE = 64 * 1024
 """Bytes per read of the practical limit's workers: aiomr's split block size."""
 
@@ -92,6 +93,49 @@ def word_and_count(line: str) -> Iterator[tuple[str, int]]:
 
 
 # aiomr's jobs ---------------------------------------------------------------------------------
+
+
+# The counting code -----------------------------------------------------------------------------
+
+
+def count_lines(lines: Iterable[str]) -> Totals:
+    """Total one chunk of lines the way the book's worker function does: split, then a dict."""
+    counts: Totals = {}
+    for line in lines:
+        word, _year, match_count, _volumes = line.split("\t")
+        if word in counts:
+            counts[word] = counts[word] + int(match_count)
+        else:
+            counts[word] = int(match_count)
+    return counts
+
+
+def chunks_of(lines: list[str]) -> Iterator[list[str]]:
+    """Cut a list of lines into slices of `CHUNK_LINES` lines (the book's ``partition``)."""
+    for start in range(0, len(lines), CHUNK_LINES):
+        yield lines[start : start + CHUNK_LINES]
+
+
+def read_lines(path: str) -> list[str]:
+    """Read the whole file as a list of lines, as the book's programs do."""
+    with open(path, encoding="utf-8") as f:
+        return f.readlines()
+
+
+def field_0(row: list[str]) -> str:
+    return row[0]
+
+
+def add_match_count(total: int, row: list[str]) -> int:
+    return total + int(row[2])
+
+
+def merge_partials(partials: Iterable[Totals]) -> Totals:
+    return functools.reduce(merge_totals, partials, {})
+
+
+async def count_lines_async(chunk: list[str]) -> Totals:
+    return count_lines(chunk)
 
 
 async def split_job(path: str, engine: Any = None, **options: Any) -> Totals:

@@ -168,43 +168,14 @@ def render(m: Result) -> str:
     ]
     ratios = ", ".join(f"{m.overhead(job):.2f}x for the {job} job" for job in m.jobs)
     runs = max(len(m.of(key)) for key in {r.key for r in m.runs})
-    return "\n".join(
-        [
-            "## On a Dask cluster",
-            "",
-            m.machine,
-            "",
-            "The n-gram workload of `benchmarks/ngram.py` (the generated 1-gram file: "
-            f"{e.size_bytes / 1e6:,.0f} MB, {e.lines:,} lines, {e.words:,} distinct words, in "
-            "the page cache), run by the same aiomr code on the process pool and on a Dask "
-            "`LocalCluster` on the same machine, each with 2 worker processes. The cluster's "
-            "scheduler runs in the benchmark's parent process, outside the contender; a fresh "
-            "cluster and a fresh contender process serve each run. The timed span is the job "
-            "alone on warm workers (pool started, client connected); start-up costs are below. "
-            f"Each variant ran {h.times(runs)}, interleaved round by round in rotating order; "
-            "medians. The *overhead ratio* is the median over rounds of the Dask run's wall "
-            "time over the process pool's in the same round. *Machine CPU s* is the CPU time "
-            "the whole machine spent busy during the job: workers, caller and, for Dask, the "
-            "scheduler, but also any other load, which the load average above hints at. *Loop "
-            "lag* is how late a 10 ms ticker on the caller's event loop woke up. Every run's "
-            "totals equalled, word for word, those of the practical-limit program of "
-            "`benchmarks/ngram.py` and the generator's figures.",
-            "",
-            h.markdown_table(headers, rows, left=(0, 1)),
-            "",
-            h.markdown_table(["start-up, outside the timed span", "median"], starts),
-            "",
-            f"The overhead ratio: {ratios}. On one machine Dask adds its scheduler's round "
-            "trips and CPU to every task; across machines it adds workers, which the process "
-            "pool cannot.",
-            "",
-            f"The benchmark took {m.seconds / 60:.0f} minutes. Reproduce with:",
-            "",
-            "```console",
-            "flock /tmp/aiomr-bench.lock python3 benchmarks/dask_cluster.py --write-docs",
-            "```",
-        ]
+    parts = [m.machine, ""]
+    parts.append(
+        f"Input: {e.size_bytes / 1e6:,.0f} MB, {e.lines:,} lines, {e.words:,} distinct words; "
+        f"each variant ran {h.times(runs)}."
     )
+    parts += ["", h.markdown_table(headers, rows, left=(0, 1)), ""]
+    parts += [h.markdown_table(["start-up, outside the timed span", "median"], starts), ""]
+    return "\n".join([*parts, f"The overhead ratio: {ratios}."])
 
 
 if __name__ == "__main__":

@@ -2,9 +2,8 @@
 
 A table of ``(id, store, amount)`` rows in PostgreSQL (asyncpg; ``AIOMR_TEST_POSTGRES_DSN``,
 default ``postgresql://postgres@127.0.0.1:5432/test``) and in SQLite (aiosqlite), totalled by
-store: a raw cursor loop, fetch-all plus ``multiprocessing.Pool``, and aiomr's ways (query,
-COPY, range splits, ranges read by the workers), interleaved on one event loop, each answer
-checked against SQL ``GROUP BY``. ``--help`` for the options.
+store every way, interleaved on one event loop, each answer checked against SQL ``GROUP BY``.
+docs/benchmarks.md says what is measured and how; ``--help`` for the options.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ import _isolated
 import _machine
 
 import aiomr
-from aiomr.sources._query import DEFAULT_BATCH_SIZE
 
 STORES, WORKERS, BATCH, SLICE, PARTITIONS, RANGES = 100, 2, 5_000, 10_000, 4, 8
 TARGET_RATIO = 0.70
@@ -375,74 +373,19 @@ def budget_table(r: Result) -> str:
 
 
 def render(r: Result) -> str:
+    """Return the docs section: a table per database, the targets and the CPU budget."""
     parts = [
-        "## Database rows",
-        "",
         r.machine,
         "",
-        f"{r.rows:,} rows `(id, store, amount)` of a table the benchmark creates, summed by "
-        f"store ({STORES} stores) on {WORKERS} worker processes, under "
-        f"{h.loop_label(r.loop)}. The database server runs on the same {WORKERS} CPUs. "
-        f"Each variant ran {r.rounds} times (after one untimed warm-up round), interleaved "
-        "with the others in rotating order; the table gives the median rows/s, the range over "
-        "the runs, the median over rounds of the ratio to the raw cursor loop measured in the "
-        "same round, the median peak growth of the caller's resident memory, the caller's CPU "
-        "time per row (all its threads; workers and database server excluded) and the "
-        "machine's (every process: server, caller, workers, and whatever else ran). Every "
-        "answer was checked against SQL `GROUP BY`.",
-        "",
-        "- raw cursor loop: the driver's batched cursor (asyncpg `cursor.fetch(5000)` in a "
-        "transaction, aiosqlite `fetchmany(5000)`), counting rows and nothing else;",
-        "- fetch all, then `multiprocessing.Pool(2).map`: every row in one list (asyncpg "
-        "records turned into tuples first: they do not pickle), mapped in 10,000-row slices "
-        "on a warm pool with the same function as aiomr's chunk mode;",
-        f"- aiomr: `aiomr.sources.query` (batches of {DEFAULT_BATCH_SIZE:,}) on a warm "
-        "`Engine(max_workers=2)`, adaptive chunks; `run_by_key` maps every row to "
-        "`(store, amount)` and reduces by key;",
-        "- `transfer='copy'` (asyncpg only): the same jobs reading `COPY (query) TO STDOUT`; "
-        "the caller passes the text blocks on and the workers decode them into the same "
-        "tuples;",
-        f"- range split: `RangeSplit('id', 1, {r.rows + 1:,}, {PARTITIONS})` over an asyncpg "
-        f"pool of {PARTITIONS} connections, or {PARTITIONS} SQLite connections; `id` is the "
-        "table's primary key (PostgreSQL) or `INTEGER PRIMARY KEY` (SQLite);",
-        f"- ranges read by the workers: `postgres_ranges` / `sqlite_ranges` with "
-        f"`RangeSplit('id', 1, {r.rows + 1:,}, {RANGES})`; each range read by a worker "
-        "(psycopg, a server-side binary cursor; the standard library's `sqlite3`), 10,000 "
-        "rows per fetch, and mapped there: the caller sends only each range's query; "
-        f"page ranges (PostgreSQL only): `PageSplit('{TABLE}', {RANGES})`, each "
-        "range a run of the table's pages read by a TID range scan (no index used).",
+        f"{r.rows:,} rows under {h.loop_label(r.loop)}; each variant ran {h.times(r.rounds)} "
+        "after one untimed warm-up round.",
         "",
     ]
     for db in r.databases:
         parts += [f"### {db}", "", variant_table(r, db), ""]
     parts += ["### Against the targets", "", target_table(r), ""]
-    parts += ["### Where the caller's time goes", "", budget_table(r), "", LIMITS, ""]
+    parts += ["### Where the caller's time goes", "", budget_table(r)]
     return "\n".join(parts)
-
-
-LIMITS = (
-    "With `transfer='rows'` every row passes through the caller, one process on one CPU: the "
-    "driver decodes it, `query` makes it a tuple (asyncpg's records do not pickle), the job "
-    "takes it into a chunk (a batch at a time) and pickles the chunk to a worker. The raw "
-    "loop does only the first step, so the caller's CPU per row sets aiomr's pace. With "
-    "`transfer='copy'` the caller builds no row: it moves blocks of `COPY` text, and its CPU "
-    "per row drops to a fraction of the raw loop's. The pace is then set by the machine as a "
-    "whole: the database server, the caller and the two workers share its two CPUs, and the "
-    "workers decode every value from text in Python (`int()` on each field, a tuple per row), "
-    "which costs more CPU than asyncpg's decoding in C plus pickling. The last rows of the "
-    "table above give the whole machine's CPU per row: on two CPUs no variant can pass "
-    "2 s / (its CPU per row) rows a second, and the raw loop, which neither pickles nor "
-    "folds, needs the least. A range split through the caller adds database backends and "
-    "connections but no CPU, so it can only beat a single raw cursor where there are CPUs to "
-    "spare (or the query itself is slow: filters, joins, a busy or remote server). With the "
-    "ranges read by the workers (`postgres_ranges`, `sqlite_ranges`) no row passes through "
-    "the caller: each worker fetches and decodes its own rows with the driver's C code and "
-    "maps them where they are. SQLite has no server, and its raw loop runs on one CPU: two "
-    "workers reading their own ranges pass it. PostgreSQL's server shares the two CPUs: the "
-    "raw loop already keeps most of both busy (server and caller), and the workers' path "
-    "costs more per row (server, decoding, and the mapping the raw loop does not do), so on "
-    "two CPUs it stays near the raw loop's rate."
-)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,7 @@
-"""Lost workers: the 1 GB n-gram job with a worker SIGKILLed every few seconds, against clean runs.
+"""Lost workers: the n-gram jobs with a worker SIGKILLed every few seconds, against clean runs.
 
-The split and key-value jobs of ``benchmarks/ngram.py`` run clean and *under fire*: this (the
-parent) process SIGKILLs one of the job's workers (a live child of its forkserver, drawn by a
-generator seeded by the round) every ``--every`` seconds from ``JobStats.started_at`` until
-``JobStats.finished_at``, which the contender reports through a pipe. Every run is checked:
-its totals word for word against the practical-limit program's and the generator's figures,
-its ``JobStats`` accounting (nothing lost, nothing counted twice, a replacement per kill), and
-that no worker process and no ``aiomr-*`` directory outlived it. A run that fails a check is
-reported with the reason, left out of the figures, and makes the exit status 1.
+Every run is checked (totals, `JobStats` accounting, nothing left behind); docs/benchmarks.md
+says what is measured and how.
 
     flock /tmp/aiomr-bench.lock python3 benchmarks/faults.py --write-docs
     python3 benchmarks/faults.py --quick        # a smoke run on 100 MB, a kill every 0.5 s
@@ -16,27 +10,21 @@ reported with the reason, left out of the figures, and makes the exit status 1.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
-import random
-import select
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import _faults
 import _harness as h
 import _isolated
 import _machine
 import _ngram_workload as workload
+from _faults import Kill, KillSchedule
 
 RUN_TIMEOUT = 600.0
-VICTIM_POLL = 0.01
-"""How often the parent looks again for a live worker when a kill is due and none is alive."""
 TARGET_SLOWDOWN = 1.5
 JOBS = {
     "aiomr-split": 'byte-range splits, tight loop (`mode="blocks"`)',
@@ -72,13 +60,11 @@ def contender(args: list[str]) -> dict[str, Any]:
 
     key, path, fd = args
 
-    class SignallingStats(aiomr.JobStats):
-        def __setattr__(self, name: str, value: Any) -> None:
-            super().__setattr__(name, value)
-            if name in ("started_at", "finished_at") and value is not None:
-                os.write(int(fd), f"{name} {value!r}\n".encode("ascii"))
+    def signal(name: str, value: Any) -> None:
+        if name in ("started_at", "finished_at") and value is not None:
+            os.write(int(fd), f"{name} {value!r}\n".encode("ascii"))
 
-    stats = SignallingStats()
+    stats = _faults.watched_stats(signal)
     job = workload.split_job if key == "aiomr-split" else workload.keyed_job
     cpu, started, error = _machine.tree_cpu(), time.perf_counter(), None
     totals: workload.Totals = {}
@@ -91,118 +77,6 @@ def contender(args: list[str]) -> dict[str, Any]:
     report = {"totals": totals, "job_error": error, "wall": wall, "cpu": cpu, "lags": lags}
     report["stats"] = {name: getattr(stats, name) for name in STATS}
     return report | {"workers_left": _machine.workers_left()}
-
-
-@dataclass
-class Kill:
-    """One SIGKILL sent to a worker."""
-
-    at: float
-    """Seconds after the job started reading."""
-    pid: int
-    state: str
-    """The victim's process state just before: running, sleeping, disk-sleep."""
-    landed: bool = False
-    """Sent while the job ran (between ``started_at`` and ``finished_at``)."""
-
-
-def live_workers(root: Any) -> list[Any]:
-    """The live workers of ``root``: children of its forkserver, not zombies."""
-    import psutil
-
-    workers = []
-    for child in root.children():
-        with contextlib.suppress(psutil.Error):
-            if any("multiprocessing.forkserver" in part for part in child.cmdline()):
-                for worker in child.children():
-                    with contextlib.suppress(psutil.Error):
-                        if worker.status() != psutil.STATUS_ZOMBIE:
-                            workers.append(worker)
-    return workers
-
-
-class KillSchedule:
-    """With ``every``, SIGKILL a worker of the contender every ``every`` seconds of its job.
-
-    Reads the ``started_at`` and ``finished_at`` lines the contender writes to its pipe; the
-    first kill is due ``every`` seconds after ``started_at``, none after ``finished_at``.
-    """
-
-    def __init__(self, every: float | None, seed: int) -> None:
-        self._fd, self.write_fd = os.pipe()
-        self._every, self._random = every, random.Random(seed)
-        self._buffer, self._eof = b"", False
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.kills: list[Kill] = []
-        self.failure: str | None = None
-
-    @contextlib.contextmanager
-    def watching(self, pid: int) -> Iterator[None]:
-        """Run the schedule in a thread while the contender ``pid`` runs."""
-        import psutil
-
-        os.close(self.write_fd)  # the contender holds it now: its end is our end of file
-        thread = threading.Thread(target=self._run, args=(psutil.Process(pid),), daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            thread.join()
-            os.close(self._fd)
-            for kill in self.kills:
-                end = self.finished_at
-                kill.landed = (
-                    end is None or self.started_at is None or kill.at + self.started_at <= end
-                )
-
-    def _run(self, root: Any) -> None:
-        try:
-            k = 1
-            while not self._eof:
-                firing = self.started_at is not None and self.finished_at is None
-                if self._every is None or not firing or self.started_at is None:
-                    self._read(None)
-                    continue
-                due = self.started_at + k * self._every
-                if (wait := due - time.monotonic()) > 0:
-                    self._read(wait)
-                elif self._kill_one(root):
-                    k = int((time.monotonic() - self.started_at) // self._every) + 1
-                else:
-                    self._read(VICTIM_POLL)
-        except Exception as exc:  # reported with the run; never a silent thread death
-            self.failure = f"the kill schedule failed: {type(exc).__name__}: {exc}"
-
-    def _read(self, timeout: float | None) -> None:
-        if not select.select([self._fd], [], [], timeout)[0]:
-            return
-        data = os.read(self._fd, 4096)
-        self._eof = not data
-        *lines, self._buffer = (self._buffer + data).split(b"\n")
-        for line in lines:
-            name, _, value = line.decode("ascii").partition(" ")
-            if name in ("started_at", "finished_at") and getattr(self, name) is None:
-                setattr(self, name, float(value))
-
-    def _kill_one(self, root: Any) -> bool:
-        import psutil
-
-        try:
-            workers = sorted(live_workers(root), key=lambda p: p.pid)  # the draw needs an order
-        except psutil.Error:
-            return False
-        self._random.shuffle(workers)
-        for victim in workers:
-            try:
-                state = victim.status()
-                victim.send_signal(signal.SIGKILL)
-            except psutil.Error:
-                continue
-            at = time.monotonic() - (self.started_at or 0.0)
-            self.kills.append(Kill(round(at, 4), victim.pid, state))
-            return True
-        return False
 
 
 @dataclass
@@ -258,20 +132,10 @@ def run_once(
         said, want = workload.aardvark(totals), workload.aardvark(reference)
         run.problems.append(f"{said!r}, but the reference says {want!r}")
     run.problems += h.differences(totals, reference, "the reference") + expected.problems(totals)
-    stats = run.stats
-    if stats["records"] != stats["records_reduced"] + stats["records_skipped"]:
+    run.problems += _faults.accounting(run.stats, expected.lines, "lines in the file")
+    if (replaced := run.stat("workers_replaced")) < run.landed:
         run.problems.append(
-            f"records {stats['records']:,} != records_reduced {stats['records_reduced']:,} + "
-            f"records_skipped {stats['records_skipped']:,}"
-        )
-    if stats["records"] != expected.lines:
-        run.problems.append(
-            f"records {stats['records']:,}, but the file has {expected.lines:,} lines"
-        )
-    if stats["workers_replaced"] < run.landed:
-        run.problems.append(
-            f"{run.landed} kills landed while the job ran, but only {stats['workers_replaced']} "
-            "workers were replaced"
+            f"{run.landed} kills landed while the job ran, but only {replaced} were replaced"
         )
     return run
 
@@ -312,15 +176,12 @@ def describe(run: Run) -> str:
     )
     if run.ticks:
         text += f", loop lag p99 {run.lag_p99 * 1e3:.1f} ms max {run.lag_max * 1e3:.1f} ms"
-    return text + "".join(f"\n  FAILED: {p}" for p in [run.error, *run.problems] if p)
+    return text + h.failed(run)
 
 
 def measure(args: argparse.Namespace) -> Result:
     """Run every variant ``--runs`` times, interleaved in rotating order; check every run."""
-    requested = [j.strip() for j in args.jobs.split(",")]
-    if unknown := [j for j in requested if j not in JOBS]:
-        raise SystemExit(f"unknown jobs: {', '.join(unknown)}; try {', '.join(JOBS)}")
-    jobs = [j for j in JOBS if j in requested]
+    jobs = h.choose(args.jobs, JOBS, "jobs")
     extra = args.extra_every if args.extra_every is not None else ([] if args.quick else [2.0])
     every = args.every or (0.5 if args.quick else 5.0)
     expected = workload.ensure_input(
@@ -349,7 +210,7 @@ def variant_table(m: Result, variants: list[Variant]) -> str:
         rows.append(
             [
                 v.label,
-                f"{len(runs)} of {len(m.of(v.key, ok=False))}",
+                m.runs_ok(v.key),
                 h.na(h.median(walls), ".2f", " s"),
                 h.span(walls, ".2f", " s"),
                 h.na(h.median(r.cpu for r in runs), ".1f"),
@@ -449,110 +310,39 @@ def notes(m: Result) -> tuple[str, str]:
 
 
 def render(m: Result) -> str:
-    """Return the docs section: what was measured, the tables and what a kill costs."""
-    e = m.expected
+    """Return the docs section: the tables, and what a kill cost."""
+    e, every = m.expected, m.every
     main = [v for v in m.variants if not v.extra]
     extra = [v for v in m.variants if v.extra]
-    all_ok = all(r.ok for r in m.runs)
     short = {"aiomr-split": "split", "aiomr-keyed": "key-value"}
     costs = " and ".join(
-        f"{h.na(m.cost_per_kill(Variant(job, m.every)), '.2f', ' s')} for the {short[job]} job"
+        f"{h.na(m.cost_per_kill(Variant(job, every)), '.2f', ' s')} for the {short[job]} job"
         for job in m.jobs
     )
     tasks, landed = notes(m)
-    extra_note = (
-        f" Runs killing a worker every {', '.join(f'{x:g}' for x in m.extra_every)} s are an "
-        f"extra, to show what repeated kills cost; the target is for the {m.every:g}-second "
-        "schedule."
-    )
     parts = [
-        "## Lost workers",
-        "",
         f"{m.machine} aiomr {m.aiomr}.",
         "",
-        "The workload of the n-gram benchmark above (`examples/ngram.py`): total the "
-        f"`match_count` of every word of the generated 1-gram file (seed {workload.SEED}: "
-        f"{e.size_bytes / 1e6:,.0f} MB, {e.lines:,} lines, {e.words:,} distinct words), "
-        f"already in the page cache, on {workload.WORKERS} worker processes, with two aiomr "
-        "jobs exactly as that benchmark runs them: the byte-range split job (the default way "
-        "of `examples/ngram.py`) and the idiomatic key-value job (`map_reduce_by_key` over "
-        "`aiomr.sources.files`). Each runs clean and *under fire*: the benchmark's process "
-        f"sends SIGKILL to one of the job's worker processes every {m.every:g} seconds, the "
-        f"first {m.every:g} s after the job starts reading (the moment aiomr stamps "
-        "`JobStats.started_at`: workers up, code shipped, first split about to be planned), "
-        "none once the job has ended (`JobStats.finished_at`). The victim is one of the live "
-        "workers (children of the job's `forkserver`, never the forkserver itself), drawn at "
-        "random with a generator seeded by the round." + extra_note * bool(extra),
-        "",
-        f"Each variant ran {m.rounds} time{'s' if m.rounds > 1 else ''}, each run in a fresh "
-        "Python process, interleaved round by round in rotating order; figures are medians. "
-        "Wall time runs from just before the job is called (workers not started) until the "
-        "caller holds the full `{word: total}` dict of text. *Slowdown* is the median over "
-        "rounds of the under-fire run's wall time over the clean run's of the same round; "
-        "*cost of one kill* the median over rounds of that difference divided by the kills "
-        "that landed. *Kills per run*, *chunks retried* and *workers replaced* give the median "
-        "and every run's figure (the last two from `JobStats`). *Others' load* is how many "
-        "cores processes outside the benchmark kept busy, on average, during the run.",
-        "",
-        f"{'Every run' if all_ok else 'Every run but those listed at the end'}, clean or "
-        "under fire, found exactly the clean answer: every word's total equalled that of the "
-        "n-gram benchmark's practical-limit program (no aiomr code), and so did the line "
-        f"`{workload.aardvark(e.totals)}`. Its `JobStats` had `records == records_reduced + "
-        f"records_skipped == {e.lines:,}` (the file's lines: none lost, none counted twice) "
-        "and at least as many `workers_replaced` as kills that landed; no worker process and "
-        "no `aiomr-*` directory (in `/dev/shm` or `/tmp`) outlived it. Runs that failed a "
-        "check are left out of the figures." + _isolated.load_note(m, "slowdowns"),
+        f"Input: {e.size_bytes / 1e6:,.0f} MB, {e.lines:,} lines, {e.words:,} distinct words; "
+        f"every variant ran {h.times(m.rounds)}; a kill every {every:g} s, the first "
+        f"{every:g} s after `started_at`." + _isolated.load_note(m, "slowdowns"),
         "",
         variant_table(m, main),
         "",
     ]
     if extra:
         parts += ["Extra: more frequent kills.", "", variant_table(m, extra), ""]
-    parts += [
-        "### Against the target",
-        "",
-        f"Target: with a worker killed every {m.every:g} s the job finishes with the exact "
-        f"answer in less than {TARGET_SLOWDOWN}x the time of a clean run.",
-        "",
-        slowdown_table(m),
-        "",
-        "### What a kill costs, and why",
-        "",
-        "Each of aiomr's workers has pipes of its own. When one dies, only the task it was "
-        "running fails; a task queued in its pipe that it had not started goes to the other "
-        "worker, which goes on undisturbed, and a new worker forked from the forkserver takes "
-        "the dead one's place (`workers_replaced`: one per kill). The lost task runs again "
-        "(`chunks_retried`: at most one per kill; none when the victim was between two "
-        "tasks). Partials already folded are kept, and the lost task had delivered nothing, "
-        "so nothing is counted twice. A kill therefore costs the work done so far on the one "
-        "task that was running, on average half a task, plus starting the new worker. With "
-        f"a kill every {m.every:g} s, one kill cost {costs}. " + tasks,
-        "",
-        landed,
-        "",
-    ]
-    if not all_ok:
-        parts += ["### Runs that failed a check", "", failure_table(m), ""]
+    parts += ["### Against the target", "", slowdown_table(m), ""]
+    parts += [f"With a kill every {every:g} s, one kill cost {costs}. {tasks}", "", landed]
+    if not m.all_ok():
+        parts += ["", "### Runs that failed a check", "", failure_table(m)]
         if poisoned := [r for r in m.runs if r.error and "max_attempts" in r.error]:
             parts += [
-                f"{len(poisoned)} of these failures are aiomr giving up on a chunk after "
-                "counting 3 failed runs of it (`max_attempts=3`, the default) and reporting it "
-                "as a poison chunk with `BrokenWorkerError`, though no chunk of this job ever "
-                "kills its worker.",
                 "",
+                f"{len(poisoned)} of these failures are aiomr giving up on a chunk after 3 "
+                "failed runs (`max_attempts=3`) though no chunk of this job kills its worker.",
             ]
-    parts += [
-        f"The whole benchmark took {m.seconds / 60:.0f} minutes. Reproduce with:",
-        "",
-        "```console",
-        "flock /tmp/aiomr-bench.lock python3 benchmarks/faults.py --write-docs",
-        "```",
-    ]
     return "\n".join(parts)
-
-
-def all_ok(m: Result) -> bool:
-    return all(r.ok for r in m.runs)
 
 
 def seconds_list(text: str) -> list[float]:
@@ -571,4 +361,4 @@ if __name__ == "__main__":
     parser.add_argument("--every", type=float, help="seconds between kills (default 5)")
     parser.add_argument("--extra-every", type=seconds_list, help="extra intervals (default 2)")
     parser.add_argument("--jobs", default=",".join(JOBS), help="jobs to run (default: both)")
-    sys.exit(h.main("faults", parser, measure, render, contender=contender, ok=all_ok))
+    sys.exit(h.main("faults", parser, measure, render, contender=contender, ok=Result.all_ok))

@@ -118,26 +118,16 @@ def loop_table(times: dict[str, list[float]]) -> str:
 
 
 def render(r: Result) -> str:
+    """Return the docs section: a table per event loop."""
     parts = [
-        "## Fixed cost of a job",
-        "",
         r.machine,
         "",
-        f"A job of {RECORDS} records (squared and summed) on {WORKERS} worker processes. "
-        f"Warm calls: {r.rounds} rounds of {r.calls} calls of each variant, interleaved call "
-        "by call after 20 untimed calls each; cold calls: a few per round, interleaved. The "
-        "median, 90th percentile and maximum are over all timed calls; *over its baseline* is "
-        "the median minus the median of the baseline of the same kind (warm or cold), measured "
-        "in the same run. Every answer was checked.",
-        "",
-        f"Target: a tiny job on a warm `Engine` takes ≤ {TARGET_MS:.0f} ms (median and p90). "
-        "The cold rows include starting and stopping the worker processes (the `forkserver` "
-        "server itself was already running) and are shown for contrast.",
+        f"Warm calls: {r.rounds} rounds of {r.calls} calls of each variant.",
         "",
     ]
     for loop, times in r.loops.items():
         parts += [f"### {h.loop_label(loop)}", "", loop_table(times), ""]
-    return "\n".join(parts)
+    return "\n".join(parts).rstrip()
 
 
 if __name__ == "__main__":

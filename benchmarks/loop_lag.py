@@ -164,24 +164,13 @@ def loop_table(scenarios: list[Scenario], n: int) -> str:
 
 
 def render(r: Result) -> str:
+    """Return the docs section: a table per event loop, and which niceness met the target."""
     parts = [
-        "## Event-loop lag under a CPU-bound job",
-        "",
         r.machine,
         "",
-        f"A coroutine sleeps 10 ms in a loop and records how late each wake-up is, while a job "
-        f"maps {r.records:,} records on {WORKERS} worker processes (about "
-        f"{r.per_record * 1e6:.1f} µs of pure-Python arithmetic per record, calibrated so the "
-        f"job keeps both cores busy for about {r.records * r.per_record / WORKERS:.0f} s), or, "
-        f"for the idle baseline, for {r.idle:.0f} s while nothing else runs. Each scenario ran "
-        f"{r.rounds} times, interleaved with the others in rotating order. The p50, p99 and max "
-        "columns are medians over the runs of each run's percentile; *worst max* is the largest "
-        "lateness seen in any run; *job s* is the median wall time of the job. All jobs "
-        "returned the same answer. Pool start-up is outside every measurement (the pools are "
-        "warm).",
-        "",
-        f"Target for aiomr: p99 ≤ {TARGET_P99_MS:.0f} ms and max ≤ {TARGET_MAX_MS:.0f} ms "
-        "(medians over the runs). The book's pattern is shown for contrast and has no target.",
+        f"{r.records:,} records, about {r.per_record * 1e6:.1f} µs each (both cores busy for "
+        f"about {r.records * r.per_record / WORKERS:.0f} s); the idle baseline ticks for "
+        f"{r.idle:.0f} s; each scenario ran {h.times(r.rounds)}.",
         "",
     ]
     for loop, scenarios in r.loops.items():
@@ -194,23 +183,6 @@ def render(r: Result) -> str:
         parts.append(
             f"- {h.loop_label(loop)}: met with `worker_niceness` {met}; missed with {missed}."
         )
-    parts += [
-        "",
-        "### Where the lateness comes from",
-        "",
-        "With both cores saturated, the event loop's thread competes for the CPU with the "
-        "workers, and so do the caller's helper threads: aiomr's pool thread, which writes "
-        "tasks to the workers' pipes and reads and unpickles their replies, or the standard "
-        "pool's feeder and manager threads in the book's pattern. When one of those threads "
-        "is descheduled while it holds the GIL, the loop waits for it as well: this shows as "
-        "occasional stalls of several milliseconds, in aiomr and in any other program that "
-        "feeds a process pool from its loop. Raising the workers' niceness lets the "
-        "caller's threads take a core as soon as they wake; the *job s* column shows what it "
-        "costs the job. The book's pattern adds stalls of its own: it builds the whole input "
-        "list and cuts it into chunks on the loop before submitting anything, which is its "
-        "large *max*.",
-        "",
-    ]
     return "\n".join(parts)
 
 

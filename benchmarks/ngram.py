@@ -1,10 +1,8 @@
 """N-gram totals: aiomr against the book's programs, worker pools, dask.bag and the limit.
 
-The workload of ``examples/ngram.py``: total the ``match_count`` of every word of a 1-gram file
-generated once by ``examples/ngram_data.py`` (1 GB, seed 0) into ``/tmp/aiomr-bench/``. Each
-contender (`CONTENDERS`) runs in a fresh process per run, 2 workers where it has workers,
-interleaved round by round; every result is checked word for word against the single-process
-loop's and against the generator's figures. The section says what is measured and how.
+The workload of ``examples/ngram.py`` (``_ngram_workload.py``); every contender (`CONTENDERS`)
+runs in a fresh process per run and its totals are checked word for word. docs/benchmarks.md
+says what is measured and how.
 
     flock /tmp/aiomr-bench.lock python3 benchmarks/ngram.py --write-docs
     python3 benchmarks/ngram.py --quick        # a smoke run on 20 MB
@@ -15,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import contextlib
 import functools
 import importlib
 import math
@@ -23,68 +20,43 @@ import multiprocessing
 import operator
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _chart
 import _harness as h
 import _isolated
 import _machine
 from _ngram_workload import (
-    SEED,
     WORKERS,
     Expected,
     Totals,
     aardvark,
+    add_match_count,
+    chunks_of,
+    count_lines,
+    count_lines_async,
     ensure_input,
+    field_0,
     keyed_job,
+    merge_partials,
     merge_totals,
     parse_size,
+    read_lines,
     run_limit,
     run_limit_mapper,
     split_job,
     with_lag,
 )
 
-CHUNK_LINES = 60_000
-"""Lines per task of the book's chunks."""
 DASK_BLOCKSIZE = 32 * 1024 * 1024
 """Bytes per dask.bag partition: about 15 partitions per worker on 1 GB."""
 RUN_TIMEOUT = 900.0
 SPLIT_TO_LIMIT, KEYED_SPEEDUP, CALLER_PEAK_MB, LAG_P99_MS = 1.10, 1.5, 150.0, 5.0
 """The targets: the split path's time at most 1.1x the limit's; the key-value job 1.5x
 faster than the loop; the caller's peak RSS and the loop lag of both."""
-
-
-# The counting code -----------------------------------------------------------------------------
-
-
-def count_lines(lines: Iterable[str]) -> Totals:
-    """Total one chunk of lines the way the book's worker function does: split, then a dict."""
-    counts: Totals = {}
-    for line in lines:
-        word, _year, match_count, _volumes = line.split("\t")
-        if word in counts:
-            counts[word] = counts[word] + int(match_count)
-        else:
-            counts[word] = int(match_count)
-    return counts
-
-
-def chunks_of(lines: list[str]) -> Iterator[list[str]]:
-    """Cut a list of lines into slices of `CHUNK_LINES` lines (the book's ``partition``)."""
-    for start in range(0, len(lines), CHUNK_LINES):
-        yield lines[start : start + CHUNK_LINES]
-
-
-def read_lines(path: str) -> list[str]:
-    """Read the whole file as a list of lines, as the book's programs do."""
-    with open(path, encoding="utf-8") as f:
-        return f.readlines()
-
-
-# The other contenders --------------------------------------------------------------------------
 
 
 def run_loop(path: str) -> Totals:
@@ -133,22 +105,6 @@ def dask_compute(collection: Any) -> Any:
     return dask.compute(collection, scheduler="processes", num_workers=WORKERS)[0]
 
 
-def field_0(row: list[str]) -> str:
-    return row[0]
-
-
-def add_match_count(total: int, row: list[str]) -> int:
-    return total + int(row[2])
-
-
-def merge_partials(partials: Iterable[Totals]) -> Totals:
-    return functools.reduce(merge_totals, partials, {})
-
-
-async def count_lines_async(chunk: list[str]) -> Totals:
-    return count_lines(chunk)
-
-
 async def aiomultiprocess_map(path: str) -> Totals:
     """5. ``aiomultiprocess.Pool.map`` over line chunks (its own start method: spawn)."""
     import aiomultiprocess
@@ -168,12 +124,9 @@ def aiomr_run(job: Callable[[str], Awaitable[Totals]]) -> Callable[[str], Any]:
 class Contender:
     key: str
     label: str
-    run: Callable[[str], Any]
-    """Returns the totals, or the totals and the loop's lag."""
-    modules: tuple[str, ...] = ()
-    """Imported before the clock starts: modules, or the names a contender calls."""
-    slow: bool = False
-    """A baseline that may run fewer times (``--slow-runs``)."""
+    run: Callable[[str], Any]  # returns the totals, or the totals and the loop's lag
+    modules: tuple[str, ...] = ()  # imported before the clock starts: modules or names
+    slow: bool = False  # a baseline that may run fewer times (--slow-runs)
 
     @property
     def aiomr(self) -> bool:
@@ -181,6 +134,8 @@ class Contender:
 
 
 DASK = ("dask", "dask.bag", "dask.multiprocessing")
+FOLD_BY_WORD = (field_0, add_match_count, 0, operator.add, 0)
+"""``foldby``'s arguments: split every line, fold by word per partition, then across them."""
 CONTENDERS = (
     Contender("loop", "the book's single-process loop (listing 6.7)", run_loop, slow=True),
     Contender(
@@ -192,14 +147,8 @@ CONTENDERS = (
     Contender("pool-map", "`multiprocessing.Pool.map` over line chunks", run_pool_map, slow=True),
     Contender(
         "dask-foldby",
-        "`dask.bag`: `read_text` + `foldby`",  # split every line, fold by word per partition
-        lambda path: dict(
-            dask_compute(
-                dask_lines(path)
-                .str.split("\t")
-                .foldby(field_0, add_match_count, 0, operator.add, 0)
-            )
-        ),
+        "`dask.bag`: `read_text` + `foldby`",
+        lambda path: dict(dask_compute(dask_lines(path).str.split("\t").foldby(*FOLD_BY_WORD))),
         DASK,
         slow=True,
     ),
@@ -242,25 +191,15 @@ CONTENDERS = (
     ),
 )
 BY_KEY = {c.key: c for c in CONTENDERS}
-BASELINES = (
-    "loop",
-    "book-asyncio",
-    "pool-map",
-    "dask-foldby",
-    "dask-partitions",
-    "aiomultiprocess",
-)
-"""The contenders aiomr's split path and key-value job must both beat."""
+BASELINES = tuple(BY_KEY)[:6]
+"""The contenders aiomr's split path and key-value job must both beat: loop to aiomultiprocess."""
 
 
 def contender(args: list[str]) -> dict[str, Any]:
     """Run one contender once in this (fresh) process: ``KEY PATH``."""
     key, path = args
     c = BY_KEY[key]
-    _machine.import_names(c.modules)
-    if c.aiomr:  # aiomr.run's loop, when installed
-        with contextlib.suppress(ImportError):
-            _machine.import_names(["uvloop"])
+    _machine.import_names(c.modules, uvloop=c.aiomr)  # aiomr.run's loop, when installed
     import psutil  # noqa: F401  (before the clock starts: tree_cpu uses it after it stops)
 
     cpu = _machine.tree_cpu()
@@ -269,9 +208,6 @@ def contender(args: list[str]) -> dict[str, Any]:
     wall = time.perf_counter() - started
     totals, lags = outcome if c.aiomr else (outcome, None)
     return {"totals": totals, "wall": wall, "cpu": _machine.tree_cpu() - cpu, "lags": lags}
-
-
-# Measuring -------------------------------------------------------------------------------------
 
 
 @dataclass(kw_only=True)
@@ -289,9 +225,7 @@ class Result(h.Measurements):
 
 def measure(args: argparse.Namespace) -> Result:
     """Run every contender ``--runs`` times (slow baselines ``--slow-runs``), interleaved."""
-    keys = [k.strip() for k in args.only.split(",")] if args.only else list(BY_KEY)
-    if unknown := [k for k in keys if k not in BY_KEY]:
-        raise SystemExit(f"unknown contenders: {', '.join(unknown)}; try {', '.join(BY_KEY)}")
+    keys = h.choose(args.only, BY_KEY, "contenders")
     expected = ensure_input(parse_size(args.size or ("20MB" if args.quick else "1GB")))
     slow_runs = min(args.slow_runs or args.runs, args.runs)
     m = Result(rounds=args.runs, expected=expected, keys=keys, slow_runs=slow_runs)
@@ -307,16 +241,13 @@ def measure(args: argparse.Namespace) -> Result:
         totals: Totals = report["totals"]
         if problems := expected.problems(totals):
             raise SystemExit(f"{key}: wrong answer: {'; '.join(problems)}")
-        unchecked.append((key, totals))  # until the single-process loop has run
-        if key == "loop" and reference is None:
-            reference = totals
+        unchecked.append((key, totals))  # checked once the single-process loop has run
+        reference = reference or (totals if key == "loop" else None)
         for other, earlier in unchecked if reference is not None else []:
-            assert reference is not None
+            problems = h.differences(earlier, reference, "the single-process loop's")
             if aardvark(earlier) != aardvark(reference):
-                raise SystemExit(
-                    f"{other}: {aardvark(earlier)!r}, the loop: {aardvark(reference)!r}"
-                )
-            if problems := h.differences(earlier, reference, "the single-process loop's"):
+                problems = [f"{aardvark(earlier)!r}, the loop: {aardvark(reference)!r}"]
+            if problems:
                 raise SystemExit(f"{other}: {problems[0]}")
         if reference is not None or "loop" not in keys:
             unchecked.clear()
@@ -326,9 +257,6 @@ def measure(args: argparse.Namespace) -> Result:
         lag = f", loop lag p99 {run.lag_p99 * 1e3:.1f} ms" if run.ticks else ""
         m.add(run, f"{run.wall:.2f} s, CPU {run.cpu:.1f} s, caller {h.mb(run.caller_peak)}{lag}")
     return m
-
-
-# Reporting -------------------------------------------------------------------------------------
 
 
 def main_table(m: Result) -> str:
@@ -414,134 +342,52 @@ def targets(m: Result) -> list[tuple[str, str, bool]]:
 
 
 def draw_chart(m: Result, directory: Path) -> None:
-    """Draw median wall time per contender as horizontal bars, with the range of the runs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.artist import Artist
-    from matplotlib.patches import Patch
-
+    """Draw median wall time per contender as bars, with the range of the runs."""
     keys = [k for k in m.keys if m.of(k)]
-    walls = [m.wall(k) for k in keys]
-    low = [w - min(r.wall for r in m.of(k)) for k, w in zip(keys, walls, strict=True)]
-    high = [max(r.wall for r in m.of(k)) - w for k, w in zip(keys, walls, strict=True)]
-    colours = {"aiomr": "#1f77b4", "limit": "#2ca02c", "baselines": "#9a9a9a"}
-    kinds = [
-        "aiomr" if BY_KEY[k].aiomr else "limit" if k.startswith("limit") else "baselines"
-        for k in keys
-    ]
-    fig, ax = plt.subplots(figsize=(10, 0.5 * len(keys) + 1.6), dpi=110)
-    positions = list(range(len(keys)))[::-1]
-    ax.barh(
-        positions,
-        walls,
-        color=[colours[k] for k in kinds],
-        xerr=[low, high],
-        capsize=3,
-        ecolor="#444444",
+    kinds = {"aiomr": "aiomr", "limit": "practical limit"}
+    _chart.wall_bars(
+        directory / "benchmarks-ngram.png",
+        [(BY_KEY[k].label.replace("`", ""), [r.wall for r in m.of(k)]) for k in keys],
+        [kinds.get(k.split("-")[0], "baselines") for k in keys],
+        baseline=("single-process loop", [r.wall for r in m.of("loop")]),
+        speedup=lambda i: None if keys[i] == "loop" else m.speedup(keys[i], "loop"),
+        title=f"Total match_count per word, {m.expected.size_bytes / 1e9:.2f} GB 1-gram file, "
+        f"{WORKERS} workers",
     )
-    ax.set_yticks(positions, [BY_KEY[k].label.replace("`", "") for k in keys])
-    ax.tick_params(axis="y", labelsize=9)
-    loop = m.wall("loop") if m.of("loop") else math.nan
-    top = max(w + x for w, x in zip(walls, high, strict=True))
-    for y, key, wall, extra in zip(positions, keys, walls, high, strict=True):
-        text = f"{wall:.1f} s"
-        if not math.isnan(loop) and key != "loop":
-            text += f"  (speed-up {m.speedup(key, 'loop'):.2f}x)"
-        box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1}
-        ax.text(wall + extra + top * 0.01, y, text, va="center", fontsize=8.5, bbox=box)
-    names = {"aiomr": "aiomr", "limit": "practical limit", "baselines": "baselines"}
-    handles: list[Artist] = [Patch(color=colours[k], label=names[k]) for k in colours]
-    if not math.isnan(loop):
-        style = {"color": "#d62728", "linestyle": "--", "linewidth": 1}
-        handles.append(ax.axvline(loop, label="single-process loop", **style))
-    legend = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.1), "fontsize": 8.5}
-    ax.legend(handles=handles, ncol=len(handles), frameon=False, **legend)
-    ax.set_xlim(0, top * 1.32)
-    ax.set_xlabel("wall time, seconds (median; whiskers: fastest to slowest run) — lower is better")
-    size = m.expected.size_bytes / 1e9
-    title = f"Total match_count per word, {size:.2f} GB 1-gram file, {WORKERS} workers"
-    ax.set_title(title, fontsize=11)
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_axisbelow(True)
-    fig.tight_layout()
-    fig.savefig(directory / "benchmarks-ngram.png", bbox_inches="tight")
-    plt.close(fig)
 
 
 def render(m: Result) -> str:
-    """Return the docs section: what was measured, the chart and the tables."""
+    """Return the docs section: the chart and the tables."""
     e = m.expected
-    runs_note = f"Each contender ran {m.rounds} time{'s' if m.rounds > 1 else ''}"
+    runs = f"each contender ran {h.times(m.rounds)}"
     if m.slow_runs < m.rounds and any(BY_KEY[k].slow for k in m.keys):
         slow = ", ".join(BY_KEY[k].label for k in m.keys if BY_KEY[k].slow)
-        runs_note += f" ({m.slow_runs} times for the slow baselines: {slow})"
-    dask_note = ""
+        runs += f" ({h.times(m.slow_runs)} for the slow baselines: {slow})"
+    dask = ""
     if m.of("dask-foldby") and m.of("dask-partitions"):
         faster, other = sorted(("dask-foldby", "dask-partitions"), key=m.wall)
-        dask_note = (
-            f" Of the two idiomatic `dask.bag` programs, the faster here is "
-            f"*{BY_KEY[faster].label.replace('`', '')}* ({m.wall(faster):.1f} s against "
-            f"{m.wall(other):.1f} s); it is the dask figure the targets compare with."
+        dask = (
+            f" The faster `dask.bag` program here: *{BY_KEY[faster].label.replace('`', '')}* "
+            f"({m.wall(faster):.1f} s against {m.wall(other):.1f} s)."
         )
     rows = [[what, measured, h.verdict(met)] for what, measured, met in targets(m)]
     parts = [
-        "## N-gram totals: aiomr against the usual ways",
-        "",
         f"{m.machine} aiomr {m.aiomr}.",
         "",
-        f"The workload of `examples/ngram.py`: total the `match_count` of every word of a "
-        f"Google Books 1-gram file generated by `examples/ngram_data.py` (seed {SEED}: "
-        f"{e.size_bytes / 1e6:,.0f} MB, {e.lines:,} lines, {e.words:,} distinct words, "
-        f"sorted by word), already in the page cache. Every contender uses {WORKERS} worker "
-        "processes where it has workers. The baselines are the single-process loop and the "
-        "asyncio program of Matthew Fowler's *Python Concurrency with asyncio* (listings 6.7 "
-        f"and 6.8: `readlines()`, {CHUNK_LINES:,}-line chunks, `run_in_executor` on a "
-        "`ProcessPoolExecutor`, `gather`, `functools.reduce`), `multiprocessing.Pool.map` and "
-        "`aiomultiprocess`'s `Pool.map` over the same chunks, and `dask.bag.read_text` in "
-        f"{DASK_BLOCKSIZE >> 20} MiB partitions (processes scheduler) counted two ways. The "
-        "*practical limit* is a short hand-written program that cuts the file into two "
-        "newline-aligned byte ranges and runs the tight loop of `examples/ngram.py` on each "
-        "in its own process (`multiprocessing.Pool`, fork), then merges the two dicts; aiomr's "
-        "split path runs the same loop. The *practical limit for the idiomatic mapper* is that "
-        "program with the key-value job's mapper in place of the tight loop (decode each block, "
-        "call `word_and_count` per line, add its pair into a dict): the fastest that mapper "
-        "can run on two processes, with no framework around it.",
-        "",
-        f"{runs_note}, each run in a fresh Python process, interleaved round by round in "
-        "rotating order; the table gives medians. Wall time runs from just before the contender "
-        "reads anything or starts a worker to the moment it holds the full `{word: total}` "
-        "dict of text (imports excluded; worker start-up and decoding included). *CPU s* is "
-        "user + system time of the contender's process and all its descendants over that "
-        "span. Memory is sampled by the parent with psutil every "
-        f"{_isolated.SAMPLE_SECONDS * 1e3:.0f} ms: *caller* is the contender's main process, "
-        "*all processes* the sum of RSS over its process tree at each sample, maximum over "
-        "samples (summed RSS counts pages shared by forked processes once per process, so it "
-        "overstates for the fork-based baselines). *Speed-up vs loop* is the median over "
-        "rounds of the loop's wall time over the contender's in the same round. The aiomr "
-        "contenders run on `aiomr.run` (uvloop when installed) and use the library's defaults "
-        "besides `max_workers`. Every contender's totals equalled the single-process loop's "
-        f"for every word (and `{aardvark(e.totals)}`, as the generator wrote)." + dask_note,
+        f"Input: {e.size_bytes / 1e6:,.0f} MB, {e.lines:,} lines, {e.words:,} distinct words; "
+        f"{runs}.{dask}",
         "",
         "![Median wall time per contender](benchmarks-ngram.png)",
         "",
         main_table(m),
         "",
-        "Event-loop lag of the aiomr contenders: a coroutine sleeps 10 ms at a time on the "
-        "contender's event loop during the job and records how late each wake-up is.",
+        "Event-loop lag of the aiomr contenders:",
         "",
         lag_table(m),
         "",
         "### Against the targets",
         "",
         h.markdown_table(["target", "measured", "verdict"], rows, left=(0, 1)),
-        "",
-        f"The whole benchmark took {m.seconds / 60:.0f} minutes. Reproduce with:",
-        "",
-        "```console",
-        "flock /tmp/aiomr-bench.lock python3 benchmarks/ngram.py --write-docs",
-        "```",
     ]
     return "\n".join(parts)
 

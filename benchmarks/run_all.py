@@ -1,9 +1,8 @@
-"""Run the streaming, loop-lag and fixed-cost benchmarks and rewrite docs/benchmarks.md.
+"""Run the streaming, loop-lag and fixed-cost benchmarks and write their sections of the docs.
 
-The page is first reset to its skeleton (the introduction and a description of the machine),
-keeping the sections other benchmark scripts wrote there; then each benchmark runs in its
-own Python process and writes its section. A benchmark that fails leaves its section saying
-it was not measured, and the exit status is non-zero.
+The page's ``machine`` section is written first; then each benchmark runs in its own Python
+process and writes its section. A benchmark that fails leaves its section saying it was not
+measured, and the exit status is non-zero.
 
 Usage::
 
@@ -27,18 +26,18 @@ def main() -> int:
     if args.quick and args.docs_page.resolve() == h.DOCS_PAGE:
         parser.error("--quick figures are not for the docs: pass --docs-page")
     page: Path = args.docs_page
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(h.page_skeleton(h.other_sections(page)), encoding="utf-8")
+    h.write_section("machine", h.machine_table(), page)
     passed = ["--write-docs", "--docs-page", str(page), "--loop", args.loop]
     passed += ["--quick"] * args.quick + ["--runs", str(args.runs)] * bool(args.runs)
     failed = []
-    for name, _ in h.SECTIONS:
+    for name in h.SECTIONS:
         h.progress(f"== {name}")
         started = time.perf_counter()
-        script = Path(__file__).with_name(f"{name}.py")
-        command = [sys.executable, str(script), *passed]
+        command = [sys.executable, str(Path(__file__).with_name(f"{name}.py")), *passed]
         if subprocess.run(command, stdout=subprocess.DEVNULL, check=False).returncode:
             failed.append(name)
+            not_yet = f"Not measured: `python3 benchmarks/{name}.py --write-docs` failed."
+            h.write_section(name, not_yet, page)
         h.progress(f"== {name}: {time.perf_counter() - started:.0f} s")
     if failed:
         h.progress(f"failed: {', '.join(failed)}; {page} is incomplete")

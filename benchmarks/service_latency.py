@@ -161,8 +161,6 @@ def render(r: Result) -> str:
     size = size_label(r.size).replace(" ", "")
     return "\n".join(
         [
-            "## The example service under load",
-            "",
             "`benchmarks/service_latency.py`: the example service on loopback (2 engine workers),",
             f"{r.clients} concurrent clients calling `GET /health` back to back for "
             f"{r.seconds:.0f} s,",

@@ -159,8 +159,6 @@ def measure(args: argparse.Namespace) -> Result:
 def render(r: Result) -> str:
     size = size_label(r.size)
     lines = [
-        "## A shared engine: split size against a small job's wait",
-        "",
         "`benchmarks/shared_engine.py`: one engine with 2 workers running the example",
         "service's word count. *Big alone*: seconds per 100 MB to count the first "
         f"{r.prefix // MIB} MiB of the {size} n-gram file alone; *small*: a 4 MB text in 1 MiB "

@@ -1,13 +1,8 @@
 """Stuck workers: a word count with worker processes SIGSTOPped idle, busy, both, and at random.
 
-The key-value word count of ``examples/wordcount.py`` over every ``--step``-th ``.py`` file of
-the standard library, on a `ProcessExecutor` of 2 workers under `aiomr.run`, in the six
-`SCENARIOS`. The contender's own event loop sends the stops: a mid-job victim once `STOP_AT` of
-the files are folded and ``/proc`` shows it inside a task (state ``R`` and `BUSY_RUN_NS` on a
-CPU since the look 1 ms before; a worker just woken by a task in its pipe is runnable too,
-but has not started it). Every run is checked: its counts against a plain loop's, its
-``JobStats``, that its stops happened as meant and were handled (mid-job victims replaced; an
-idle victim ran no task), and that no process or ``aiomr-*`` directory outlived it.
+The six `SCENARIOS`; the contender's own event loop sends the stops. Every run is checked
+(counts, `JobStats`, the stops and their handling, nothing left behind); docs/benchmarks.md
+says what is measured and how.
 
     flock /tmp/aiomr-bench.lock python3 benchmarks/stuck_workers.py --write-docs
     python3 benchmarks/stuck_workers.py --quick     # every 4th file, one round
@@ -25,7 +20,6 @@ import math
 import operator
 import os
 import random
-import signal
 import sys
 import time
 from collections import Counter
@@ -33,25 +27,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import _faults
 import _harness as h
 import _isolated
 import _machine
+from _faults import Stop, Watch
 from wordcount_jobs import stdlib_files, tokens
 
 if TYPE_CHECKING:
     import aiomr
-    from aiomr.executors import ProcessExecutor
 
-WORKERS, RUN_TIMEOUT = 2, 300.0
-STOP_AT = 0.3
-"""Share of the files folded when a mid-job stop is due: well inside the map phase."""
-BUSY_RUN_NS = 500_000
-"""CPU time a victim's main thread must have had in the last 1 ms to count as inside a task."""
-BUSY_WAIT = 2.0
-"""Seconds a mid-job stop waits for its victim to be inside a task (else the run fails)."""
-RANDOM_EVERY, RANDOM_RESUME, RANDOM_RESUMED_SHARE = (0.3, 0.8), (0.1, 1.5), 0.5
-WATCH_SECONDS = 0.02
-"""How often the contender lists the pool's workers and reads its count of replaced ones."""
+WORKERS, RUN_TIMEOUT, STOP_AT = 2, 300.0, 0.3
+"""STOP_AT: the share of the files folded when a mid-job stop is due: well inside the map phase."""
 TARGET_P99_MS, TARGET_MAX_MS = 5.0, 20.0
 
 
@@ -61,8 +48,7 @@ class Scenario:
     label: str
     stop: str
     """``none``, ``idle``, ``busy-one``, ``busy-both`` or ``random``."""
-    stall_timeout: float | None = None
-    """``None``: the executor's default."""
+    stall_timeout: float | None = None  # None: the executor's default
     task_timeout: float | None = None
 
 
@@ -96,143 +82,6 @@ def words_of_file(path: str) -> Iterator[tuple[str, int]]:
         for line in f:
             for word in tokens(line):
                 yield word, 1
-
-
-# Inside a contender's process: the stops -------------------------------------------------------
-
-
-def proc(pid: int) -> tuple[str, int] | None:
-    """``(state letter, start time in clock ticks)`` of ``pid`` from ``/proc``, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[19])
-
-
-def ran_ns(pid: int) -> int | None:
-    """Nanoseconds the main thread of ``pid`` has spent on a CPU (``/proc``), or None."""
-    try:
-        with open(f"/proc/{pid}/schedstat", "rb") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-@dataclass
-class Stop:
-    """One SIGSTOP sent to a worker."""
-
-    at: float
-    """Seconds after the executor was created."""
-    pid: int
-    state: str
-    """The victim's state just before: R running a task, S waiting for one."""
-    resumed_after: float | None = None
-
-
-@dataclass
-class Watch:
-    """What the contender's loop saw of the pool, and the stops it sent."""
-
-    t0: float = field(default_factory=time.monotonic)
-    """When the executor was created."""
-    seen: dict[int, int] = field(default_factory=dict)
-    """Every worker pid seen, with its start time (clock ticks since boot)."""
-    stops: list[Stop] = field(default_factory=list)
-    skipped: int = 0
-    """Random stops due when no worker could be stopped."""
-    replaced_at: list[float] = field(default_factory=list)
-    """When ``workers_replaced`` was seen to rise, in seconds after the executor was made."""
-
-    def note(self, pids: Sequence[int]) -> None:
-        for pid in pids:
-            if pid not in self.seen and (found := proc(pid)) is not None:
-                self.seen[pid] = found[1]
-
-    def signal(self, pid: int, how: int) -> str | None:
-        """Send ``how`` to ``pid`` if it is still the worker seen; return its state before."""
-        self.note([pid])
-        found = proc(pid)
-        if found is None or found[1] != self.seen.get(pid) or found[0] in "ZX":
-            return None
-        try:
-            os.kill(pid, how)
-        except ProcessLookupError:
-            return None
-        return found[0]
-
-    def stop(self, pid: int) -> Stop | None:
-        state = self.signal(pid, signal.SIGSTOP)
-        if state is None:
-            return None
-        self.stops.append(Stop(round(time.monotonic() - self.t0, 4), pid, state))
-        return self.stops[-1]
-
-    async def watch(self, executor: ProcessExecutor) -> None:
-        """List the workers and note every replacement, every `WATCH_SECONDS`."""
-        replaced = executor.workers_replaced
-        while True:
-            self.note(executor.worker_pids())
-            now = executor.workers_replaced
-            self.replaced_at += [round(time.monotonic() - self.t0, 4)] * (now - replaced)
-            replaced = now
-            await asyncio.sleep(WATCH_SECONDS)
-
-    async def stop_idle(self, executor: ProcessExecutor, rng: random.Random) -> None:
-        """SIGSTOP one worker once it waits for a task (state ``S``: its first one)."""
-        victim = rng.choice(sorted(executor.worker_pids()))
-        for _ in range(int(BUSY_WAIT / 0.001)):
-            if (found := proc(victim)) is None or found[0] == "S":
-                break
-            await asyncio.sleep(0.001)
-        self.stop(victim)
-
-    async def stop_busy(
-        self, executor: ProcessExecutor, due: asyncio.Event, count: int, rng: random.Random
-    ) -> None:
-        """Once ``due`` is set, SIGSTOP ``count`` workers, each as soon as it is in a task."""
-        await due.wait()
-        pids = sorted(executor.worker_pids())
-        victims = rng.sample(pids, min(count, len(pids)))
-        ran = {pid: ran_ns(pid) for pid in victims}
-        deadline = time.monotonic() + BUSY_WAIT
-        while victims and time.monotonic() < deadline:
-            await asyncio.sleep(0.001)
-            for pid in list(victims):
-                found, now = proc(pid), ran_ns(pid)
-                before, ran[pid] = ran[pid], now
-                if found is None or now is None or before is None:
-                    victims.remove(pid)  # gone: nothing to stop
-                elif found[0] == "R" and now - before >= BUSY_RUN_NS:
-                    victims.remove(pid)
-                    self.stop(pid)
-        for pid in victims:  # never seen inside a task: stopped anyway; the run fails its check
-            self.stop(pid)
-
-    async def stop_at_random(self, executor: ProcessExecutor, rng: random.Random) -> None:
-        """SIGSTOP a random worker every 0.3-0.8 s; resume about half of them later."""
-        async with asyncio.TaskGroup() as tg:
-            while True:
-                # Every draw is made whatever happens, so a seed gives the same schedule.
-                wait, pick = rng.uniform(*RANDOM_EVERY), rng.random()
-                resume, later = rng.random() < RANDOM_RESUMED_SHARE, rng.uniform(*RANDOM_RESUME)
-                await asyncio.sleep(wait)
-                pids = sorted(executor.worker_pids())
-                self.note(pids)
-                ready = [p for p in pids if (found := proc(p)) is not None and found[0] not in "Tt"]
-                stop = self.stop(ready[int(pick * len(ready))]) if ready else None
-                if stop is None:
-                    self.skipped += 1
-                elif resume:
-                    tg.create_task(self.resume_later(stop, later))
-
-    async def resume_later(self, stop: Stop, after: float) -> None:
-        await asyncio.sleep(after)
-        if self.signal(stop.pid, signal.SIGCONT) is not None:
-            stop.resumed_after = round(time.monotonic() - self.t0 - stop.at, 4)
 
 
 async def contend(
@@ -316,13 +165,11 @@ def contender(args: list[str]) -> dict[str, Any]:
     logging.getLogger("aiomr").addHandler(recorder)
     w, due = Watch(), asyncio.Event()
 
-    class WatchedStats(aiomr.JobStats):  # sets ``due`` once STOP_AT of the files are folded
-        def __setattr__(self, name: str, value: Any) -> None:
-            super().__setattr__(name, value)
-            if name == "records_reduced" and value >= math.ceil(STOP_AT * len(paths)):
-                due.set()
+    def set_due(name: str, value: Any) -> None:  # once STOP_AT of the files are folded
+        if name == "records_reduced" and value >= math.ceil(STOP_AT * len(paths)):
+            due.set()
 
-    stats = WatchedStats()
+    stats = _faults.watched_stats(set_due)
     report: dict[str, Any] = {"job_error": None}
     try:
         report.update(aiomr.run(contend(BY_KEY[key], paths, int(seed), stats, due, w)))
@@ -422,13 +269,7 @@ def run_once(
         setattr(run, name, report[name])
     run.lags(report["lateness"])
     run.problems += h.differences(report["counts"], reference, "the reference")
-    if run.records != run.records_reduced + run.records_skipped:
-        run.problems.append(
-            f"records {run.records:,} != records_reduced {run.records_reduced:,} + "
-            f"records_skipped {run.records_skipped:,}"
-        )
-    if run.records != files:
-        run.problems.append(f"records {run.records:,}, but there are {files:,} files")
+    run.problems += _faults.accounting(report, files, "files")
     run.problems += stop_problems(run, scenario)
     return run
 
@@ -448,7 +289,7 @@ def describe(run: Run) -> str:
     )
     if run.replaced_at:
         text += f"; replaced at {', '.join(f'{t - since:.2f}' for t in run.replaced_at)} s"
-    text += "".join(f"\n  FAILED: {p}" for p in [run.error, *run.problems] if p)
+    text += h.failed(run)
     text += "".join(f"\n  {at - since:6.2f} s  {message}" for at, message in run.messages)
     return text + "".join(f"\n  | {line}" for line in run.log)
 
@@ -463,9 +304,7 @@ class Result(h.Measurements):
 
 def measure(args: argparse.Namespace) -> Result:
     """Run every scenario ``--runs`` times, interleaved in rotating order; check every run."""
-    keys = [k.strip() for k in args.scenarios.split(",")] if args.scenarios else list(BY_KEY)
-    if unknown := [k for k in keys if k not in BY_KEY]:
-        raise SystemExit(f"unknown scenarios: {', '.join(unknown)}; try {', '.join(BY_KEY)}")
+    keys = h.choose(args.scenarios, BY_KEY, "scenarios")
     if args.dump_stalls is not None and args.write_docs:
         raise SystemExit("--dump-stalls perturbs the figures; drop --write-docs")
     if args.dump_stalls is not None:
@@ -510,7 +349,7 @@ def scenario_table(m: Result) -> str:
         rows.append(
             [
                 s.label,
-                f"{len(runs)} of {len(m.of(s.key, ok=False))}",
+                m.runs_ok(s.key),
                 h.na(h.median(walls), ".2f", " s"),
                 h.span(walls, ".2f", " s"),
                 "1 (baseline)" if s.key == "clean" else ratio,
@@ -532,91 +371,24 @@ def scenario_table(m: Result) -> str:
 
 
 def render(m: Result) -> str:
-    all_ok = all(r.ok for r in m.runs)
+    """Return the docs section: the table, and the runs that failed a check."""
     loops = sorted({r.loop for r in m.runs if r.loop})
     clean = h.median(r.wall for r in m.of("clean"))
     which = "every `.py` file" if m.step == 1 else f"every {m.step}th `.py` file (sorted)"
     parts = [
-        "## Stuck workers",
-        "",
         f"{m.machine} aiomr {m.aiomr}; event loop: {', '.join(loops) or 'n/a'}.",
         "",
-        "What a worker process that stops without dying costs a job, and its caller's event "
-        "loop. The job is the key-value word count of `examples/wordcount.py`: "
-        f"{which} of the Python standard library ({m.files:,} files, {m.words:,} words, "
-        f"{m.distinct:,} distinct), one file per record, `aiomr.map_reduce_by_key` with a "
-        f"mapper yielding `(word, 1)` and `operator.add`, on `ProcessExecutor({WORKERS})`, "
-        f"under `aiomr.run`; a clean run takes {h.na(clean, '.1f', ' s')} here. The workers "
-        "are stopped with SIGSTOP and never resumed (but for the random stops): one while "
-        "idle, once both workers are up and wait for a task, right before the job is called; "
-        f"one or both *mid-job*, once {STOP_AT:.0%} of the files were mapped, each victim as "
-        "soon as `/proc` shows it inside a task (running, and on a CPU for "
-        f"{BUSY_RUN_NS / 1e6:g} ms of the last 1 ms); or at random: every 0.3 to 0.8 s from "
-        "the moment the job is called, one of the workers not stopped at that moment (none "
-        "when both are), half of them resumed (SIGCONT) 0.1 to 1.5 s later. Victims and "
-        "random schedules are drawn by a generator seeded by the round; the contender's own "
-        "event loop sends the signals.",
-        "",
-        f"Each scenario ran {h.times(m.rounds)}, each run in a fresh Python process, "
-        "interleaved round by round in rotating order; figures are medians. Wall time runs "
-        "from just before the executor is created until it is closed (every worker ended) "
-        "with the full `{word: count}` dict in hand. *Ratio to clean* is the median over "
-        "rounds of the run's wall time over the clean run's of the same round. *Loop lag* is "
-        "how late a 10 ms ticker on the job's event loop woke, over the whole wall time: each "
-        "run's p99 and max, then their medians; *worst max* is the largest lateness of any "
-        "run. *Workers replaced* and *chunks retried* (map and reduce tasks submitted again) "
-        "come from `JobStats`, with every run's figure; *stop to replaced* is the median time "
-        "from the stop until the pool had replaced the stopped worker(s) (seen every "
-        f"{WATCH_SECONDS * 1e3:.0f} ms).",
-        "",
-        f"{'Every run' if all_ok else 'Every run but those listed at the end'} found exactly "
-        "the answer of a plain loop over the same files with the same mapper (no aiomr "
-        f"code), had `records == records_reduced + records_skipped == {m.files:,}` in its "
-        "`JobStats`, made the stops it was meant to (mid-job ones on busy workers) and, when "
-        "they were for good, had every worker stopped mid-job replaced while the job ran "
-        "(the worker stopped while idle ran none of the job's tasks); no worker process "
-        "(stopped ones included) and no `aiomr-*` directory outlived it. Runs that failed a "
-        "check are left out of the figures." + _isolated.load_note(m, "the ratios"),
+        f"Input: {which} of the standard library ({m.files:,} files, {m.words:,} words, "
+        f"{m.distinct:,} distinct); a clean run takes {h.na(clean, '.1f', ' s')}; every "
+        f"scenario ran {h.times(m.rounds)}." + _isolated.load_note(m, "the ratios"),
         "",
         scenario_table(m),
-        "",
-        "### What happens to a stopped worker",
-        "",
-        "Each worker has its own task and reply pipes and bumps a heartbeat in shared memory "
-        "ten times a second; the pool's thread reads the heartbeats every 0.1 s. A stopped "
-        "worker holds up only the task it was running: half a second after its heartbeat "
-        "stops, the task queued in its pipe goes to the other worker, which takes every other "
-        "task meanwhile, and the event loop never waits on it (a worker stopped while idle "
-        "so costs the job about that half second). After `stall_timeout` seconds without a "
-        "heartbeat and without CPU time, the pool kills it and starts another; its running "
-        'task fails as a lost worker with the verdict `"killed"` (it counts toward '
-        "`max_kills`, not `max_attempts`) and runs again, while a task it had not started "
-        "never counts as a retry. With `task_timeout`, a task past its time on a stopped "
-        "worker has that worker killed the same way, without waiting for `stall_timeout`. A "
-        "worker resumed before `stall_timeout` just carries on. A worker still stopped when "
-        "the executor closes is killed, not waited for.",
-        "",
     ]
-    if not all_ok:
+    if not m.all_ok():
         labels = {s.key: s.label for s in SCENARIOS}
-        parts += [
-            "### Runs that failed a check",
-            "",
-            _isolated.failure_table(m, labels, "scenario"),
-            "",
-        ]
-    parts += [
-        f"The whole benchmark took {m.seconds / 60:.1f} minutes. Reproduce with:",
-        "",
-        "```console",
-        "flock /tmp/aiomr-bench.lock python3 benchmarks/stuck_workers.py --write-docs",
-        "```",
-    ]
+        parts += ["", "### Runs that failed a check", ""]
+        parts.append(_isolated.failure_table(m, labels, "scenario"))
     return "\n".join(parts)
-
-
-def all_ok(m: Result) -> bool:
-    return all(r.ok for r in m.runs)
 
 
 if __name__ == "__main__":
@@ -624,4 +396,5 @@ if __name__ == "__main__":
     parser.add_argument("--step", type=h.positive, help="count every STEP-th file (default 1)")
     parser.add_argument("--scenarios", help=f"some of {', '.join(BY_KEY)} (default: all)")
     parser.add_argument("--dump-stalls", type=float, metavar="SECONDS", help="see above")
-    sys.exit(h.main("stuck_workers", parser, measure, render, contender=contender, ok=all_ok))
+    main = h.main("stuck_workers", parser, measure, render, contender=contender, ok=Result.all_ok)
+    sys.exit(main)

@@ -12,7 +12,6 @@ again, and the benchmark's tables, statistics and text generator are no part of 
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import math
 import multiprocessing
@@ -216,10 +215,8 @@ def contender(args: list[str]) -> dict[str, Any]:
     with open(list_file, encoding="utf-8") as f:
         paths = f.read().splitlines()
     run, imports = JOBS[key]
-    _machine.import_names(imports)  # imports are not part of the time
-    if key.startswith("aiomr") and loop != "asyncio":
-        with contextlib.suppress(ImportError):
-            _machine.import_names(["uvloop"])
+    # imports are not part of the time
+    _machine.import_names(imports, uvloop=key.startswith("aiomr") and loop != "asyncio")
     before, started = os.times(), time.perf_counter()
     counts = run(paths, loop)
     wall = time.perf_counter() - started

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any, Literal, Unpack, cast, overload
 
 from ._chunker import AnySource
@@ -42,10 +42,10 @@ async def map_reduce(
 @overload
 async def map_reduce(
     source: SplitSource,
-    mapper: Callable[[Iterator[bytes]], V],
+    mapper: Callable[[Any], V],
     reducer: Callable[[V, V], V],
     *,
-    mode: Literal["blocks"],
+    mode: Literal["blocks", "batches"],
     executor: ExecutorSpec = ...,
     **options: Unpack[MapKeywords[V]],
 ) -> V: ...
@@ -101,7 +101,9 @@ async def map_reduce(
         reducer: ``(value, value) -> value``. It must be associative, and commutative unless
             ``ordered=True``; values and the result share one type.
         mode: ``"record"`` or ``"chunk"``, as above; ``"blocks"`` hands a file source's
-            raw blocks to the mapper (`aiomr.sources.files`).
+            raw blocks to the mapper (`aiomr.sources.files`); ``"batches"`` hands it a
+            columnar source's record batches one at a time (`aiomr.sources.parquet`), in
+            the ``batch_format`` option's type, and folds its partials in the worker.
         executor: ``"process"`` (default), ``"thread"``, ``"inline"``, an
             `aiomr.executors.Executor`, or a `concurrent.futures.Executor`.
         **options: the job's options, `aiomr.MapKeywords`: ``initial`` (the result of an

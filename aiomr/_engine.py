@@ -142,10 +142,10 @@ class Engine:
     async def map_reduce(
         self,
         source: SplitSource,
-        mapper: Callable[[Iterator[bytes]], V],
+        mapper: Callable[[Any], V],
         reducer: Callable[[V, V], V],
         *,
-        mode: Literal["blocks"],
+        mode: Literal["blocks", "batches"],
         **options: Unpack[MapKeywords[V]],
     ) -> V: ...
 

@@ -38,7 +38,7 @@ from ._reducer import Folder
 from ._retry import RetryPolicy
 from ._sentinels import MISSING
 from ._stats import JobStats
-from ._types import Mode
+from ._types import BatchFormat, Mode
 from ._worker.bodies import (
     fold_guarded,
     fold_parsed,
@@ -72,14 +72,20 @@ def _body_for(
     mapper: Callable[[Any], Any],
     reducer: Callable[[Any, Any], Any],
     on_error: OnError = "raise",
+    batch_format: BatchFormat = "arrow",
 ) -> Callable[[Any, int], Any]:
     """Choose the task body for how the source is read, the mode and ``on_error``."""
     described = describe(source)
     split_source = described.worker_side()
     if split_source is not None:  # the workers read the records: the source knows how
-        return split_source.task_body(mode, mapper, reducer, on_error)
+        return split_source.task_body(mode, mapper, reducer, on_error, batch_format)
     if mode == "blocks":
         raise ValueError("mode='blocks' needs a file source: aiomr.sources.files(...)")
+    if mode == "batches":
+        raise ValueError(
+            "mode='batches' needs a columnar source read by the workers, such as "
+            "aiomr.sources.parquet(...)"
+        )
     parser = described.parser
     if on_error != "raise":
         return functools.partial(fold_guarded, mapper, reducer, parser)
@@ -186,7 +192,7 @@ async def run_map_reduce(
     """
     check_callable("mapper", mapper)
     check_callable("reducer", reducer)
-    body = _body_for(source, options.mode, mapper, reducer, options.on_error)
+    body = _body_for(source, options.mode, mapper, reducer, options.on_error, options.batch_format)
     dead_letter = DeadLetterFile(options.dead_letter) if options.dead_letter else None
     stats = stats if stats is not None else JobStats()
     if folder is None:

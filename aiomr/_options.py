@@ -28,7 +28,7 @@ from ._checks import check_seconds
 from ._retry import RetryPolicy
 from ._sentinels import MISSING
 from ._stats import JobStats
-from ._types import Mode, V
+from ._types import BATCH_FORMATS, BatchFormat, Mode, V
 from ._windows import WindowSpec
 
 __all__ = [
@@ -94,6 +94,10 @@ class MapKeywords(JobKeywords, Generic[V], total=False):
     ordered: bool
     """Fold partials in input order instead of as they complete, for reducers that are
     associative but not commutative (string concatenation, list append)."""
+    batch_format: BatchFormat
+    """With ``mode="batches"``, what the mapper receives: ``"arrow"`` (the default, a
+    ``pyarrow.RecordBatch``), ``"polars"`` (a ``polars.DataFrame``) or ``"pandas"`` (a
+    ``pandas.DataFrame``)."""
 
 
 class StreamKeywords(MapKeywords[V], total=False):
@@ -220,13 +224,24 @@ class MapOptions(JobOptions):
     initial: Any = MISSING
     mode: Mode = "record"
     ordered: bool = False
+    batch_format: BatchFormat = "arrow"
 
     def __post_init__(self) -> None:
         super(MapOptions, self).__post_init__()
-        if self.mode not in ("record", "chunk", "blocks"):
-            raise ValueError(f"mode must be 'record', 'chunk' or 'blocks', got {self.mode!r}")
+        if self.mode not in ("record", "chunk", "blocks", "batches"):
+            raise ValueError(
+                f"mode must be 'record', 'chunk', 'blocks' or 'batches', got {self.mode!r}"
+            )
         _check_bool("ordered", self.ordered)
-        if self.on_error != "raise" and self.mode == "chunk":
+        if self.batch_format not in BATCH_FORMATS:
+            raise ValueError(
+                f"batch_format must be 'arrow', 'polars' or 'pandas', got {self.batch_format!r}"
+            )
+        if self.batch_format != "arrow" and self.mode != "batches":
+            raise ValueError(
+                f"batch_format={self.batch_format!r} is for mode='batches', not mode={self.mode!r}"
+            )
+        if self.on_error != "raise" and self.mode in ("chunk", "batches"):
             # A chunk's mapper sees its records together: one bad record cannot be left out.
             raise ValueError(
                 "on_error='skip' and 'collect' need mode='record', or mode='blocks' over a "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, TypeAlias, TypeVar
 
-__all__ = ["A", "K", "Mode", "R", "T", "V"]
+__all__ = ["A", "BATCH_FORMATS", "BatchFormat", "K", "Mode", "R", "T", "V"]
 
 R = TypeVar("R")
 """A record, as the source yields it."""
@@ -17,6 +17,12 @@ K = TypeVar("K")
 T = TypeVar("T")
 """The result of a group reducer."""
 
-Mode: TypeAlias = Literal["record", "chunk", "blocks"]
+Mode: TypeAlias = Literal["record", "chunk", "blocks", "batches"]
 """``"record"``: the mapper sees one record; ``"chunk"``: a list of records; ``"blocks"`` (file
-sources only): an iterator over a split's raw ``bytes`` blocks."""
+sources only): an iterator over a split's raw ``bytes`` blocks; ``"batches"`` (columnar sources
+only): one record batch at a time, in the job's ``batch_format``."""
+
+BatchFormat: TypeAlias = Literal["arrow", "polars", "pandas"]
+"""What a ``mode="batches"`` mapper receives: a ``pyarrow.RecordBatch``, a
+``polars.DataFrame`` or a ``pandas.DataFrame``."""
+BATCH_FORMATS: tuple[BatchFormat, ...] = ("arrow", "polars", "pandas")

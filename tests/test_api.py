@@ -160,7 +160,7 @@ class TestArguments:
             (
                 {"mode": "rows"},
                 ValueError,
-                "mode must be 'record', 'chunk' or 'blocks', got 'rows'",
+                "mode must be 'record', 'chunk', 'blocks' or 'batches', got 'rows'",
             ),
             ({"ordered": "yes"}, TypeError, "ordered must be a bool, got 'yes'"),
             ({"executor": "gpu"}, ValueError, "executor must be one of 'process', 'thread'"),

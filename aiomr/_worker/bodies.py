@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from .._exceptions import RecordError
+from .._types import BatchFormat
 from .blame import note_input, note_record, reading
 from .envelope import EMPTY, Counted, Skipped
 
@@ -27,6 +28,7 @@ __all__ = [
     "fold_guarded",
     "fold_parsed",
     "fold_records",
+    "fold_split_batches",
     "fold_split_chunks",
     "fold_split_guarded",
     "fold_split_records",
@@ -184,6 +186,43 @@ def fold_split_chunks(
         return _fold_values(map(mapper, tally.wrap(blocks)), reducer, tally)
     finally:
         close_reading(blocks)
+
+
+def fold_split_batches(
+    reader: Any,
+    mapper: Callable[[Any], Any],
+    reducer: Callable[[Any, Any], Any],
+    batch_format: BatchFormat,
+    splits: list[Any],
+    start: int,
+) -> Counted:
+    """Batches mode over a columnar split: the mapper sees one record batch at a time, in
+    ``batch_format``, and its partials are folded here.
+
+    A failing mapper is named with the rows of the batch it was given (half-open, counted
+    from the split's first row), after the rows that went before.
+    """
+    from .._columnar.formats import converter
+
+    convert = converter(batch_format)
+    batches = reader.batches(splits[0])
+    rows = 0
+    acc: Any = EMPTY
+    try:
+        for batch in batches:
+            size = int(batch.num_rows)
+            try:
+                value = mapper(convert(batch))
+                acc = value if acc is EMPTY else reducer(acc, value)
+            except Exception as exc:
+                exc.add_note(
+                    f"aiomr: in the batch of rows [{rows}, {rows + size}) of {splits[0].describe()}"
+                )
+                raise
+            rows += size
+    finally:
+        close_reading(batches)
+    return Counted(acc, rows)
 
 
 def map_split_blocks(

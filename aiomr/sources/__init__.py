@@ -7,6 +7,9 @@ Any iterable or async iterable is a source as it is. These add what files and da
 * `lines`: the lines of files streamed through the caller with aiofiles, in large blocks;
 * both: globs and directories, gzip/bzip2/xz, text or bytes, and TSV, CSV or JSON Lines
   parsed in the workers;
+* `parquet`: Parquet files and hive-partitioned datasets read by the workers, row groups per
+  task, only the columns asked for, with a filter pushed into the reader; its rows come as
+  dicts, or as record batches to ``mode="batches"`` mappers (pyarrow, extra ``arrow``);
 * `sqlite_ranges`, `postgres_ranges`: a query read by the workers themselves, one range of
   a column per task, with the standard library's sqlite3 or psycopg (no row passes through
   the caller);
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
     from ._file_splits import files as files
     from ._lines import LineSource as LineSource
     from ._lines import lines as lines
+    from ._parquet import ParquetSource as ParquetSource
+    from ._parquet import parquet as parquet
     from ._parse import Parser as Parser
     from ._query import QuerySource as QuerySource
     from ._query import query as query
@@ -49,6 +54,7 @@ __all__ = [
     "FileSource",
     "LineSource",
     "PageSplit",
+    "ParquetSource",
     "Parser",
     "QueryRangesSource",
     "QuerySource",
@@ -58,6 +64,7 @@ __all__ = [
     "SplitSource",
     "files",
     "lines",
+    "parquet",
     "postgres_ranges",
     "query",
     "sqlite_ranges",
@@ -69,6 +76,7 @@ _WHERE: dict[str, str] = {
     "FileSource": "._file_splits",
     "LineSource": "._lines",
     "PageSplit": ".._db.page_splits",
+    "ParquetSource": "._parquet",
     "Parser": "._parse",
     "QueryRangesSource": "._query_ranges",
     "QuerySource": "._query",
@@ -78,6 +86,7 @@ _WHERE: dict[str, str] = {
     "SplitSource": "._split_source",
     "files": "._file_splits",
     "lines": "._lines",
+    "parquet": "._parquet",
     "postgres_ranges": "._query_ranges",
     "query": "._query",
     "sqlite_ranges": "._query_ranges",

@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
+from .._types import BatchFormat
 from ._locate import COUNT_BLOCK
 from ._parse import Format, Parser, make_parser
 from ._paths import PathsLike, expand_paths, is_compressed
@@ -216,16 +217,34 @@ class FileSource(SplitSource):
             size = auto_split_size(cutter.total, workers)
         return cutter, size
 
+    def batch_reader(self) -> Any:
+        """For TSV, CSV and JSON Lines: a reader of record batches through pyarrow
+        (`aiomr._columnar.text_reader`); ``None`` for plain lines."""
+        parser = self.reader.parser
+        if parser is None:
+            return None
+        from .._columnar.imports import require
+        from .._columnar.text_reader import TextBatchReader
+
+        require("pyarrow.csv", "mode='batches' over files")
+        if not isinstance(self.paths_arg, str | os.PathLike | list | tuple):
+            raise TypeError(
+                "mode='batches' needs the paths as a path or a list of paths, "
+                f"got {type(self.paths_arg).__qualname__}"
+            )
+        return TextBatchReader(self.reader, self.paths_arg)
+
     def task_body(
         self,
         mode: str,
         mapper: Callable[[Any], Any],
         reducer: Callable[[Any, Any], Any],
         on_error: str,
+        batch_format: BatchFormat = "arrow",
     ) -> Callable[[Any, int], Any]:
         """As for `SplitSource`; ``mode="blocks"`` hands the mapper checked blocks."""
         if mode != "blocks":
-            return super().task_body(mode, mapper, reducer, on_error)
+            return super().task_body(mode, mapper, reducer, on_error, batch_format)
         parser = self.reader.parser
         if parser is not None and parser.format != "tsv":
             raise ValueError(

@@ -13,6 +13,7 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from .._types import BatchFormat
 from ._source import Source
 
 __all__ = ["AnySplit", "SplitPlan", "SplitReading", "SplitSource"]
@@ -95,6 +96,12 @@ class SplitSource(Source):
     split_size: int | None = None
     """Bytes per split, or ``None`` to let the job size them."""
 
+    def batch_reader(self) -> Any:
+        """What reads a split as record batches in a worker (a picklable object with a
+        ``batches(split)`` method), for ``mode="batches"`` mappers; ``None`` (the default)
+        when the source has no columns. Called in the caller; must not block."""
+        return None
+
     def worker_side(self) -> SplitSource:
         """Return the source itself: its records are read by the workers, split by split."""
         return self
@@ -110,15 +117,29 @@ class SplitSource(Source):
         mapper: Callable[[Any], Any],
         reducer: Callable[[Any, Any], Any],
         on_error: str,
+        batch_format: BatchFormat = "arrow",
     ) -> Callable[[Any, int], Any]:
         """The body of the job's map tasks: reads a split in a worker and maps it.
 
         ``on_error`` other than ``"raise"`` reads records one by one and skips bad ones; in
         ``mode="blocks"`` only a source whose reader can check its blocks can do that.
+        ``mode="batches"`` needs a source with a `batch_reader`, and hands the mapper each
+        record batch in ``batch_format``.
         """
         from .._worker import bodies
 
         reader = self.reader
+        if mode == "batches":
+            batches = self.batch_reader()
+            if batches is None:
+                raise ValueError(
+                    "mode='batches' needs a columnar source: aiomr.sources.parquet(...), or "
+                    "aiomr.sources.files(..., format='tsv', 'csv' or 'jsonl'); "
+                    f"this {type(self).__qualname__} gives records without columns"
+                )
+            return functools.partial(
+                bodies.fold_split_batches, batches, mapper, reducer, batch_format
+            )
         if on_error != "raise":
             if mode == "blocks":
                 raise ValueError(

@@ -1,0 +1,227 @@
+"""TSV, CSV and JSON Lines splits read as Arrow record batches in a worker.
+
+A file source (`aiomr.sources.files` with ``format="tsv"``, ``"csv"`` or ``"jsonl"``) cuts
+its files into record-aligned byte ranges as for every other mode. For ``mode="batches"``
+each worker reads its range in large blocks of whole records, with the same checks as the
+other modes (sizes as planned, compressed data whole, a CSV record's quoted newlines never
+cut), and parses each block with pyarrow's CSV or JSON reader on the worker's one thread.
+
+Every task must agree on the columns: their names come from ``names=``, or from the first
+file's header (``header=True``), or are ``f0``, ``f1``, ...; their types are inferred by
+pyarrow from the first `SAMPLE_BYTES` of the first file, the same bytes in every worker, so
+every split gets the same schema without the caller reading anything. A later value that
+does not fit its column's type fails the task, naming the block.
+
+A malformed record (a row with the wrong number of fields, broken quoting, bad JSON) is
+located the way the other modes locate it: the block is parsed again record by record with
+the source's own parser, which raises `aiomr.RecordError` naming ``path:LINE (byte
+OFFSET)``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from .._exceptions import RecordError
+from .._worker.blame import note_input
+from ..sources._framing import first_record_end, last_record_end, located_records
+from ..sources._locate import SegmentLines, locate
+from ..sources._paths import expand_paths
+from ..sources._segments import Segment, Split, open_segment, read_blocks, stamp_of
+from .imports import require
+
+__all__ = ["SAMPLE_BYTES", "TEXT_BLOCK", "TextBatchReader"]
+
+TEXT_BLOCK = 4 << 20
+"""Bytes of whole records parsed at once: large enough that pyarrow's cost per call is
+noise, small enough that a worker holds little."""
+SAMPLE_BYTES = 1 << 20
+"""Bytes at the top of the first file from which the columns' types are inferred."""
+
+_SCHEMAS: dict[tuple[Any, ...], tuple[list[str], Any]] = {}
+"""Per worker process: the columns inferred for a source's first file (by path, size and
+modification time), so each task infers them once."""
+
+
+class TextBatchReader:
+    """Read a file split's records as ``pyarrow.RecordBatch`` es (see the module docstring).
+
+    ``reader`` is the source's `aiomr.sources._split_reader.SplitReader`: its parser says
+    the format, the header and the names, and it locates malformed records.
+    """
+
+    def __init__(self, reader: Any, paths: Any) -> None:
+        self.reader = reader
+        self.paths = paths
+        """The source's paths: their first file is where the columns are inferred from."""
+
+    # -- the columns, the same in every worker -------------------------------------------------
+
+    def columns(self) -> tuple[list[str], Any]:
+        """The column names and the Arrow schema every batch has."""
+        path = expand_paths(self.paths)[0]
+        stat = os.stat(path)
+        first = Segment(path, 0, -1, stat.st_size, stamp_of(stat))
+        key = (path, first.stamp, self.reader.parser.format, self.reader.parser.names)
+        found = _SCHEMAS.get(key)
+        if found is None:
+            found = _SCHEMAS[key] = self._infer(first)
+        return found
+
+    def _infer(self, first: Segment) -> tuple[list[str], Any]:
+        parser = self.reader.parser
+        sample = b""
+        with open_segment(first) as f:
+            sample = f.read(SAMPLE_BYTES)
+            more = f.read(1)
+        if more:  # whole records only: cut after the last record end in the sample
+            cut = last_record_end(sample, parser.format == "csv")
+            sample = sample[:cut] if cut else sample
+        skip = 0
+        names = list(parser.names) if parser.names is not None else None
+        if parser.header:
+            end = first_record_end(sample, parser.format == "csv")
+            head = sample[: end - 1] if end else sample
+            text = self.reader.decode(head.rstrip(b"\r"), SegmentLines(first.path, 0), 0, 0)
+            header = [_name(name) for name in parser.read_header(text)]
+            if names is None:
+                names = header
+            skip = 1
+        try:
+            table = self._parse(sample, skip, names, None)
+        except Exception as exc:
+            lines = SegmentLines(first.path, 0)
+            raise self._located(sample, skip, lines, 0, 0, exc, names) from exc
+        return list(table.schema.names), table.schema
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def batches(self, split: Split) -> Iterator[Any]:
+        """The split's records as record batches; a malformed record raises
+        `aiomr.RecordError` naming it, an error while reading is noted as the input's."""
+        try:
+            names, schema = self.columns()
+            yield from self._read(split, names, schema)
+        except Exception as exc:
+            note_input(exc)
+            raise
+
+    def _read(self, split: Split, names: list[str], schema: Any) -> Iterator[Any]:
+        parser = self.reader.parser
+        quoted = parser.format == "csv"
+        for segment in split.segments:
+            lines = SegmentLines(segment.path, segment.start)
+            at_top = parser.header and segment.start == 0
+            line = 0
+            for block, _, offset in read_blocks(Split(0, (segment,)), TEXT_BLOCK, quoted):
+                skip = 1 if at_top else 0
+                if at_top:
+                    self._check_header(block, names, lines, offset)
+                    at_top = False
+                try:
+                    table = self._parse(block, skip, names, schema)
+                except Exception as exc:
+                    raise self._located(block, skip, lines, line, offset, exc, names) from exc
+                line += block.count(b"\n")
+                for batch in table.to_batches():
+                    if batch.num_rows:  # a mapper never sees an empty batch
+                        yield batch
+
+    def _parse(self, block: bytes, skip: int, names: list[str] | None, schema: Any) -> Any:
+        """Parse whole records with pyarrow; ``schema`` ``None`` infers the types."""
+        parser = self.reader.parser
+        size = max(len(block) + 1, 1 << 16)
+        if parser.format == "jsonl":
+            json = require("pyarrow.json", 'mode="batches" over JSON Lines')
+            return json.read_json(
+                io.BytesIO(block),
+                read_options=json.ReadOptions(use_threads=False, block_size=size),
+                parse_options=json.ParseOptions(
+                    explicit_schema=schema,
+                    unexpected_field_behavior="infer" if schema is None else "error",
+                ),
+            )
+        csv = require("pyarrow.csv", 'mode="batches" over TSV and CSV')
+        tsv = parser.format == "tsv"
+        autogenerate = names is None
+        return csv.read_csv(
+            io.BytesIO(block),
+            read_options=csv.ReadOptions(
+                use_threads=False,
+                block_size=size,
+                skip_rows=skip,
+                column_names=names,
+                autogenerate_column_names=autogenerate,
+                encoding=self.reader.encoding or "utf8",
+            ),
+            parse_options=csv.ParseOptions(
+                delimiter="\t" if tsv else ",",
+                quote_char=False if tsv else '"',
+                newlines_in_values=not tsv,
+                ignore_empty_lines=False,
+            ),
+            convert_options=csv.ConvertOptions(
+                column_types=schema,
+                null_values=[""],
+                strings_can_be_null=False,
+            ),
+        )
+
+    def _check_header(self, block: bytes, names: list[str], lines: SegmentLines, at: int) -> None:
+        """A file's first record must name the columns as the first file's did."""
+        parser = self.reader.parser
+        end = first_record_end(block, parser.format == "csv")
+        head = block[: end - 1] if end else block
+        text = self.reader.decode(head.rstrip(b"\r"), lines, 0, at)
+        found = [_name(name) for name in parser.read_header(text)]
+        if parser.names is None and found != names:
+            raise locate(
+                RecordError(f"the header names {found}, not {names} as the first file's does"),
+                lines.where(0, at),
+            )
+
+    def _located(
+        self,
+        block: bytes,
+        skip: int,
+        lines: SegmentLines,
+        line: int,
+        offset: int,
+        exc: Exception,
+        names: list[str] | None,
+    ) -> Exception:
+        """The error for a block pyarrow could not parse: the first record the source's own
+        parser refuses, located; else pyarrow's error, naming the block. ``names``: the
+        columns, or ``None`` when the first record says how many there are."""
+        body = block[:-1] if block.endswith(b"\n") else block
+        parse = self.reader.parser
+        encoding = self.reader.encoding
+        for number, at, raw in located_records(body, parse.format == "csv"):
+            if number < skip:
+                continue
+            try:
+                text = raw if encoding is None else raw.decode(encoding, self.reader.errors)
+                if parse.format != "jsonl" and not parse.header:
+                    # Every row must have as many fields as there are columns.
+                    if names is None:
+                        first = parse.parse_many([text])[0]
+                        names = [f"f{i}" for i in range(len(first))]
+                    parse = parse.with_names(tuple(names))
+                parse.parse_many([text])
+            except RecordError as error:
+                return locate(error, lines.where(line + number, offset + at))
+            except UnicodeDecodeError:
+                break
+        exc.add_note(
+            f"aiomr: parsing {lines.path} bytes [{offset}, {offset + len(block)}) "
+            "as Arrow columns (types inferred from the top of the first file)"
+        )
+        return exc
+
+
+def _name(name: Any) -> str:
+    """A header field as a column name (TSV read without an encoding gives bytes)."""
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)

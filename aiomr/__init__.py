@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ._api import open_stream as open_stream
     from ._api import open_windows as open_windows
     from ._badrecords import BadRecord as BadRecord
+    from ._columnar.aggregate import Aggregate as Aggregate
     from ._engine import Engine as Engine
     from ._exceptions import AiomrError as AiomrError
     from ._exceptions import BrokenInputError as BrokenInputError
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aggregate",
     "AiomrError",
     "BadRecord",
     "BrokenInputError",
@@ -113,6 +115,7 @@ __all__ = [
 ]
 
 _WHERE: dict[str, str] = {
+    "Aggregate": "._columnar.aggregate",
     "AiomrError": "._exceptions",
     "BadRecord": "._badrecords",
     "BrokenInputError": "._exceptions",

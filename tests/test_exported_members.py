@@ -13,6 +13,7 @@ import aiomr.executors
 
 def test_top_level_members() -> None:
     assert aiomr.__all__ == [
+        "Aggregate",
         "AiomrError",
         "BadRecord",
         "BrokenInputError",

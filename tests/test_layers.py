@@ -57,6 +57,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "aiomr._keyed.sizes",
             "aiomr._keyed.result_files",
             "aiomr._columnar.formats",
+            "aiomr._columnar.aggregate",
             "aiomr._columnar.parquet_reader",
             "aiomr._columnar.text_reader",
             "aiomr.sources._framing",

@@ -1,0 +1,154 @@
+"""Declared aggregations by key over record batches, vectorised with pyarrow.
+
+An `Aggregate` gives a batch job its mapper and its reducer: `Aggregate.map` groups one
+batch by the key columns into a small table of partial states (one row per key), and
+`Aggregate.merge` merges two such tables into one with the same group-by, so partials are
+merged in the workers (a split's batches) and on the caller's fold thread (the splits),
+never row by row in Python. `Aggregate.finish` turns the merged states into the answer
+(a mean is a sum and a count until then).
+
+Every aggregation here is exact and decomposable: merging partial states gives the same
+answer as one pass over all rows, whatever the splits and batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, TypeAlias
+
+from .imports import require
+
+__all__ = ["AGGREGATIONS", "Aggregate", "Aggregation"]
+
+Aggregation: TypeAlias = Literal["sum", "count", "min", "max", "mean"]
+AGGREGATIONS: tuple[Aggregation, ...] = ("sum", "count", "min", "max", "mean")
+
+_MERGE = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
+"""How the partial state of each simple aggregation merges."""
+
+
+class Aggregate:
+    """Aggregations of columns by key, for ``mode="batches"`` jobs.
+
+    ```python
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import aiomr
+    from aiomr.sources import parquet
+
+
+    async def main() -> None:
+        data = pa.table({"word": ["a", "b", "a"], "n": [1, 2, 3], "year": [2000, 2000, 2001]})
+        pq.write_table(data, "words.parquet")
+        per_word = aiomr.Aggregate(
+            by="word", total=("n", "sum"), last_year=("year", "max"), mean=("n", "mean")
+        )
+        states = await aiomr.map_reduce(
+            parquet("words.parquet"), per_word.map, per_word.merge, mode="batches"
+        )
+        print(per_word.finish(states).sort_by("word").to_pylist())
+        # [{'word': 'a', 'total': 4, 'last_year': 2001, 'mean': 2.0},
+        #  {'word': 'b', 'total': 2, 'last_year': 2000, 'mean': 2.0}]
+
+
+    if __name__ == "__main__":
+        aiomr.run(main())
+    ```
+
+    Args:
+        by: the key column, or several.
+        **aggregations: each output column, as ``(input column, aggregation)``; the
+            aggregation is ``"sum"``, ``"count"`` (values that are not null), ``"min"``,
+            ``"max"`` or ``"mean"``.
+
+    `map` and `merge` run in the workers and on the job's fold thread; `finish` is quick
+    (one pass over the keys' states) and may run anywhere. Null keys form a group of their
+    own, as in pyarrow's and Polars' group-by. The keys' states must fit in memory: one row
+    per distinct key.
+    """
+
+    def __init__(self, by: str | Sequence[str], **aggregations: tuple[str, Aggregation]) -> None:
+        keys = [by] if isinstance(by, str) else list(by)
+        if not keys or not all(isinstance(key, str) for key in keys):
+            raise TypeError(f"by must name a key column, or several, got {by!r}")
+        if not aggregations:
+            raise ValueError("Aggregate needs at least one aggregation, e.g. total=('n', 'sum')")
+        for name, spec in aggregations.items():
+            if (
+                not isinstance(spec, tuple)
+                or len(spec) != 2
+                or not isinstance(spec[0], str)
+                or spec[1] not in AGGREGATIONS
+            ):
+                raise ValueError(
+                    f"{name}= must be (column, aggregation) with an aggregation among "
+                    f"{', '.join(AGGREGATIONS)}; got {spec!r}"
+                )
+            if name in keys:
+                raise ValueError(f"{name!r} is a key column and an aggregation's name")
+        self.keys = keys
+        self.aggregations = dict(aggregations)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{name}={spec!r}" for name, spec in self.aggregations.items())
+        return f"Aggregate(by={self.keys!r}, {parts})"
+
+    # -- partial states ------------------------------------------------------------------------
+
+    def _states(self) -> list[tuple[str, str, str]]:
+        """``(state column, input column, pyarrow aggregation)`` of every partial state."""
+        states = []
+        for name, (column, how) in self.aggregations.items():
+            if how == "mean":
+                states.append((f"{name}.sum", column, "sum"))
+                states.append((f"{name}.count", column, "count"))
+            else:
+                states.append((name, column, how))
+        return states
+
+    def map(self, batch: Any) -> Any:
+        """One batch (a ``pyarrow.RecordBatch`` or ``Table``) grouped by key: a table of
+        partial states, one row per key."""
+        pa = require("pyarrow", "aiomr.Aggregate")
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        needed = [*self.keys, *(column for column, _ in self.aggregations.values())]
+        for column in needed:
+            if column not in table.column_names:
+                raise KeyError(
+                    f"aiomr.Aggregate: no column {column!r} in the batch; "
+                    f"it has {', '.join(table.column_names)}"
+                )
+        states = self._states()
+        columns = {key: table[key] for key in self.keys}
+        for state, column, _ in states:  # each state on a column of its own name
+            columns[state] = table[column]
+        return self._grouped(pa.table(columns), [(state, how) for state, _, how in states])
+
+    def merge(self, left: Any, right: Any) -> Any:
+        """Two tables of partial states merged into one, one row per key."""
+        pa = require("pyarrow", "aiomr.Aggregate")
+        both = pa.concat_tables([left, right])
+        return self._grouped(both, [(state, _MERGE[how]) for state, _, how in self._states()])
+
+    def _grouped(self, table: Any, aggregations: list[tuple[str, str]]) -> Any:
+        """``table`` grouped by the keys, each state column aggregated as asked and named
+        as before; keys first."""
+        grouped = table.group_by(self.keys, use_threads=False).aggregate(aggregations)
+        names = {f"{state}_{how}": state for state, how in aggregations}
+        grouped = grouped.rename_columns([names.get(c, c) for c in grouped.column_names])
+        return grouped.select([*self.keys, *(state for state, _ in aggregations)])
+
+    def finish(self, states: Any) -> Any:
+        """The answer from merged partial states: a ``pyarrow.Table`` with the key columns
+        and one column per aggregation, in the order given."""
+        pa = require("pyarrow", "aiomr.Aggregate")
+        pc = require("pyarrow.compute", "aiomr.Aggregate")
+        columns = {key: states[key] for key in self.keys}
+        for name, (_, how) in self.aggregations.items():
+            if how == "mean":
+                total = pc.cast(states[f"{name}.sum"], "float64")
+                columns[name] = pc.divide(total, pc.cast(states[f"{name}.count"], "float64"))
+            else:
+                columns[name] = states[name]
+        return pa.table(columns)

@@ -9,6 +9,7 @@ as in the published ``googlebooks-eng-all-1gram`` files. The workload of `exampl
 
     python3 examples/ngram_data.py ngrams.tsv --size 1GB --seed 0
     python3 examples/ngram_data.py small.tsv --size 10MB
+    python3 examples/ngram_data.py small.tsv --size 10MB --parquet small.parquet
 
 or from Python, with the answers the job must find::
 
@@ -394,7 +395,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--size", type=_size_arg, default=parse_size("100MB"), help="about how big (10MB, 1GB)"
     )
     parser.add_argument("--seed", type=int, default=0, help="the random seed (default: 0)")
+    parser.add_argument(
+        "--parquet",
+        metavar="PATH",
+        help="also write the same rows as Parquet there, 1 M rows per row group (needs pyarrow)",
+    )
     return parser.parse_args(argv)
+
+
+COLUMNS = ("word", "year", "match_count", "volume_count")
+
+
+def write_parquet(tsv: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
+    """Write the rows of the 1-gram file ``tsv`` to ``out`` as Parquet; return the rows.
+
+    Streams: a block of the TSV at a time, never the whole file in memory.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    types = {"word": pa.string(), "year": pa.int16(), "match_count": pa.int64()}
+    types["volume_count"] = pa.int64()
+    reader = pacsv.open_csv(
+        tsv,
+        read_options=pacsv.ReadOptions(column_names=list(COLUMNS), block_size=64 << 20),
+        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+        convert_options=pacsv.ConvertOptions(column_types=types),
+    )
+    rows = 0
+    with pq.ParquetWriter(out, reader.schema) as writer:
+        pending: list[pa.RecordBatch] = []
+        pending_rows = 0
+        for batch in reader:
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            if pending_rows >= 1_000_000:
+                writer.write_table(pa.Table.from_batches(pending), row_group_size=1_000_000)
+                rows += pending_rows
+                pending, pending_rows = [], 0
+        if pending:
+            writer.write_table(pa.Table.from_batches(pending), row_group_size=1_000_000)
+            rows += pending_rows
+    return rows
 
 
 def describe(info: GeneratedInfo) -> Iterator[str]:
@@ -417,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for line in describe(info):
         print(line)
+    if args.parquet:
+        rows = write_parquet(args.out, args.parquet)
+        size = os.path.getsize(args.parquet)
+        print(f"{args.parquet}: the same {rows:,} rows as Parquet, {size:,} bytes")
     return 0
 
 

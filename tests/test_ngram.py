@@ -251,7 +251,7 @@ def test_count_blocks_refuses_a_block_with_a_line_that_is_not_a_1gram_line(
     assert caught.value.offset == offset
 
 
-@pytest.mark.parametrize("way", ["split", "idiomatic", "lines"])
+@pytest.mark.parametrize("way", ["split", "idiomatic", "lines", "columnar"])
 def test_a_shifted_row_fails_every_way_with_its_file_and_line(
     tmp_path: pathlib.Path, way: str
 ) -> None:
@@ -264,7 +264,7 @@ def test_a_shifted_row_fails_every_way_with_its_file_and_line(
     assert done.stderr == f"ngram: {where}: expected 4 fields, found 3\n"
 
 
-@pytest.mark.parametrize("way", ["split", "idiomatic", "lines"])
+@pytest.mark.parametrize("way", ["split", "idiomatic", "lines", "columnar"])
 def test_every_way_prints_the_exact_totals(
     sample: pathlib.Path, expected: dict[str, int], way: str
 ) -> None:
@@ -274,6 +274,29 @@ def test_every_way_prints_the_exact_totals(
         assert done.stdout == f"{word} has appeared {expected[word]} times\n"
         assert "MB/s" in done.stderr
         assert f"{len(expected):,} distinct words" in done.stderr
+
+
+def test_the_columnar_way_reads_the_same_rows_as_parquet(
+    expected: dict[str, int], tmp_path: pathlib.Path
+) -> None:
+    pytest.importorskip("pyarrow", reason="the arrow extra is not installed")
+    tsv, table = tmp_path / "sample.tsv", tmp_path / "sample.parquet"
+    done = run_script(
+        "ngram_data.py",
+        str(tsv),
+        "--size",
+        f"{SAMPLE_BYTES}",
+        "--seed",
+        "0",
+        "--parquet",
+        str(table),
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{table}: the same " in done.stdout
+    for word in ("Aardvark", "Zürich"):
+        done = run_script("ngram.py", str(table), "--word", word, "--way", "columnar")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"{word} has appeared {expected[word]} times\n"
 
 
 def test_a_word_that_never_appears_has_appeared_zero_times(sample: pathlib.Path) -> None:
@@ -291,7 +314,7 @@ def test_a_missing_file_is_one_line_and_status_2(tmp_path: pathlib.Path) -> None
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("way", ["split", "idiomatic"])
+@pytest.mark.parametrize("way", ["split", "idiomatic", "columnar"])
 def test_a_malformed_line_is_one_line_and_status_1(tmp_path: pathlib.Path, way: str) -> None:
     bad = tmp_path / "bad.tsv"
     bad.write_text("Aardvark\t1900\t3\t2\nAardvark\t1901\t4\n")

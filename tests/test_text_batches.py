@@ -194,6 +194,38 @@ async def test_every_file_must_have_the_first_files_header(tmp_path: pathlib.Pat
         )
 
 
+async def test_types_given_for_some_columns_hold_in_every_split(tmp_path: pathlib.Path) -> None:
+    # Words that look like numbers at the top: inferred, the column would be integers.
+    lines = [f"{1900 + i % 50}\t{i % 7}" for i in range(200_000)] + ["Aardvark\t5"]
+    path = tmp_path / "numbers_first.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    names = ["word", "match_count"]
+    with pytest.raises(pa.ArrowInvalid):
+        await aiomr.map_reduce(
+            files(path, format="tsv", names=names), per_word, merge, mode="batches"
+        )
+    typed = files(path, format="tsv", names=names, types={"word": "string"}, split_size=100_000)
+    got = await aiomr.map_reduce(typed, per_word, merge, mode="batches")
+    assert got == _totals(lines)
+    kinds = await aiomr.map_reduce(typed, column_types, lambda a, b: a, mode="batches")
+    assert kinds == {"word": "string", "match_count": "int64"}
+
+
+def _totals(lines: list[str]) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for line in lines:
+        word, count = line.split("\t")
+        out[word] += int(count)
+    return out
+
+
+def test_types_need_a_format(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ValueError, match="types= names the columns"):
+        files(tmp_path, types={"a": "string"})
+    with pytest.raises(TypeError, match="types must map column names to Arrow types"):
+        files(tmp_path, format="tsv", types={1: "string"})  # type: ignore[dict-item]
+
+
 async def test_plain_lines_have_no_columns(tmp_path: pathlib.Path) -> None:
     (tmp_path / "a.txt").write_text("x\n")
     with pytest.raises(ValueError, match="mode='batches' needs a columnar source"):

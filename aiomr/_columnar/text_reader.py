@@ -53,10 +53,12 @@ class TextBatchReader:
     the format, the header and the names, and it locates malformed records.
     """
 
-    def __init__(self, reader: Any, paths: Any) -> None:
+    def __init__(self, reader: Any, paths: Any, types: dict[str, Any] | None = None) -> None:
         self.reader = reader
         self.paths = paths
         """The source's paths: their first file is where the columns are inferred from."""
+        self.types = types
+        """The Arrow types of some columns (types or their names); others are inferred."""
 
     # -- the columns, the same in every worker -------------------------------------------------
 
@@ -65,7 +67,13 @@ class TextBatchReader:
         path = expand_paths(self.paths)[0]
         stat = os.stat(path)
         first = Segment(path, 0, -1, stat.st_size, stamp_of(stat))
-        key = (path, first.stamp, self.reader.parser.format, self.reader.parser.names)
+        key = (
+            path,
+            first.stamp,
+            self.reader.parser.format,
+            self.reader.parser.names,
+            repr(self.types),
+        )
         found = _SCHEMAS.get(key)
         if found is None:
             found = _SCHEMAS[key] = self._infer(first)
@@ -91,7 +99,7 @@ class TextBatchReader:
                 names = header
             skip = 1
         try:
-            table = self._parse(sample, skip, names, None)
+            table = self._parse(sample, skip, names, self._given_types(), complete=False)
         except Exception as exc:
             lines = SegmentLines(first.path, 0)
             raise self._located(sample, skip, lines, 0, 0, exc, names) from exc
@@ -122,7 +130,7 @@ class TextBatchReader:
                     self._check_header(block, names, lines, offset)
                     at_top = False
                 try:
-                    table = self._parse(block, skip, names, schema)
+                    table = self._parse(block, skip, names, schema, complete=True)
                 except Exception as exc:
                     raise self._located(block, skip, lines, line, offset, exc, names) from exc
                 line += block.count(b"\n")
@@ -130,8 +138,23 @@ class TextBatchReader:
                     if batch.num_rows:  # a mapper never sees an empty batch
                         yield batch
 
-    def _parse(self, block: bytes, skip: int, names: list[str] | None, schema: Any) -> Any:
-        """Parse whole records with pyarrow; ``schema`` ``None`` infers the types."""
+    def _given_types(self) -> Any:
+        """The types given for some columns, as a partial ``pyarrow.Schema``, or ``None``."""
+        if not self.types:
+            return None
+        pa = require("pyarrow", "types=")
+        return pa.schema(
+            [
+                (name, pa.type_for_alias(kind) if isinstance(kind, str) else kind)
+                for name, kind in self.types.items()
+            ]
+        )
+
+    def _parse(
+        self, block: bytes, skip: int, names: list[str] | None, schema: Any, complete: bool
+    ) -> Any:
+        """Parse whole records with pyarrow: the columns of ``schema`` as typed there, the
+        others inferred, unless ``schema`` is ``complete`` (every column)."""
         parser = self.reader.parser
         size = max(len(block) + 1, 1 << 16)
         if parser.format == "jsonl":
@@ -141,7 +164,7 @@ class TextBatchReader:
                 read_options=json.ReadOptions(use_threads=False, block_size=size),
                 parse_options=json.ParseOptions(
                     explicit_schema=schema,
-                    unexpected_field_behavior="infer" if schema is None else "error",
+                    unexpected_field_behavior="error" if complete else "infer",
                 ),
             )
         csv = require("pyarrow.csv", 'mode="batches" over TSV and CSV')
@@ -164,7 +187,7 @@ class TextBatchReader:
                 ignore_empty_lines=False,
             ),
             convert_options=csv.ConvertOptions(
-                column_types=schema,
+                column_types={field.name: field.type for field in schema} if schema else None,
                 null_values=[""],
                 strings_can_be_null=False,
             ),

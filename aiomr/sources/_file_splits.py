@@ -21,7 +21,7 @@ from __future__ import annotations
 import codecs
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from .._types import BatchFormat
@@ -207,6 +207,8 @@ class FileSource(SplitSource):
         self.paths_arg = paths
         self.split_size = split_size
         self.reader: SplitReader = SplitReader(encoding, errors, parser)
+        self.types: dict[str, Any] | None = None
+        """``mode="batches"``: the Arrow types of some columns, the others inferred."""
 
     def cutter(self, workers: int) -> tuple[SplitCutter, int]:
         """Expand the paths (blocking); return a cutter for them and the split size to use
@@ -232,7 +234,7 @@ class FileSource(SplitSource):
                 "mode='batches' needs the paths as a path or a list of paths, "
                 f"got {type(self.paths_arg).__qualname__}"
             )
-        return TextBatchReader(self.reader, self.paths_arg)
+        return TextBatchReader(self.reader, self.paths_arg, self.types)
 
     def task_body(
         self,
@@ -275,6 +277,7 @@ def files(
     convert: Callable[[Any], Any] | None = None,
     header: bool = False,
     names: Sequence[Any] | None = None,
+    types: Mapping[str, Any] | None = None,
 ) -> FileSource:
     """Read local files as records, each worker reading its own byte ranges.
 
@@ -319,6 +322,10 @@ def files(
             become dicts.
         names: TSV and CSV: the field names (rows become dicts); with ``header=True``,
             the header every file must have.
+        types: ``mode="batches"`` only: the Arrow types of some columns, by name, as
+            ``pyarrow.DataType`` or a name such as ``"string"`` or ``"int64"``; the others
+            are inferred from the top of the first file (see
+            [columnar batches](../concepts/columnar.md)).
 
     A file that is smaller than planned, replaced, or rewritten in place by the time a
     worker reads it raises `aiomr.BrokenInputError`; one that grew is read as planned.
@@ -329,4 +336,14 @@ def files(
             f"format={parser.format!r} parses text: give an encoding "
             "(with encoding=None only format='tsv' splits bytes)"
         )
-    return FileSource(paths, split_size=split_size, encoding=encoding, errors=errors, parser=parser)
+    if types is not None:
+        if parser is None:
+            raise ValueError("types= names the columns of TSV, CSV or JSON Lines: give a format")
+        if not isinstance(types, Mapping) or not all(isinstance(k, str) for k in types):
+            raise TypeError(f"types must map column names to Arrow types, got {types!r}")
+        types = dict(types)
+    source = FileSource(
+        paths, split_size=split_size, encoding=encoding, errors=errors, parser=parser
+    )
+    source.types = types
+    return source

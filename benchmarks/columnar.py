@@ -1,0 +1,300 @@
+"""Columnar group-by: aiomr's batches and `aiomr.Aggregate` against Polars, DuckDB and pyarrow.
+
+The 1-gram file of the n-gram benchmark (``_ngram_workload.py``), total ``match_count`` per
+word on 2 cores. Every contender (`CONTENDERS`) runs in a fresh process per run; its totals
+are turned into a dict once its clock has stopped and checked word for word against
+pyarrow's. docs/benchmarks.md says what is measured and how.
+
+    flock /tmp/aiomr-bench.lock python3 benchmarks/columnar.py --write-docs
+    python3 benchmarks/columnar.py --quick        # a smoke run on 20 MB
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import math
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import _harness as h
+import _isolated
+import _machine
+from _ngram_workload import WORKERS, Expected, Totals, ensure_input, parse_size, split_job
+
+RUN_TIMEOUT = 900.0
+NAMES = ["word", "year", "match_count", "volumes"]
+"""The columns of the 1-gram file, which has no header."""
+
+
+def polars_query(path: str) -> Any:
+    import polars as pl
+
+    lazy = pl.scan_csv(
+        path,
+        separator="\t",
+        has_header=False,
+        new_columns=NAMES,
+        quote_char=None,
+        schema_overrides={"word": pl.String},  # "1", "0.10": words, not numbers
+    )
+    return lazy.group_by("word").agg(pl.col("match_count").sum())
+
+
+def run_polars(path: str) -> Any:
+    """1. Polars: a lazy scan and group-by, collected on its own thread pool."""
+    return polars_query(path).collect()
+
+
+async def polars_async(path: str) -> Any:
+    """2. The same query with ``collect_async``, awaited on an event loop."""
+    return await polars_query(path).collect_async()
+
+
+def run_duckdb(path: str) -> Any:
+    """3. DuckDB: ``read_csv`` and ``GROUP BY`` on 2 threads."""
+    import duckdb
+
+    with duckdb.connect() as db:
+        db.execute(f"SET threads={WORKERS}")
+        query = (  # columns named and typed: the first words look like numbers
+            "SELECT word, sum(match_count)::BIGINT AS match_count FROM read_csv(?, delim='\\t', "
+            "header=false, columns={'word': 'VARCHAR', 'year': 'INTEGER', "
+            "'match_count': 'BIGINT', 'volumes': 'INTEGER'}) GROUP BY word"
+        )
+        return db.execute(query, [path]).to_arrow_table()
+
+
+def run_pyarrow(path: str) -> Any:
+    """4. pyarrow: read the whole file into a table, then its group-by."""
+    import pyarrow as pa
+    import pyarrow.csv as csv
+
+    pa.set_cpu_count(WORKERS)  # its parsing threads: 2 cores, as for the others
+    table = csv.read_csv(
+        path,
+        read_options=csv.ReadOptions(column_names=NAMES),
+        parse_options=csv.ParseOptions(delimiter="\t", quote_char=False),
+        convert_options=csv.ConvertOptions(column_types={"word": pa.string()}),
+    )
+    return table.group_by("word").aggregate([("match_count", "sum")])
+
+
+async def aiomr_columnar(path: str) -> Any:
+    """5. aiomr: TSV batches parsed by pyarrow in the workers, `aiomr.Aggregate`."""
+    import aiomr
+    from aiomr.sources import files
+
+    per_word = aiomr.Aggregate(by="word", total=("match_count", "sum"))
+    source = files(path, format="tsv", names=NAMES)
+    states = await aiomr.map_reduce(
+        source, per_word.map, per_word.merge, mode="batches", max_workers=WORKERS
+    )
+    return per_word.finish(states)
+
+
+def ticked(job: Callable[[str], Awaitable[Any]]) -> Callable[[str], Awaitable[Any]]:
+    """``job`` run while a 10 ms ticker records the loop's lag: ``(answer, lateness)``."""
+
+    async def run(path: str) -> tuple[Any, list[float]]:
+        async with _machine.ticking() as lags:
+            return await job(path), lags
+
+    return run
+
+
+LOOP = "uvloop" if _machine.uvloop_version() else "asyncio"
+"""`aiomr.run`'s loop: the loop of both contenders whose lag is measured."""
+
+
+def as_totals(result: Any) -> Totals:
+    """A contender's answer as ``{word: total}`` (untimed): a dict, or a two-column table."""
+    if isinstance(result, dict):
+        return result
+    table = result.to_arrow() if hasattr(result, "to_arrow") else result  # Polars
+    (other,) = [name for name in table.schema.names if name != "word"]
+    return dict(zip(table["word"].to_pylist(), table[other].to_pylist(), strict=True))
+
+
+@dataclass(frozen=True)
+class Contender:
+    key: str
+    label: str
+    run: Callable[[str], Any]  # returns the answer, or the answer and the loop's lag
+    modules: tuple[str, ...] = ()  # imported before the clock starts
+    lag: bool = False
+
+    @property
+    def missing(self) -> str | None:
+        """The module this contender needs that is not installed, if any."""
+        return next(
+            (m for m in self.modules if importlib.util.find_spec(m.split(".")[0]) is None), None
+        )
+
+
+AIOMR = ("aiomr.map_reduce", "aiomr.run", "aiomr.sources.files", "aiomr.Aggregate", "pyarrow")
+CONTENDERS = (
+    Contender("polars", "Polars: `scan_csv` + `group_by`, `collect()`", run_polars, ("polars",)),
+    Contender(
+        "polars-async",
+        "Polars: the same query, `await collect_async()`",
+        lambda path: h.run_on(LOOP, ticked(polars_async)(path)),
+        ("polars",),
+        lag=True,
+    ),
+    Contender("duckdb", "DuckDB: `read_csv` + `GROUP BY`", run_duckdb, ("duckdb", "pyarrow")),
+    Contender(
+        "pyarrow",
+        "pyarrow: `csv.read_csv` + `Table.group_by`",
+        run_pyarrow,
+        ("pyarrow", "pyarrow.csv"),
+    ),
+    Contender(
+        "aiomr-columnar",
+        'aiomr: TSV batches + `Aggregate` (`mode="batches"`)',
+        lambda path: importlib.import_module("aiomr").run(ticked(aiomr_columnar)(path)),
+        AIOMR,
+        lag=True,
+    ),
+    Contender(
+        "aiomr-split",
+        'aiomr: byte-range splits, tight loop (`mode="blocks"`)',
+        lambda path: importlib.import_module("aiomr").run(split_job(path)),
+        AIOMR,
+    ),
+)
+BY_KEY = {c.key: c for c in CONTENDERS}
+
+
+def contender(args: list[str]) -> dict[str, Any]:
+    """Run one contender once in this (fresh) process: ``KEY PATH``."""
+    key, path = args
+    c = BY_KEY[key]
+    os.environ["POLARS_MAX_THREADS"] = str(WORKERS)  # read when polars is first imported
+    _machine.import_names(c.modules, uvloop=True)
+    import psutil  # noqa: F401  (before the clock starts: tree_cpu uses it after it stops)
+
+    cpu = _machine.tree_cpu()
+    started = time.perf_counter()
+    outcome = c.run(path)
+    wall = time.perf_counter() - started
+    cpu = _machine.tree_cpu() - cpu
+    answer, lags = outcome if c.lag else (outcome, None)
+    return {"totals": as_totals(answer), "wall": wall, "cpu": cpu, "lags": lags}
+
+
+@dataclass(kw_only=True)
+class Result(h.Measurements):
+    expected: Expected
+    keys: list[str]
+    skipped: list[str]
+
+    def vs_polars(self, key: str) -> float:
+        """Median over rounds of Polars' wall time over ``key``'s, in the same round."""
+        return h.median(h.by_round(self.of("polars"), self.of(key)))
+
+
+def measure(args: argparse.Namespace) -> Result:
+    """Run every contender ``--runs`` times, interleaved; check every answer."""
+    keys = h.choose(args.only, BY_KEY, "contenders")
+    skipped = [k for k in keys if BY_KEY[k].missing]
+    for key in skipped:
+        h.progress(f"skipping {key}: {BY_KEY[key].missing} is not installed")
+    keys = [k for k in keys if k not in skipped]
+    expected = ensure_input(parse_size(args.size or ("20MB" if args.quick else "1GB")))
+    m = Result(rounds=args.runs, expected=expected, keys=keys, skipped=skipped)
+    h.progress(f"warming the page cache with {expected.path}")
+    _machine.warm_page_cache([expected.path])
+    reference: Totals | None = None
+    unchecked: list[tuple[str, Totals]] = []
+    for round_, key in h.interleaved(keys, args.runs):
+        child = _isolated.run_child(__file__, [key, expected.path], timeout=RUN_TIMEOUT)
+        report = child.require(key)
+        totals: Totals = report["totals"]
+        if problems := expected.problems(totals):
+            raise SystemExit(f"{key}: wrong answer: {'; '.join(problems)}")
+        unchecked.append((key, totals))  # checked against pyarrow's once it has run
+        reference = reference or (totals if key == "pyarrow" else None)
+        for other, earlier in unchecked if reference is not None else []:
+            if problems := h.differences(earlier, reference, "pyarrow's"):
+                raise SystemExit(f"{other}: {problems[0]}")
+        if reference is not None or "pyarrow" not in keys:
+            unchecked.clear()
+        run = _isolated.Run(key, round_, report["wall"], report["cpu"])
+        run.caller_peak, run.tree_peak = child.caller_peak, child.tree_peak
+        run.lags(report["lags"])
+        lag = f", loop lag p99 {run.lag_p99 * 1e3:.1f} ms" if run.ticks else ""
+        m.add(run, f"{run.wall:.2f} s, CPU {run.cpu:.1f} s, caller {h.mb(run.caller_peak)}{lag}")
+    return m
+
+
+def main_table(m: Result) -> str:
+    headers = ["contender", "runs", "wall (median)", "range", "MB/s", "CPU s", "caller peak RSS"]
+    rows = []
+    for key in (k for k in m.keys if m.of(k)):
+        runs, wall = m.of(key), m.wall(key)
+        ratio = m.vs_polars(key) if m.of("polars") else math.nan
+        rows.append(
+            [
+                BY_KEY[key].label,
+                str(len(runs)),
+                f"{wall:.2f} s",
+                h.span([r.wall for r in runs], ".2f", " s"),
+                f"{m.expected.size_bytes / 1e6 / wall:.0f}",
+                f"{h.median(r.cpu for r in runs):.1f}",
+                h.mb(h.median(r.caller_peak for r in runs)),
+                h.mb(h.median(r.tree_peak for r in runs)),
+                f"{h.fmt_ratio(ratio)}x" if not math.isnan(ratio) else "n/a",
+            ]
+        )
+    return h.markdown_table([*headers, "all processes peak RSS", "speed vs Polars"], rows)
+
+
+def lag_table(m: Result) -> str:
+    rows = [
+        [
+            BY_KEY[key].label,
+            str(len(runs)),
+            f"{h.median(r.ticks for r in runs):,.0f}",
+            f"{h.fmt_ms(h.median(r.lag_p99 for r in runs), 1)} ms",
+            f"{h.fmt_ms(max(r.lag_max for r in runs), 1)} ms",
+        ]
+        for key in m.keys
+        if (runs := [r for r in m.of(key) if r.ticks])
+    ]
+    headers = ["contender", "runs", "ticks per run", "lag p99 (median of runs)"]
+    return h.markdown_table([*headers, "lag max (worst run)"], rows)
+
+
+def render(m: Result) -> str:
+    """Return the docs section: the machine, the input and the tables."""
+    e = m.expected
+    skipped = "".join(
+        f" Not measured: {BY_KEY[k].label} ({BY_KEY[k].missing} is not installed)."
+        for k in m.skipped
+    )
+    parts = [
+        f"{m.machine} aiomr {m.aiomr}.",
+        "",
+        f"Input: {e.size_bytes / 1e6:,.0f} MB, {e.lines:,} lines, {e.words:,} distinct words; "
+        f"each contender ran {h.times(m.rounds)}.{skipped}{_isolated.load_note(m, 'ratios')}",
+        "",
+        main_table(m),
+        "",
+        "Event-loop lag while the job runs (a 10 ms ticker on the same loop):",
+        "",
+        lag_table(m),
+    ]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    parser = h.parser(__doc__, runs=5)
+    parser.add_argument("--size", help="input size (default 1GB; 20MB with --quick)")
+    parser.add_argument("--only", help="comma-separated contenders to run (default: all)")
+    sys.exit(h.main("columnar", parser, measure, render, contender=contender))

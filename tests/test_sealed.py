@@ -155,6 +155,17 @@ def test_sealed_bytes_cross_the_pool_out_of_band() -> None:
     assert pickle.loads(pickle.dumps(Sealed(data), 4)).data == data
 
 
+def test_out_of_band_buffers_start_aligned_in_the_frame() -> None:
+    from aiomr.executors._process_worker import ALIGN, pack, unpack
+
+    pieces = [bytes([65 + i]) * size for i, size in enumerate((3, 70, 1, 129))]
+    parts = pack([pickle.PickleBuffer(piece) for piece in pieces])
+    frame = bytearray(b"".join(bytes(memoryview(part)) for part in parts))
+    for piece in pieces:
+        assert frame.index(piece) % ALIGN == 0, piece[:1]
+    assert [bytes(view) for view in unpack(frame)] == pieces
+
+
 def test_a_chunk_of_a_few_huge_records_is_sealed_off_the_loop() -> None:
     from aiomr._dispatch import _large
 

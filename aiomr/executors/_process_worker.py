@@ -64,14 +64,35 @@ _COUNT = struct.Struct("<I")
 _SIZE = struct.Struct("<Q")
 
 
+ALIGN = 64
+"""Out-of-band buffers start at multiples of this many bytes in a frame's body: arrays that
+are unpickled as views into the body (Arrow's, NumPy's) then need no copy, and Arrow does
+not warn of poorly aligned input."""
+
+
+def _pad(offset: int) -> int:
+    return -offset % ALIGN
+
+
 def pack(obj: Any) -> list[Any]:
-    """Pickle ``obj`` into the parts of a frame's body: a table of the out-of-band buffers'
-    sizes, the pickle, then the buffers themselves (not copied)."""
+    """Pickle ``obj`` into the parts of a frame's body: a table of the pickle's and the
+    out-of-band buffers' sizes, the pickle, then the buffers themselves (not copied), each
+    at an offset that is a multiple of `ALIGN`."""
     buffers: list[pickle.PickleBuffer] = []
     data = pickle.dumps(obj, 5, buffer_callback=buffers.append)
     raws = [buffer.raw() for buffer in buffers]
-    table = _COUNT.pack(len(raws)) + b"".join(_SIZE.pack(raw.nbytes) for raw in raws)
-    return [table, data, *raws]
+    table = _COUNT.pack(len(raws)) + b"".join(
+        _SIZE.pack(n) for n in (len(data), *(r.nbytes for r in raws))
+    )
+    parts: list[Any] = [table, data]
+    offset = len(table) + len(data)
+    for raw in raws:
+        if gap := _pad(offset):
+            parts.append(bytes(gap))
+            offset += gap
+        parts.append(raw)
+        offset += raw.nbytes
+    return parts
 
 
 def body_size(parts: list[Any]) -> int:
@@ -85,14 +106,15 @@ def unpack(body: bytes | bytearray, *, sliced: bool = False) -> Any:
     pickle's frames (`aiomr._worker.sealing.Sealed`)."""
     view = memoryview(body)
     (count,) = _COUNT.unpack_from(view)
-    sizes = [_SIZE.unpack_from(view, _COUNT.size + _SIZE.size * i)[0] for i in range(count)]
-    start = _COUNT.size + _SIZE.size * count
-    end = len(view) - sum(sizes)
+    sizes = [_SIZE.unpack_from(view, _COUNT.size + _SIZE.size * i)[0] for i in range(count + 1)]
+    start = _COUNT.size + _SIZE.size * (count + 1)
+    data = view[start : start + sizes[0]]
+    offset = start + sizes[0]
     buffers = []
-    for size in sizes:
-        buffers.append(view[end : end + size])
-        end += size
-    data = view[start : len(view) - sum(sizes)]
+    for size in sizes[1:]:
+        offset += _pad(offset)
+        buffers.append(view[offset : offset + size])
+        offset += size
     if sliced:
         return pickle.Unpickler(_SliceReader(data), buffers=buffers).load()
     return pickle.loads(data, buffers=buffers)

@@ -2,10 +2,15 @@
 
 An `Aggregate` gives a batch job its mapper and its reducer: `Aggregate.map` groups one
 batch by the key columns into a small table of partial states (one row per key), and
-`Aggregate.merge` merges two such tables into one with the same group-by, so partials are
-merged in the workers (a split's batches) and on the caller's fold thread (the splits),
-never row by row in Python. `Aggregate.finish` turns the merged states into the answer
-(a mean is a sum and a count until then).
+`Aggregate.merge` merges two such `States` into one, so partials are merged in the workers
+(a split's batches) and on the caller's fold thread (the splits), never row by row in
+Python. `Aggregate.finish` turns the merged states into the answer (a mean is a sum and a
+count until then).
+
+Merging regroups lazily: two states are concatenated (no copy), and regrouped by key only
+once their rows have doubled since the last regrouping, so a job's merges cost about twice
+the final table's rows in all, not the accumulated table's rows at every merge; `finish`
+regroups what is left.
 
 Every aggregation here is exact and decomposable: merging partial states gives the same
 answer as one pass over all rows, whatever the splits and batches.
@@ -18,7 +23,7 @@ from typing import Any, Literal, TypeAlias
 
 from .imports import require
 
-__all__ = ["AGGREGATIONS", "Aggregate", "Aggregation"]
+__all__ = ["AGGREGATIONS", "Aggregate", "Aggregation", "States"]
 
 Aggregation: TypeAlias = Literal["sum", "count", "min", "max", "mean"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("sum", "count", "min", "max", "mean")
@@ -27,10 +32,34 @@ _MERGE = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
 """How the partial state of each simple aggregation merges."""
 
 
+class States:
+    """Partial states of an `Aggregate`: a table with the key columns and one column per
+    state, where a key appears once in its first ``grouped`` rows' worth of regrouping
+    (later rows, appended by merges, may repeat keys until the next regrouping)."""
+
+    __slots__ = ("grouped", "table")
+
+    def __init__(self, table: Any, grouped: int) -> None:
+        self.table = table
+        self.grouped = grouped
+        """The rows of the table when it was last grouped by key."""
+
+    def __repr__(self) -> str:
+        return f"<aiomr.Aggregate states: {self.table.num_rows} rows>"
+
+    def __getstate__(self) -> tuple[Any, int]:
+        return self.table, self.grouped
+
+    def __setstate__(self, state: tuple[Any, int]) -> None:
+        self.table, self.grouped = state
+
+
 class Aggregate:
     """Aggregations of columns by key, for ``mode="batches"`` jobs.
 
     ```python
+    import asyncio
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -47,7 +76,8 @@ class Aggregate:
         states = await aiomr.map_reduce(
             parquet("words.parquet"), per_word.map, per_word.merge, mode="batches"
         )
-        print(per_word.finish(states).sort_by("word").to_pylist())
+        table = await asyncio.to_thread(per_word.finish, states)  # off the loop
+        print(table.sort_by("word").to_pylist())
         # [{'word': 'a', 'total': 4, 'last_year': 2001, 'mean': 2.0},
         #  {'word': 'b', 'total': 2, 'last_year': 2000, 'mean': 2.0}]
 
@@ -62,10 +92,11 @@ class Aggregate:
             aggregation is ``"sum"``, ``"count"`` (values that are not null), ``"min"``,
             ``"max"`` or ``"mean"``.
 
-    `map` and `merge` run in the workers and on the job's fold thread; `finish` is quick
-    (one pass over the keys' states) and may run anywhere. Null keys form a group of their
-    own, as in pyarrow's and Polars' group-by. The keys' states must fit in memory: one row
-    per distinct key.
+    `map` and `merge` run in the workers and on the job's fold thread. `finish` regroups
+    what the last merges appended, which takes milliseconds per 100,000 keys: in a program
+    whose event loop must stay free, run it on a thread (``asyncio.to_thread``). Null keys
+    form a group of their own, as in pyarrow's and Polars' group-by. The keys' states must
+    fit in memory: about one row per distinct key.
     """
 
     def __init__(self, by: str | Sequence[str], **aggregations: tuple[str, Aggregation]) -> None:
@@ -107,9 +138,9 @@ class Aggregate:
                 states.append((name, column, how))
         return states
 
-    def map(self, batch: Any) -> Any:
-        """One batch (a ``pyarrow.RecordBatch`` or ``Table``) grouped by key: a table of
-        partial states, one row per key."""
+    def map(self, batch: Any) -> States:
+        """One batch (a ``pyarrow.RecordBatch`` or ``Table``) grouped by key: its partial
+        states, one row per key."""
         pa = require("pyarrow", "aiomr.Aggregate")
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
         needed = [*self.keys, *(column for column, _ in self.aggregations.values())]
@@ -123,13 +154,22 @@ class Aggregate:
         columns = {key: table[key] for key in self.keys}
         for state, column, _ in states:  # each state on a column of its own name
             columns[state] = table[column]
-        return self._grouped(pa.table(columns), [(state, how) for state, _, how in states])
+        table = self._grouped(pa.table(columns), [(state, how) for state, _, how in states])
+        return States(table, table.num_rows)
 
-    def merge(self, left: Any, right: Any) -> Any:
-        """Two tables of partial states merged into one, one row per key."""
+    def merge(self, left: States, right: States) -> States:
+        """Two partial states merged into one: concatenated, and regrouped by key once the
+        rows have doubled since the larger one was last grouped."""
         pa = require("pyarrow", "aiomr.Aggregate")
-        both = pa.concat_tables([left, right])
-        return self._grouped(both, [(state, _MERGE[how]) for state, _, how in self._states()])
+        both = pa.concat_tables([left.table, right.table])
+        grouped = max(left.grouped, right.grouped)
+        if both.num_rows < 2 * grouped:
+            return States(both, grouped)
+        return self._regrouped(both)
+
+    def _regrouped(self, table: Any) -> States:
+        merged = self._grouped(table, [(state, _MERGE[how]) for state, _, how in self._states()])
+        return States(merged, merged.num_rows)
 
     def _grouped(self, table: Any, aggregations: list[tuple[str, str]]) -> Any:
         """``table`` grouped by the keys, each state column aggregated as asked and named
@@ -139,16 +179,23 @@ class Aggregate:
         grouped = grouped.rename_columns([names.get(c, c) for c in grouped.column_names])
         return grouped.select([*self.keys, *(state for state, _ in aggregations)])
 
-    def finish(self, states: Any) -> Any:
+    def finish(self, states: States) -> Any:
         """The answer from merged partial states: a ``pyarrow.Table`` with the key columns
-        and one column per aggregation, in the order given."""
+        and one column per aggregation, in the order given, one row per key."""
         pa = require("pyarrow", "aiomr.Aggregate")
         pc = require("pyarrow.compute", "aiomr.Aggregate")
-        columns = {key: states[key] for key in self.keys}
+        if not isinstance(states, States):
+            raise TypeError(
+                f"finish takes what map and merge give (aiomr.Aggregate states), got {states!r}"
+            )
+        if states.table.num_rows > states.grouped:
+            states = self._regrouped(states.table)
+        table = states.table
+        columns = {key: table[key] for key in self.keys}
         for name, (_, how) in self.aggregations.items():
             if how == "mean":
-                total = pc.cast(states[f"{name}.sum"], "float64")
-                columns[name] = pc.divide(total, pc.cast(states[f"{name}.count"], "float64"))
+                total = pc.cast(table[f"{name}.sum"], "float64")
+                columns[name] = pc.divide(total, pc.cast(table[f"{name}.count"], "float64"))
             else:
-                columns[name] = states[name]
+                columns[name] = table[name]
         return pa.table(columns)

@@ -138,7 +138,13 @@ class Contender:
         )
 
 
-AIOMR = ("aiomr.map_reduce", "aiomr.run", "aiomr.sources.files", "aiomr.Aggregate", "pyarrow")
+AIOMR = (
+    "aiomr.map_reduce",
+    "aiomr.run",
+    "aiomr.sources.files",
+    "aiomr.Aggregate",
+    "pyarrow.acero",  # a program that groups with pyarrow has it loaded before its jobs
+)
 CONTENDERS = (
     Contender("polars", "Polars: `scan_csv` + `group_by`, `collect()`", run_polars, ("polars",)),
     Contender(

@@ -118,6 +118,10 @@ class Aggregate:
                 )
             if name in keys:
                 raise ValueError(f"{name!r} is a key column and an aggregation's name")
+        # pyarrow's group-by (Acero) loads much on first use (pandas too, where installed):
+        # here, where an Aggregate is declared, rather than on a job's fold thread, where
+        # the imports would hold the GIL and the event loop with it.
+        require("pyarrow.acero", "aiomr.Aggregate")
         self.keys = keys
         self.aggregations = dict(aggregations)
 

@@ -17,6 +17,7 @@ EXTRAS = {
     "pyarrow.dataset": "arrow",
     "pyarrow.parquet": "arrow",
     "pyarrow.compute": "arrow",
+    "pyarrow.acero": "arrow",
     "polars": "polars",
     "pandas": "pandas",
 }

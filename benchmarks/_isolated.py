@@ -162,6 +162,39 @@ class Child:
         return self.report
 
 
+SETTLE_LOAD = 0.25
+"""Cores the rest of the machine may keep busy when a contender starts (see `settle`)."""
+SETTLE_WINDOW = 0.25
+SETTLE_LIMIT = 10.0
+LARGE = 2 << 30
+"""A contender whose processes held more than this many bytes at once is large."""
+AFTER_LARGE = 15.0
+"""Seconds the next contender waits after a large one ended (see `settle`)."""
+_large_ended: float | None = None
+
+
+def settle() -> float:
+    """Wait until the machine is about idle, at most `SETTLE_LIMIT` seconds, and at least
+    `AFTER_LARGE` seconds after a large contender ended; return the wait.
+
+    A contender that ends leaves work behind it: a server's threads winding down, the kernel
+    taking back gigabytes a large one held. The next contender would pay for it: seen here,
+    a 2.5 s job run right after a contender of 4.7 GB had its event loop woken up to 30 ms
+    late while it allocated, and not once 15 s later, though the CPUs looked idle throughout.
+    So each contender starts once the machine has kept fewer than `SETTLE_LOAD` cores busy
+    over a `SETTLE_WINDOW`, and `AFTER_LARGE` seconds after a large one.
+    """
+    began = time.perf_counter()
+    if _large_ended is not None:
+        time.sleep(max(0.0, AFTER_LARGE - (time.monotonic() - _large_ended)))
+    while time.perf_counter() - began < SETTLE_LIMIT + AFTER_LARGE:
+        busy = busy_cpu_seconds()
+        time.sleep(SETTLE_WINDOW)
+        if (busy_cpu_seconds() - busy) / SETTLE_WINDOW < SETTLE_LOAD:
+            break
+    return time.perf_counter() - began
+
+
 def run_child(
     script: str | Path,
     args: Sequence[str],
@@ -180,6 +213,7 @@ def run_child(
     (after `GONE_GRACE`) was left behind. With ``audit``, so is any ``aiomr-*`` directory it
     made (an audit hook in the contender records them).
     """
+    settle()
     with tempfile.TemporaryDirectory(prefix="aiomr-bench-run-") as tmp:
         out, log = os.path.join(tmp, "report.pkl"), os.path.join(tmp, "log")
         command = [sys.executable, str(script), "--contender", *args, out]
@@ -219,6 +253,9 @@ def run_child(
         error = report["error"]
     cpu = report.get("cpu_total", 0.0) if report else 0.0
     others = max(0.0, (busy_cpu_seconds() - busy - (own_cpu() - ours) - cpu) / elapsed)
+    global _large_ended
+    if sampler.tree_peak > LARGE:
+        _large_ended = time.monotonic()
     child = Child(report, error, others, sampler.caller_peak, sampler.tree_peak)
     child.largest_child, child.log = sampler.largest_child, lines
     child.left = _clean_up(process.pid, report or {})

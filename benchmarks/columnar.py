@@ -92,7 +92,9 @@ async def aiomr_columnar(path: str) -> Any:
     from aiomr.sources import files
 
     per_word = aiomr.Aggregate(by="word", total=("match_count", "sum"))
-    source = files(path, format="tsv", names=NAMES)
+    source = files(
+        path, format="tsv", names=NAMES, types={"word": "string"}, columns=["word", "match_count"]
+    )
     states = await aiomr.map_reduce(
         source, per_word.map, per_word.merge, mode="batches", max_workers=WORKERS
     )

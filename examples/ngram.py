@@ -171,7 +171,13 @@ async def count_columnar(paths: list[str], workers: int | None) -> dict[str, int
     if all(path.endswith(".parquet") for path in paths):
         source = aiomr.sources.parquet(paths, columns=["word", "match_count"])
     else:  # words are strings, even where the first ones look like numbers
-        source = aiomr.sources.files(paths, format="tsv", names=COLUMNS, types={"word": "string"})
+        source = aiomr.sources.files(
+            paths,
+            format="tsv",
+            names=COLUMNS,
+            types={"word": "string"},
+            columns=["word", "match_count"],
+        )
     states = await aiomr.map_reduce(
         source, per_word.map, per_word.merge, mode="batches", max_workers=workers
     )

@@ -219,6 +219,27 @@ def _totals(lines: list[str]) -> Counter[str]:
     return out
 
 
+async def test_only_the_columns_asked_for_are_read(tmp_path: pathlib.Path) -> None:
+    lines = ngram_lines(5_000)
+    path = tmp_path / "a.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    source = files(path, format="tsv", names=NGRAM, columns=["word", "match_count"])
+    kinds = await aiomr.map_reduce(source, column_types, lambda a, b: a, mode="batches")
+    assert kinds == {"word": "string", "match_count": "int64"}
+    assert await aiomr.map_reduce(source, per_word, merge, mode="batches") == plain_totals(lines)
+    with pytest.raises(ValueError, match="no column 'count' among names="):
+        files(path, format="tsv", names=NGRAM, columns=["count"])
+    csv_path = tmp_path / "a.csv"
+    csv_path.write_text("name,amount\nx,1\n")
+    with pytest.raises(ValueError, match="no column 'total' to read; the columns are name, amount"):
+        await aiomr.map_reduce(
+            files(csv_path, format="csv", header=True, columns=["total"]),
+            len,
+            operator.add,
+            mode="batches",
+        )
+
+
 def test_types_need_a_format(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ValueError, match="types= names the columns"):
         files(tmp_path, types={"a": "string"})

@@ -53,12 +53,20 @@ class TextBatchReader:
     the format, the header and the names, and it locates malformed records.
     """
 
-    def __init__(self, reader: Any, paths: Any, types: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        reader: Any,
+        paths: Any,
+        types: dict[str, Any] | None = None,
+        columns: list[str] | None = None,
+    ) -> None:
         self.reader = reader
         self.paths = paths
         """The source's paths: their first file is where the columns are inferred from."""
         self.types = types
         """The Arrow types of some columns (types or their names); others are inferred."""
+        self.columns_read = columns
+        """The columns the batches hold (the others are never converted); ``None``: all."""
 
     # -- the columns, the same in every worker -------------------------------------------------
 
@@ -73,7 +81,7 @@ class TextBatchReader:
             self.reader.parser.format,
             self.reader.parser.names,
             repr(self.types),
-        )
+        )  # the columns read do not change the schema: it is every column's
         found = _SCHEMAS.get(key)
         if found is None:
             found = _SCHEMAS[key] = self._infer(first)
@@ -103,6 +111,12 @@ class TextBatchReader:
         except Exception as exc:
             lines = SegmentLines(first.path, 0)
             raise self._located(sample, skip, lines, 0, 0, exc, names) from exc
+        missing = [c for c in self.columns_read or () if c not in table.schema.names]
+        if missing:
+            raise ValueError(
+                f"{first.path}: no column {missing[0]!r} to read; "
+                f"the columns are {', '.join(table.schema.names)}"
+            )
         return list(table.schema.names), table.schema
 
     # -- reading -------------------------------------------------------------------------------
@@ -154,12 +168,13 @@ class TextBatchReader:
         self, block: bytes, skip: int, names: list[str] | None, schema: Any, complete: bool
     ) -> Any:
         """Parse whole records with pyarrow: the columns of ``schema`` as typed there, the
-        others inferred, unless ``schema`` is ``complete`` (every column)."""
+        others inferred, unless ``schema`` is ``complete`` (every column); a ``complete``
+        parse gives only the columns read."""
         parser = self.reader.parser
         size = max(len(block) + 1, 1 << 16)
         if parser.format == "jsonl":
             json = require("pyarrow.json", 'mode="batches" over JSON Lines')
-            return json.read_json(
+            table = json.read_json(
                 io.BytesIO(block),
                 read_options=json.ReadOptions(use_threads=False, block_size=size),
                 parse_options=json.ParseOptions(
@@ -167,6 +182,7 @@ class TextBatchReader:
                     unexpected_field_behavior="error" if complete else "infer",
                 ),
             )
+            return table.select(self.columns_read) if complete and self.columns_read else table
         csv = require("pyarrow.csv", 'mode="batches" over TSV and CSV')
         tsv = parser.format == "tsv"
         autogenerate = names is None
@@ -188,6 +204,7 @@ class TextBatchReader:
             ),
             convert_options=csv.ConvertOptions(
                 column_types={field.name: field.type for field in schema} if schema else None,
+                include_columns=self.columns_read if complete and self.columns_read else None,
                 null_values=[""],
                 strings_can_be_null=False,
             ),

@@ -209,6 +209,8 @@ class FileSource(SplitSource):
         self.reader: SplitReader = SplitReader(encoding, errors, parser)
         self.types: dict[str, Any] | None = None
         """``mode="batches"``: the Arrow types of some columns, the others inferred."""
+        self.columns: list[str] | None = None
+        """``mode="batches"``: the columns the batches hold; ``None``: all."""
 
     def cutter(self, workers: int) -> tuple[SplitCutter, int]:
         """Expand the paths (blocking); return a cutter for them and the split size to use
@@ -234,7 +236,7 @@ class FileSource(SplitSource):
                 "mode='batches' needs the paths as a path or a list of paths, "
                 f"got {type(self.paths_arg).__qualname__}"
             )
-        return TextBatchReader(self.reader, self.paths_arg, self.types)
+        return TextBatchReader(self.reader, self.paths_arg, self.types, self.columns)
 
     def task_body(
         self,
@@ -278,6 +280,7 @@ def files(
     header: bool = False,
     names: Sequence[Any] | None = None,
     types: Mapping[str, Any] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> FileSource:
     """Read local files as records, each worker reading its own byte ranges.
 
@@ -326,6 +329,8 @@ def files(
             ``pyarrow.DataType`` or a name such as ``"string"`` or ``"int64"``; the others
             are inferred from the top of the first file (see
             [columnar batches](../concepts/columnar.md)).
+        columns: ``mode="batches"`` only: the columns the batches hold; the others' values
+            are never converted. ``None``: all.
 
     A file that is smaller than planned, replaced, or rewritten in place by the time a
     worker reads it raises `aiomr.BrokenInputError`; one that grew is read as planned.
@@ -342,8 +347,17 @@ def files(
         if not isinstance(types, Mapping) or not all(isinstance(k, str) for k in types):
             raise TypeError(f"types must map column names to Arrow types, got {types!r}")
         types = dict(types)
+    if columns is not None:
+        if parser is None:
+            raise ValueError("columns= names columns of TSV, CSV or JSON Lines: give a format")
+        if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+            raise TypeError(f"columns must be a sequence of column names, got {columns!r}")
+        columns = list(columns)
+        if parser.names is not None and (missing := set(columns) - set(map(str, parser.names))):
+            raise ValueError(f"no column {sorted(missing)[0]!r} among names= {list(parser.names)}")
     source = FileSource(
         paths, split_size=split_size, encoding=encoding, errors=errors, parser=parser
     )
     source.types = types
+    source.columns = columns
     return source

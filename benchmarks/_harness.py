@@ -221,6 +221,12 @@ class Measurements:
         """The median wall time of variant ``key``."""
         return median(r.wall for r in self.of(key))
 
+    def speedup(self, key: str, baseline: str) -> float:
+        """Median over rounds of ``baseline``'s wall time over ``key``'s, in the same round;
+        the ratio of the medians when no round ran both (a slow baseline ran fewer times)."""
+        paired = by_round(self.of(baseline), self.of(key))
+        return median(paired) if paired else self.wall(baseline) / self.wall(key)
+
     def runs_ok(self, key: str) -> str:
         """``4 of 5``: the runs of variant ``key`` that passed their checks, of all."""
         return f"{len(self.of(key))} of {len(self.of(key, ok=False))}"
@@ -231,6 +237,55 @@ class Measurements:
 
 
 # The docs page ---------------------------------------------------------------------------------
+
+
+def wall_table(
+    m: Measurements,
+    labels: dict[str, str],
+    size_bytes: int,
+    baseline: str,
+    heading: str,
+    digits: int,
+) -> str:
+    """The contenders' wall time, throughput, CPU and memory, and their speed against
+    ``baseline`` (`Measurements.speedup`), one row per contender that has runs."""
+    headers = ["contender", "runs", "wall (median)", "range", "MB/s", "CPU s", "caller peak RSS"]
+    spec = f".{digits}f"
+    rows = []
+    for key in (k for k in labels if m.of(k)):
+        runs, wall = m.of(key), m.wall(key)
+        ratio = m.speedup(key, baseline) if m.of(baseline) else math.nan
+        rows.append(
+            [
+                labels[key],
+                str(len(runs)),
+                f"{wall:{spec}} s",
+                span([r.wall for r in runs], spec, " s"),
+                f"{size_bytes / 1e6 / wall:.0f}",
+                f"{median(r.cpu for r in runs):.1f}",
+                mb(median(r.caller_peak for r in runs)),
+                mb(median(r.tree_peak for r in runs)),
+                f"{fmt_ratio(ratio)}x" if not math.isnan(ratio) else "n/a",
+            ]
+        )
+    return markdown_table([*headers, "all processes peak RSS", heading], rows)
+
+
+def lag_table(m: Measurements, labels: dict[str, str]) -> str:
+    """Each contender's event-loop lag (its runs' ``ticks``, ``lag_p99``, ``lag_max``)."""
+    rows = [
+        [
+            labels[key],
+            str(len(runs)),
+            f"{median(r.ticks for r in runs):,.0f}",
+            f"{fmt_ms(median(r.lag_p99 for r in runs), 1)} ms",
+            f"{fmt_ms(max(r.lag_max for r in runs), 1)} ms",
+        ]
+        for key in labels
+        if (runs := [r for r in m.of(key) if r.ticks])
+    ]
+    headers = ["contender", "runs", "ticks per run", "lag p99 (median of runs)"]
+    return markdown_table([*headers, "lag max (worst run)"], rows)
 
 
 def _markers(name: str) -> tuple[str, str]:

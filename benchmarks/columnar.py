@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
-import math
 import os
 import sys
 import time
@@ -203,10 +202,6 @@ class Result(h.Measurements):
     keys: list[str]
     skipped: list[str]
 
-    def vs_polars(self, key: str) -> float:
-        """Median over rounds of Polars' wall time over ``key``'s, in the same round."""
-        return h.median(h.by_round(self.of("polars"), self.of(key)))
-
 
 def measure(args: argparse.Namespace) -> Result:
     """Run every contender ``--runs`` times, interleaved; check every answer."""
@@ -243,41 +238,8 @@ def measure(args: argparse.Namespace) -> Result:
 
 
 def main_table(m: Result) -> str:
-    headers = ["contender", "runs", "wall (median)", "range", "MB/s", "CPU s", "caller peak RSS"]
-    rows = []
-    for key in (k for k in m.keys if m.of(k)):
-        runs, wall = m.of(key), m.wall(key)
-        ratio = m.vs_polars(key) if m.of("polars") else math.nan
-        rows.append(
-            [
-                BY_KEY[key].label,
-                str(len(runs)),
-                f"{wall:.2f} s",
-                h.span([r.wall for r in runs], ".2f", " s"),
-                f"{m.expected.size_bytes / 1e6 / wall:.0f}",
-                f"{h.median(r.cpu for r in runs):.1f}",
-                h.mb(h.median(r.caller_peak for r in runs)),
-                h.mb(h.median(r.tree_peak for r in runs)),
-                f"{h.fmt_ratio(ratio)}x" if not math.isnan(ratio) else "n/a",
-            ]
-        )
-    return h.markdown_table([*headers, "all processes peak RSS", "speed vs Polars"], rows)
-
-
-def lag_table(m: Result) -> str:
-    rows = [
-        [
-            BY_KEY[key].label,
-            str(len(runs)),
-            f"{h.median(r.ticks for r in runs):,.0f}",
-            f"{h.fmt_ms(h.median(r.lag_p99 for r in runs), 1)} ms",
-            f"{h.fmt_ms(max(r.lag_max for r in runs), 1)} ms",
-        ]
-        for key in m.keys
-        if (runs := [r for r in m.of(key) if r.ticks])
-    ]
-    headers = ["contender", "runs", "ticks per run", "lag p99 (median of runs)"]
-    return h.markdown_table([*headers, "lag max (worst run)"], rows)
+    labels = {key: BY_KEY[key].label for key in m.keys}
+    return h.wall_table(m, labels, m.expected.size_bytes, "polars", "speed vs Polars", 2)
 
 
 def render(m: Result) -> str:
@@ -297,7 +259,7 @@ def render(m: Result) -> str:
         "",
         "Event-loop lag while the job runs (a 10 ms ticker on the same loop):",
         "",
-        lag_table(m),
+        h.lag_table(m, {key: BY_KEY[key].label for key in m.keys}),
     ]
     return "\n".join(parts)
 

@@ -15,7 +15,6 @@ import asyncio
 import concurrent.futures
 import functools
 import importlib
-import math
 import multiprocessing
 import operator
 import sys
@@ -216,12 +215,6 @@ class Result(h.Measurements):
     keys: list[str]
     slow_runs: int
 
-    def speedup(self, key: str, baseline: str) -> float:
-        """Median over rounds of ``baseline``'s wall time over ``key``'s, in the same round;
-        the ratio of the medians when no round ran both (a slow baseline ran fewer times)."""
-        paired = h.by_round(self.of(baseline), self.of(key))
-        return h.median(paired) if paired else self.wall(baseline) / self.wall(key)
-
 
 def measure(args: argparse.Namespace) -> Result:
     """Run every contender ``--runs`` times (slow baselines ``--slow-runs``), interleaved."""
@@ -260,41 +253,8 @@ def measure(args: argparse.Namespace) -> Result:
 
 
 def main_table(m: Result) -> str:
-    headers = ["contender", "runs", "wall (median)", "range", "MB/s", "CPU s", "caller peak RSS"]
-    rows = []
-    for key in (k for k in m.keys if m.of(k)):
-        runs, wall = m.of(key), m.wall(key)
-        speedup = m.speedup(key, "loop") if m.of("loop") else math.nan
-        rows.append(
-            [
-                BY_KEY[key].label,
-                str(len(runs)),
-                f"{wall:.1f} s",
-                h.span([r.wall for r in runs], ".1f", " s"),
-                f"{m.expected.size_bytes / 1e6 / wall:.0f}",
-                f"{h.median(r.cpu for r in runs):.1f}",
-                h.mb(h.median(r.caller_peak for r in runs)),
-                h.mb(h.median(r.tree_peak for r in runs)),
-                f"{h.fmt_ratio(speedup)}x" if not math.isnan(speedup) else "n/a",
-            ]
-        )
-    return h.markdown_table([*headers, "all processes peak RSS", "speed-up vs loop"], rows)
-
-
-def lag_table(m: Result) -> str:
-    rows = [
-        [
-            BY_KEY[key].label,
-            str(len(runs)),
-            f"{h.median(r.ticks for r in runs):,.0f}",
-            f"{h.fmt_ms(h.median(r.lag_p99 for r in runs), 1)} ms",
-            f"{h.fmt_ms(max(r.lag_max for r in runs), 1)} ms",
-        ]
-        for key in m.keys
-        if (runs := [r for r in m.of(key) if r.ticks])
-    ]
-    headers = ["contender", "runs", "ticks per run", "lag p99 (median of runs)"]
-    return h.markdown_table([*headers, "lag max (worst run)"], rows)
+    labels = {key: BY_KEY[key].label for key in m.keys}
+    return h.wall_table(m, labels, m.expected.size_bytes, "loop", "speed-up vs loop", 1)
 
 
 def targets(m: Result) -> list[tuple[str, str, bool]]:
@@ -383,7 +343,7 @@ def render(m: Result) -> str:
         "",
         "Event-loop lag of the aiomr contenders:",
         "",
-        lag_table(m),
+        h.lag_table(m, {key: BY_KEY[key].label for key in m.keys}),
         "",
         "### Against the targets",
         "",

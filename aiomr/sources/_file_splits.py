@@ -328,7 +328,7 @@ def files(
         types: ``mode="batches"`` only: the Arrow types of some columns, by name, as
             ``pyarrow.DataType`` or a name such as ``"string"`` or ``"int64"``; the others
             are inferred from the top of the first file (see
-            [columnar batches](../concepts/columnar.md)).
+            [columnar batches](concepts/columnar.md)).
         columns: ``mode="batches"`` only: the columns the batches hold; the others' values
             are never converted. ``None``: all.
 

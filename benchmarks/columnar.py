@@ -70,6 +70,33 @@ def run_duckdb(path: str) -> Any:
         return db.execute(query, [path]).to_arrow_table()
 
 
+def parquet_of(path: str) -> str:
+    """The same rows as Parquet, beside the TSV (written once, untimed, by `ensure_parquet`)."""
+    return os.path.splitext(path)[0] + ".parquet"
+
+
+def ensure_parquet(path: str) -> None:
+    """Write the TSV's rows as Parquet once (1 M rows per row group), as `ngram_data.py
+    --parquet` does."""
+    target = parquet_of(path)
+    if os.path.exists(target) and os.path.getmtime(target) >= os.path.getmtime(path):
+        return
+    from examples.ngram_data import write_parquet
+
+    h.progress(f"writing the same rows as Parquet to {target} (once)")
+    partial = f"{target}.{os.getpid()}.part"
+    write_parquet(path, partial)
+    os.replace(partial, target)
+
+
+def run_polars_parquet(path: str) -> Any:
+    """Polars over the Parquet copy: a lazy scan (two columns read) and group-by."""
+    import polars as pl
+
+    lazy = pl.scan_parquet(parquet_of(path))
+    return lazy.group_by("word").agg(pl.col("match_count").sum()).collect()
+
+
 def run_pyarrow(path: str) -> Any:
     """4. pyarrow: read the whole file into a table, then its group-by."""
     import pyarrow as pa
@@ -98,6 +125,34 @@ async def aiomr_columnar(path: str) -> Any:
         source, per_word.map, per_word.merge, mode="batches", max_workers=WORKERS
     )
     return await asyncio.to_thread(per_word.finish, states)
+
+
+async def aiomr_parquet(path: str) -> Any:
+    """aiomr over the Parquet copy: row groups read by the workers, `aiomr.Aggregate`."""
+    import aiomr
+    from aiomr.sources import parquet
+
+    per_word = aiomr.Aggregate(by="word", total=("match_count", "sum"))
+    source = parquet(parquet_of(path), columns=["word", "match_count"])
+    states = await aiomr.map_reduce(
+        source, per_word.map, per_word.merge, mode="batches", max_workers=WORKERS
+    )
+    return await asyncio.to_thread(per_word.finish, states)
+
+
+async def aiomr_parquet_warm(path: str) -> tuple[Any, float]:
+    """The same job on an `aiomr.Engine` whose workers are up: ``(answer, seconds)``, the
+    clock started once the engine is."""
+    import aiomr
+    from aiomr.sources import parquet
+
+    per_word = aiomr.Aggregate(by="word", total=("match_count", "sum"))
+    async with aiomr.Engine(max_workers=WORKERS) as engine:
+        started = time.perf_counter()
+        source = parquet(parquet_of(path), columns=["word", "match_count"])
+        states = await engine.map_reduce(source, per_word.map, per_word.merge, mode="batches")
+        table = await asyncio.to_thread(per_word.finish, states)
+        return table, time.perf_counter() - started
 
 
 def ticked(job: Callable[[str], Awaitable[Any]]) -> Callable[[str], Awaitable[Any]]:
@@ -130,6 +185,8 @@ class Contender:
     run: Callable[[str], Any]  # returns the answer, or the answer and the loop's lag
     modules: tuple[str, ...] = ()  # imported before the clock starts
     lag: bool = False
+    own_clock: bool = False  # run returns (answer, seconds): it starts its clock itself
+    parquet: bool = False  # reads the Parquet copy of the input
 
     @property
     def missing(self) -> str | None:
@@ -170,6 +227,29 @@ CONTENDERS = (
         lag=True,
     ),
     Contender(
+        "polars-parquet",
+        "Polars: `scan_parquet` + `group_by`, `collect()`",
+        run_polars_parquet,
+        ("polars",),
+        parquet=True,
+    ),
+    Contender(
+        "aiomr-parquet",
+        "aiomr: `sources.parquet` batches + `Aggregate`, one call (workers started)",
+        lambda path: importlib.import_module("aiomr").run(ticked(aiomr_parquet)(path)),
+        (*AIOMR, "aiomr.sources.parquet"),
+        lag=True,
+        parquet=True,
+    ),
+    Contender(
+        "aiomr-parquet-warm",
+        "aiomr: the same on an `Engine` whose workers are up",
+        lambda path: importlib.import_module("aiomr").run(aiomr_parquet_warm(path)),
+        (*AIOMR, "aiomr.sources.parquet"),
+        own_clock=True,
+        parquet=True,
+    ),
+    Contender(
         "aiomr-split",
         'aiomr: byte-range splits, tight loop (`mode="blocks"`)',
         lambda path: importlib.import_module("aiomr").run(split_job(path)),
@@ -192,6 +272,8 @@ def contender(args: list[str]) -> dict[str, Any]:
     outcome = c.run(path)
     wall = time.perf_counter() - started
     cpu = _machine.tree_cpu() - cpu
+    if c.own_clock:
+        outcome, wall = outcome
     answer, lags = outcome if c.lag else (outcome, None)
     return {"totals": as_totals(answer), "wall": wall, "cpu": cpu, "lags": lags}
 
@@ -212,8 +294,12 @@ def measure(args: argparse.Namespace) -> Result:
     keys = [k for k in keys if k not in skipped]
     expected = ensure_input(parse_size(args.size or ("20MB" if args.quick else "1GB")))
     m = Result(rounds=args.runs, expected=expected, keys=keys, skipped=skipped)
-    h.progress(f"warming the page cache with {expected.path}")
-    _machine.warm_page_cache([expected.path])
+    paths = [expected.path]
+    if any(BY_KEY[k].parquet for k in keys):
+        ensure_parquet(expected.path)
+        paths.append(parquet_of(expected.path))
+    h.progress(f"warming the page cache with {', '.join(paths)}")
+    _machine.warm_page_cache(paths)
     reference: Totals | None = None
     unchecked: list[tuple[str, Totals]] = []
     for round_, key in h.interleaved(keys, args.runs):
@@ -237,9 +323,10 @@ def measure(args: argparse.Namespace) -> Result:
     return m
 
 
-def main_table(m: Result) -> str:
-    labels = {key: BY_KEY[key].label for key in m.keys}
-    return h.wall_table(m, labels, m.expected.size_bytes, "polars", "speed vs Polars", 2)
+def main_table(m: Result, parquet: bool) -> str:
+    labels = {key: BY_KEY[key].label for key in m.keys if BY_KEY[key].parquet == parquet}
+    baseline = "polars-parquet" if parquet else "polars"
+    return h.wall_table(m, labels, m.expected.size_bytes, baseline, "speed vs Polars", 2)
 
 
 def render(m: Result) -> str:
@@ -255,7 +342,12 @@ def render(m: Result) -> str:
         f"Input: {e.size_bytes / 1e6:,.0f} MB, {e.lines:,} lines, {e.words:,} distinct words; "
         f"each contender ran {h.times(m.rounds)}.{skipped}{_isolated.load_note(m, 'ratios')}",
         "",
-        main_table(m),
+        main_table(m, parquet=False),
+        "",
+        "The same rows as Parquet (1 M rows per row group; *MB/s* counts the TSV's bytes); "
+        "the warm engine's clock starts once its workers are up:",
+        "",
+        main_table(m, parquet=True),
         "",
         "Event-loop lag while the job runs (a 10 ms ticker on the same loop):",
         "",

@@ -186,6 +186,38 @@ async def test_files_are_read_by_the_workers_and_shuffled_through_the_job_direct
     assert lines == len(text) * 2 - 6000  # every character but the newlines
 
 
+async def test_columnar_batches_run_on_the_cluster(
+    executor: DaskExecutor, tmp_path: pathlib.Path
+) -> None:
+    pa = pytest.importorskip("pyarrow", reason="the arrow extra is not installed")
+    pq = pytest.importorskip("pyarrow.parquet")
+    words = [f"w{i % 41}" for i in range(20_000)]
+    counts = [i % 7 for i in range(20_000)]
+    want: collections.Counter[str] = collections.Counter()
+    for word, count in zip(words, counts, strict=True):
+        want[word] += count
+    pq.write_table(
+        pa.table({"word": words, "n": counts}), tmp_path / "rows.parquet", row_group_size=3_000
+    )
+    (tmp_path / "rows.tsv").write_text(
+        "".join(f"{w}\t{n}\n" for w, n in zip(words, counts, strict=True))
+    )
+    per_word = aiomr.Aggregate(by="word", total=("n", "sum"))
+    sources = [
+        aiomr.sources.parquet(tmp_path / "rows.parquet", split_size=1),
+        aiomr.sources.files(
+            tmp_path / "rows.tsv", format="tsv", names=["word", "n"], split_size=20_000
+        ),
+    ]
+    for source in sources:
+        states = await aiomr.map_reduce(
+            source, per_word.map, per_word.merge, mode="batches", executor=executor
+        )
+        table = per_word.finish(states)
+        got = dict(zip(table["word"].to_pylist(), table["total"].to_pylist(), strict=True))
+        assert got == want
+
+
 async def test_ordered_folds_in_input_order(executor: DaskExecutor) -> None:
     text = await aiomr.map_reduce(
         [str(n) for n in range(200)],

@@ -169,7 +169,9 @@ async def count_columnar(paths: list[str], workers: int | None) -> dict[str, int
     per_word = aiomr.Aggregate(by="word", total=("match_count", "sum"))
     source: aiomr.sources.SplitSource
     if all(path.endswith(".parquet") for path in paths):
-        source = aiomr.sources.parquet(paths, columns=["word", "match_count"])
+        source = aiomr.sources.parquet(
+            paths, columns=["word", "match_count"], dictionary_columns=["word"]
+        )
     else:  # words are strings, even where the first ones look like numbers
         source = aiomr.sources.files(
             paths,

@@ -213,6 +213,30 @@ async def test_key_based_jobs_read_rows_as_dicts(one_file: tuple[pathlib.Path, A
     assert got == {row["word"]: row["count_sum"] or 0 for row in grouped}
 
 
+def word_type(batch: Any) -> str:
+    return str(batch.schema.field("word").type)
+
+
+async def test_dictionary_columns_come_encoded_and_aggregate_the_same(
+    one_file: tuple[pathlib.Path, Any],
+) -> None:
+    path, data = one_file
+    source = parquet(path, dictionary_columns=["word"], split_size=1, batch_size=500)
+    kinds = await aiomr.map_reduce(source, word_type, lambda a, b: a, mode="batches")
+    assert kinds == "dictionary<values=string, indices=int32, ordered=0>"
+    per_word = aiomr.Aggregate(by="word", total=("count", "sum"), n=("count", "count"))
+    states = await aiomr.map_reduce(source, per_word.map, per_word.merge, mode="batches")
+    got = per_word.finish(states).sort_by("word").to_pylist()
+    grouped = data.group_by("word").aggregate([("count", "sum"), ("count", "count")])
+    want = [
+        {"word": row["word"], "total": row["count_sum"], "n": row["count_count"]}
+        for row in grouped.sort_by("word").to_pylist()
+    ]
+    assert got == want
+    with pytest.raises(TypeError, match="dictionary_columns must be a sequence of column names"):
+        parquet(path, dictionary_columns="word")
+
+
 async def test_a_shared_engine_runs_the_same_call(one_file: tuple[pathlib.Path, Any]) -> None:
     path, data = one_file
     async with aiomr.Engine(max_workers=2) as engine:

@@ -159,6 +159,10 @@ class Aggregate:
         for state, column, _ in states:  # each state on a column of its own name
             columns[state] = table[column]
         table = self._grouped(pa.table(columns), [(state, how) for state, _, how in states])
+        for index, key in enumerate(self.keys):  # dictionary keys: grouped fast, then decoded
+            if pa.types.is_dictionary(table.schema.field(key).type):
+                decoded = table[key].cast(table.schema.field(key).type.value_type)
+                table = table.set_column(index, key, decoded)
         return States(table, table.num_rows)
 
     def merge(self, left: States, right: States) -> States:

@@ -97,6 +97,7 @@ class ParquetSource(SplitSource):
         partitioning: Literal["hive"] | None,
         batch_size: int,
         split_size: int | None,
+        dictionary_columns: Sequence[str] | None = None,
     ) -> None:
         dataset = require("pyarrow.dataset", "aiomr.sources.parquet")
         if columns is not None:
@@ -119,6 +120,14 @@ class ParquetSource(SplitSource):
         self.filter = filter
         self.partitioning = partitioning
         self.split_size = split_size
+        if dictionary_columns is not None and (
+            isinstance(dictionary_columns, str)
+            or not all(isinstance(c, str) for c in dictionary_columns)
+        ):
+            raise TypeError(
+                f"dictionary_columns must be a sequence of column names, got {dictionary_columns!r}"
+            )
+        self.dictionary_columns = list(dictionary_columns or [])
         self.reader: ParquetReader = ParquetReader(columns, filter, batch_size)
 
     def cutter(self, workers: int) -> tuple[ParquetPlan, int]:
@@ -153,13 +162,19 @@ class ParquetSource(SplitSource):
             if isinstance(item, str | os.PathLike) and os.path.isdir(item):
                 root = os.path.abspath(item)
                 found.append(
-                    dataset.dataset(root, format="parquet", partitioning=self.partitioning)
+                    dataset.dataset(root, format=self._format(), partitioning=self.partitioning)
                 )
             else:
                 files.extend(os.path.abspath(path) for path in expand_paths([item]))
         if files:
-            found.append(dataset.dataset(files, format="parquet"))
+            found.append(dataset.dataset(files, format=self._format()))
         return found
+
+    def _format(self) -> Any:
+        """The Parquet format, with the dictionary columns read as dictionaries."""
+        dataset = require("pyarrow.dataset", "aiomr.sources.parquet")
+        options = dataset.ParquetReadOptions(dictionary_columns=self.dictionary_columns or [])
+        return dataset.ParquetFileFormat(read_options=options)
 
     def _check_columns(self, dataset: Any) -> None:
         if self.columns is None:
@@ -219,6 +234,7 @@ def parquet(
     partitioning: Literal["hive"] | None = "hive",
     batch_size: int = DEFAULT_BATCH_SIZE,
     split_size: int | None = None,
+    dictionary_columns: Sequence[str] | None = None,
 ) -> ParquetSource:
     """Read Parquet files in the workers, some row groups per task.
 
@@ -266,6 +282,9 @@ def parquet(
         batch_size: rows per record batch, at most.
         split_size: bytes on disk (compressed) per task, whole row groups of one file;
             ``None``: sized for the workers.
+        dictionary_columns: string columns to hand over dictionary-encoded, as the file
+            stores them (``pyarrow.DictionaryArray``), rather than decoded value by value:
+            grouping by such a column hashes small integers (`aiomr.Aggregate` does).
 
     Requires pyarrow (``pip install 'aiomr[arrow]'``); without it this raises `ImportError`
     with that hint.
@@ -277,4 +296,5 @@ def parquet(
         partitioning=partitioning,
         batch_size=batch_size,
         split_size=split_size,
+        dictionary_columns=dictionary_columns,
     )

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import psutil
 import pytest
@@ -105,3 +109,20 @@ def nothing_left_running(process_executor: ProcessExecutor) -> Iterator[None]:
             break
         time.sleep(0.05)
     assert left == {}, f"processes left running: {left}"
+
+
+def run_program(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as the main module of a fresh interpreter in ``tmp_path``, with this
+    process's import path: what a user's program does, for what the test process itself
+    has imported long ago."""
+    script = tmp_path / "program.py"
+    script.write_text(textwrap.dedent(code))
+    return subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )

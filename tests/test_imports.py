@@ -9,10 +9,9 @@ since the test process itself has imported everything long ago.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
+
+from tests.conftest import run_program
 
 CALLER_SIDE = [
     "aiofiles",
@@ -37,16 +36,7 @@ CALLER_SIDE = [
 
 
 def _run(code: str, tmp_path: Path) -> str:
-    script = tmp_path / "program.py"
-    script.write_text(textwrap.dedent(code))
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_program(code, tmp_path)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -4,11 +4,7 @@ Polars, real worker processes, answers checked against pyarrow's own reading."""
 from __future__ import annotations
 
 import operator
-import os
 import pathlib
-import subprocess
-import sys
-import textwrap
 from typing import Any
 
 import pytest
@@ -17,6 +13,7 @@ from hypothesis import strategies as st
 
 import aiomr
 from aiomr.sources import parquet
+from tests.conftest import run_program
 
 pa = pytest.importorskip("pyarrow", reason="the arrow extra is not installed")
 pc = pytest.importorskip("pyarrow.compute")
@@ -283,6 +280,27 @@ async def test_a_damaged_file_is_named_and_not_blamed_on_the_mapper(
     assert "user code" not in "\n".join(getattr(caught.value, "__notes__", []))
 
 
+async def test_a_file_rewritten_after_planning_is_refused_not_misread(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "moving.parquet"
+    pq.write_table(table(3_000), path, row_group_size=500)
+
+    def rewrite_then_total(batch: Any) -> int:
+        # The first task rewrites the file: same name, other row groups.
+        pq.write_table(table(3_000, seed=5), path, row_group_size=700)
+        return batch_total(batch)
+
+    with pytest.raises(aiomr.BrokenInputError, match="changed after the job planned its row"):
+        await aiomr.map_reduce(
+            parquet(path, split_size=1),
+            rewrite_then_total,
+            operator.add,
+            mode="batches",
+            executor="inline",
+        )
+
+
 async def test_bad_arguments_are_refused_before_any_work(
     one_file: tuple[pathlib.Path, Any], tmp_path: pathlib.Path
 ) -> None:
@@ -319,22 +337,8 @@ async def test_bad_arguments_are_refused_before_any_work(
         )
 
 
-def _run(code: str, tmp_path: pathlib.Path) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "program.py"
-    script.write_text(textwrap.dedent(code))
-    return subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-
-
 def test_without_pyarrow_the_source_says_what_to_install(tmp_path: pathlib.Path) -> None:
-    done = _run(
+    done = run_program(
         """
         import sys
         sys.modules["pyarrow"] = None  # as if it were not installed
@@ -353,7 +357,7 @@ def test_without_pyarrow_the_source_says_what_to_install(tmp_path: pathlib.Path)
 
 
 def test_no_columnar_library_is_imported_unless_used(tmp_path: pathlib.Path) -> None:
-    done = _run(
+    done = run_program(
         """
         import operator, sys
         import aiomr

@@ -14,12 +14,14 @@ not the job code's: `aiomr.BrokenInputError`, naming the file and row groups.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .._exceptions import BrokenInputError
 from .._worker.blame import note_input
+from ..sources._segments import stamp_of
 
 __all__ = ["ParquetReader", "ParquetSplit"]
 
@@ -53,12 +55,32 @@ class ParquetSplit:
     """A ``pyarrow.dataset.ParquetFileFragment`` viewing exactly these row groups."""
     schema: Any
     """The dataset's schema: the file's columns and any hive partition columns."""
+    file_size: int = -1
+    stamp: tuple[int, int, int] | None = None
+    """The file as planned: its size and `aiomr.sources._segments.stamp_of` (the row group
+    numbers mean nothing in another version of the file)."""
 
     def describe(self) -> str:
         """Name it for messages: ``split 3 (data.parquet row groups [4, 6))``."""
         groups = self.row_groups
         named = f"row group {groups[0]}" if len(groups) == 1 else f"row groups {_ranges(groups)}"
         return f"split {self.index} ({self.path} {named})"
+
+
+def _check_unchanged(split: ParquetSplit) -> None:
+    """Raise `aiomr.BrokenInputError` if the split's file is not the version planned."""
+    if split.stamp is None:
+        return
+    try:
+        stat = os.stat(split.path)
+    except OSError as exc:
+        raise BrokenInputError(f"{split.describe()} cannot be read: {exc}") from exc
+    if (stat.st_size, stamp_of(stat)) != (split.file_size, split.stamp):
+        raise BrokenInputError(
+            f"{split.path}: changed after the job planned its row groups "
+            f"({split.file_size} bytes then, {stat.st_size} now, or a new modification time "
+            "or file): its row groups may no longer be those planned"
+        )
 
 
 class ParquetReader:
@@ -76,6 +98,11 @@ class ParquetReader:
     def batches(self, split: ParquetSplit) -> Iterator[Any]:
         """The split's rows as ``pyarrow.RecordBatch`` es of 1 to ``batch_size`` rows; an
         error while reading is noted as the input's and names the split."""
+        try:
+            _check_unchanged(split)
+        except BrokenInputError as exc:
+            note_input(exc)
+            raise
         try:
             scan = split.fragment.to_batches(
                 schema=split.schema,

@@ -20,6 +20,7 @@ from .._columnar.imports import require
 from .._columnar.parquet_reader import ParquetReader, ParquetSplit
 from ._file_splits import auto_split_size
 from ._paths import PathsLike, expand_paths
+from ._segments import stamp_of
 from ._split_source import SplitSource
 
 __all__ = ["ParquetSource", "parquet"]
@@ -39,6 +40,8 @@ class _Unit:
     size: int
     fragment: Any
     schema: Any
+    file_size: int
+    stamp: tuple[int, int, int]
 
 
 class ParquetPlan:
@@ -78,6 +81,8 @@ class ParquetPlan:
             size=nbytes,
             fragment=first.fragment.subset(row_group_ids=list(groups)),
             schema=first.schema,
+            file_size=first.file_size,
+            stamp=first.stamp,
         )
         self._count += 1
         return split
@@ -203,6 +208,7 @@ class ParquetSource(SplitSource):
             except Exception as exc:
                 exc.add_note(f"aiomr: reading the metadata of {fragment.path}")
                 raise
+            stat = os.stat(fragment.path)
             starts = [0]
             for number in range(metadata.num_row_groups):
                 starts.append(starts[-1] + metadata.row_group(number).num_rows)
@@ -221,6 +227,8 @@ class ParquetSource(SplitSource):
                         size,
                         fragment,
                         schema,
+                        stat.st_size,
+                        stamp_of(stat),
                     )
                 )
         return units

@@ -13,7 +13,7 @@ from typing import Any
 from .._types import BatchFormat
 from .imports import require
 
-__all__ = ["converter", "rows_in"]
+__all__ = ["converter"]
 
 
 def _as_arrow(batch: Any) -> Any:
@@ -40,8 +40,3 @@ def converter(batch_format: BatchFormat) -> Callable[[Any], Any]:
         require("pandas", 'batch_format="pandas"')
         return _as_pandas
     return _as_arrow
-
-
-def rows_in(batch: Any) -> int:
-    """The rows of a batch in any of the formats (each has a length)."""
-    return len(batch)

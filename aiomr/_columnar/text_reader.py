@@ -70,7 +70,7 @@ class TextBatchReader:
 
     # -- the columns, the same in every worker -------------------------------------------------
 
-    def columns(self) -> tuple[list[str], Any]:
+    def layout(self) -> tuple[list[str], Any]:
         """The column names and the Arrow schema every batch has."""
         path = expand_paths(self.paths)[0]
         stat = os.stat(path)
@@ -89,7 +89,6 @@ class TextBatchReader:
 
     def _infer(self, first: Segment) -> tuple[list[str], Any]:
         parser = self.reader.parser
-        sample = b""
         with open_segment(first) as f:
             sample = f.read(SAMPLE_BYTES)
             more = f.read(1)
@@ -125,7 +124,7 @@ class TextBatchReader:
         """The split's records as record batches; a malformed record raises
         `aiomr.RecordError` naming it, an error while reading is noted as the input's."""
         try:
-            names, schema = self.columns()
+            names, schema = self.layout()
             yield from self._read(split, names, schema)
         except Exception as exc:
             note_input(exc)

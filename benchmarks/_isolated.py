@@ -195,6 +195,17 @@ def settle() -> float:
     return time.perf_counter() - began
 
 
+def record(m: h.Measurements, key: str, round_: int, child: Child, report: dict[str, Any]) -> Run:
+    """Keep a contender's run of an n-gram-style benchmark: its times, its process tree's
+    peak memory and its loop's lag (``report["lags"]``), and say so."""
+    run = Run(key, round_, report["wall"], report["cpu"])
+    run.caller_peak, run.tree_peak = child.caller_peak, child.tree_peak
+    run.lags(report["lags"])
+    lag = f", loop lag p99 {run.lag_p99 * 1e3:.1f} ms" if run.ticks else ""
+    m.add(run, f"{run.wall:.2f} s, CPU {run.cpu:.1f} s, caller {h.mb(run.caller_peak)}{lag}")
+    return run
+
+
 def run_child(
     script: str | Path,
     args: Sequence[str],

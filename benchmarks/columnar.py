@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import importlib.util
 import os
@@ -116,46 +117,48 @@ def run_pyarrow(path: str) -> Any:
     return table.group_by("word").aggregate([("match_count", "sum")])
 
 
+async def totals_by_word(map_reduce: Callable[..., Awaitable[Any]], source: Any) -> Any:
+    """Total ``match_count`` by word with `aiomr.Aggregate` over a batch source, through
+    ``map_reduce`` (the module's or an engine's); the table finished off the event loop."""
+    import aiomr
+
+    per_word = aiomr.Aggregate(by="word", total=("match_count", "sum"))
+    states = await map_reduce(source, per_word.map, per_word.merge, mode="batches")
+    return await asyncio.to_thread(per_word.finish, states)
+
+
 async def aiomr_columnar(path: str) -> Any:
     """5. aiomr: TSV batches parsed by pyarrow in the workers, `aiomr.Aggregate`."""
     import aiomr
     from aiomr.sources import files
 
-    per_word = aiomr.Aggregate(by="word", total=("match_count", "sum"))
-    source = files(
-        path, format="tsv", names=NAMES, types={"word": "string"}, columns=["word", "match_count"]
-    )
-    states = await aiomr.map_reduce(
-        source, per_word.map, per_word.merge, mode="batches", max_workers=WORKERS
-    )
-    return await asyncio.to_thread(per_word.finish, states)
+    source = files(path, format="tsv", names=NAMES, types={"word": "string"}, columns=COLUMNS)
+    return await totals_by_word(functools.partial(aiomr.map_reduce, max_workers=WORKERS), source)
+
+
+def parquet_source(path: str) -> Any:
+    """aiomr's source over the Parquet copy: row groups read by the workers."""
+    from aiomr.sources import parquet
+
+    return parquet(parquet_of(path), columns=COLUMNS, dictionary_columns=["word"])
 
 
 async def aiomr_parquet(path: str) -> Any:
-    """aiomr over the Parquet copy: row groups read by the workers, `aiomr.Aggregate`."""
+    """aiomr over the Parquet copy in one call, its workers started by the call."""
     import aiomr
-    from aiomr.sources import parquet
 
-    per_word = aiomr.Aggregate(by="word", total=("match_count", "sum"))
-    source = parquet(parquet_of(path), columns=COLUMNS, dictionary_columns=["word"])
-    states = await aiomr.map_reduce(
-        source, per_word.map, per_word.merge, mode="batches", max_workers=WORKERS
-    )
-    return await asyncio.to_thread(per_word.finish, states)
+    run = functools.partial(aiomr.map_reduce, max_workers=WORKERS)
+    return await totals_by_word(run, parquet_source(path))
 
 
 async def aiomr_parquet_warm(path: str) -> tuple[Any, float]:
     """The same job on an `aiomr.Engine` whose workers are up: ``(answer, seconds)``, the
     clock started once the engine is."""
     import aiomr
-    from aiomr.sources import parquet
 
-    per_word = aiomr.Aggregate(by="word", total=("match_count", "sum"))
     async with aiomr.Engine(max_workers=WORKERS) as engine:
         started = time.perf_counter()
-        source = parquet(parquet_of(path), columns=COLUMNS, dictionary_columns=["word"])
-        states = await engine.map_reduce(source, per_word.map, per_word.merge, mode="batches")
-        table = await asyncio.to_thread(per_word.finish, states)
+        table = await totals_by_word(engine.map_reduce, parquet_source(path))
         return table, time.perf_counter() - started
 
 
@@ -319,11 +322,7 @@ def measure(args: argparse.Namespace) -> Result:
                 raise SystemExit(f"{other}: {problems[0]}")
         if reference is not None or "pyarrow" not in keys:
             unchecked.clear()
-        run = _isolated.Run(key, round_, report["wall"], report["cpu"])
-        run.caller_peak, run.tree_peak = child.caller_peak, child.tree_peak
-        run.lags(report["lags"])
-        lag = f", loop lag p99 {run.lag_p99 * 1e3:.1f} ms" if run.ticks else ""
-        m.add(run, f"{run.wall:.2f} s, CPU {run.cpu:.1f} s, caller {h.mb(run.caller_peak)}{lag}")
+        _isolated.record(m, key, round_, child, report)
     return m
 
 

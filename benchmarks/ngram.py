@@ -244,11 +244,7 @@ def measure(args: argparse.Namespace) -> Result:
                 raise SystemExit(f"{other}: {problems[0]}")
         if reference is not None or "loop" not in keys:
             unchecked.clear()
-        run = _isolated.Run(key, round_, report["wall"], report["cpu"])
-        run.caller_peak, run.tree_peak = child.caller_peak, child.tree_peak
-        run.lags(report["lags"])
-        lag = f", loop lag p99 {run.lag_p99 * 1e3:.1f} ms" if run.ticks else ""
-        m.add(run, f"{run.wall:.2f} s, CPU {run.cpu:.1f} s, caller {h.mb(run.caller_peak)}{lag}")
+        _isolated.record(m, key, round_, child, report)
     return m
 
 

@@ -166,6 +166,30 @@ async def test_a_row_with_too_few_fields_is_named_as_in_record_mode(
         )
 
 
+@pytest.mark.parametrize("suffix", [".tsv", ".tsv.gz"])
+async def test_a_malformed_row_past_the_first_block_is_named_by_its_line(
+    tmp_path: pathlib.Path, suffix: str
+) -> None:
+    """Blocks after the first in one split: lines counted from the top of the file when it
+    fails (plain), or as the decompressed blocks go by (gzip)."""
+    lines = ngram_lines(400_000)  # about 8 MB: two blocks and more
+    bad = 371_234
+    lines[bad] = "Aardvark\t2001"
+    data = ("\n".join(lines) + "\n").encode()
+    path = tmp_path / f"big{suffix}"
+    path.write_bytes(gzip.compress(data, 1) if suffix.endswith(".gz") else data)
+    offset = sum(len(line.encode()) + 1 for line in lines[:bad])
+    where = f"{path}:{bad + 1} (byte {offset})"
+    with pytest.raises(aiomr.RecordError, match=re.escape(where)):
+        await aiomr.map_reduce(
+            files(path, format="tsv", names=NGRAM, split_size=1 << 30),
+            per_word,
+            merge,
+            mode="batches",
+            executor="inline",
+        )
+
+
 async def test_a_value_that_does_not_fit_its_inferred_type_names_the_block(
     tmp_path: pathlib.Path,
 ) -> None:

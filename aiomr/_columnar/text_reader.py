@@ -29,7 +29,7 @@ from .._exceptions import RecordError
 from .._worker.blame import note_input
 from ..sources._framing import first_record_end, last_record_end, located_records
 from ..sources._locate import SegmentLines, locate
-from ..sources._paths import expand_paths
+from ..sources._paths import expand_paths, is_compressed
 from ..sources._segments import Segment, Split, open_segment, read_blocks, stamp_of
 from .imports import require
 
@@ -134,6 +134,10 @@ class TextBatchReader:
         parser = self.reader.parser
         quoted = parser.format == "csv"
         for segment in split.segments:
+            # Lines are counted only to name a malformed record: in a plain file, from the
+            # top of the file to the failing block, once it fails; in a compressed file (its
+            # offsets count decompressed bytes) as the blocks go by.
+            counted = is_compressed(segment.path)
             lines = SegmentLines(segment.path, segment.start)
             at_top = parser.header and segment.start == 0
             line = 0
@@ -145,8 +149,11 @@ class TextBatchReader:
                 try:
                     table = self._parse(block, skip, names, schema, complete=True)
                 except Exception as exc:
+                    if not counted:
+                        lines, line = SegmentLines(segment.path, offset), 0
                     raise self._located(block, skip, lines, line, offset, exc, names) from exc
-                line += block.count(b"\n")
+                if counted:
+                    line += block.count(b"\n")
                 for batch in table.to_batches():
                     if batch.num_rows:  # a mapper never sees an empty batch
                         yield batch

@@ -19,11 +19,13 @@ if TYPE_CHECKING:
     from . import executors as executors
     from . import sinks as sinks
     from . import sources as sources
+    from ._api import aggregate as aggregate
     from ._api import map_reduce as map_reduce
     from ._api import open_stream as open_stream
     from ._api import open_windows as open_windows
     from ._badrecords import BadRecord as BadRecord
     from ._columnar.aggregate import Aggregate as Aggregate
+    from ._columnar.aggregate_job import ParquetParts as ParquetParts
     from ._engine import Engine as Engine
     from ._exceptions import AiomrError as AiomrError
     from ._exceptions import BrokenInputError as BrokenInputError
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from ._keyed_api import open_by_key as open_by_key
     from ._loop import loop_factory as loop_factory
     from ._loop import run as run
+    from ._options import AggregateKeywords as AggregateKeywords
     from ._options import JobKeywords as JobKeywords
     from ._options import KeyedKeywords as KeyedKeywords
     from ._options import MapKeywords as MapKeywords
@@ -67,6 +70,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Aggregate",
+    "AggregateKeywords",
     "AiomrError",
     "BadRecord",
     "BrokenInputError",
@@ -82,6 +86,7 @@ __all__ = [
     "KeyedKeywords",
     "MapKeywords",
     "MapperOutputError",
+    "ParquetParts",
     "Progress",
     "RecordError",
     "ReduceByKey",
@@ -94,6 +99,7 @@ __all__ = [
     "Window",
     "WindowKeywords",
     "WorkerTraceback",
+    "aggregate",
     "executors",
     "fold_by_key",
     "group_by_key",
@@ -116,6 +122,7 @@ __all__ = [
 
 _WHERE: dict[str, str] = {
     "Aggregate": "._columnar.aggregate",
+    "AggregateKeywords": "._options",
     "AiomrError": "._exceptions",
     "BadRecord": "._badrecords",
     "BrokenInputError": "._exceptions",
@@ -131,6 +138,7 @@ _WHERE: dict[str, str] = {
     "KeyedKeywords": "._options",
     "MapKeywords": "._options",
     "MapperOutputError": "._exceptions",
+    "ParquetParts": "._columnar.aggregate_job",
     "Progress": "._progress",
     "RecordError": "._exceptions",
     "ReduceByKey": "._keyed.specs",
@@ -143,6 +151,7 @@ _WHERE: dict[str, str] = {
     "Window": "._windows",
     "WindowKeywords": "._options",
     "WorkerTraceback": "._exceptions",
+    "aggregate": "._api",
     "executors": ".",
     "fold_by_key": "._keyed_api",
     "group_by_key": "._keyed_api",

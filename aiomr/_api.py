@@ -7,9 +7,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any, Literal, Unpack, cast, overload
 
 from ._chunker import AnySource
+from ._columnar.aggregate import Aggregate
 from ._engine import Engine
 from ._map_phase import check_job
 from ._options import (
+    AggregateKeywords,
+    AggregateOptions,
     MapKeywords,
     MapOptions,
     StreamKeywords,
@@ -24,7 +27,7 @@ from .executors import ExecutorSpec
 from .sources._source import Source
 from .sources._split_source import SplitSource
 
-__all__ = ["map_reduce", "open_stream", "open_windows"]
+__all__ = ["aggregate", "map_reduce", "open_stream", "open_windows"]
 
 
 @overload
@@ -130,6 +133,70 @@ async def map_reduce(
         return await engine.map_reduce(
             source, mapper, reducer, mode=cast(Literal["record"], mode), **options
         )
+
+
+async def aggregate(
+    source: SplitSource,
+    aggregate: Aggregate,
+    *,
+    executor: ExecutorSpec = "process",
+    **options: Unpack[AggregateKeywords],
+) -> Any:
+    """Aggregate a batch source's columns by key, in memory or beyond it.
+
+    ```python
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import aiomr
+    from aiomr.sources import parquet
+
+
+    async def main() -> None:
+        sales = pa.table({"shop": ["a", "b", "a", "c"], "amount": [5, 7, 1, 2]})
+        pq.write_table(sales, "sales.parquet")
+        per_shop = aiomr.Aggregate(by="shop", total=("amount", "sum"), sales=("amount", "count"))
+        table = await aiomr.aggregate(parquet("sales.parquet"), per_shop)
+        print(table.sort_by("shop").to_pylist())
+        # [{'shop': 'a', 'total': 6, 'sales': 2}, {'shop': 'b', 'total': 7, 'sales': 1},
+        #  {'shop': 'c', 'total': 2, 'sales': 1}]
+
+
+    if __name__ == "__main__":
+        aiomr.run(main())
+    ```
+
+    The workers read the source's batches and group each by key (`aiomr.Aggregate.map`);
+    partial states merge in the workers and on a thread of the caller. A process whose
+    states outgrow ``memory_budget`` writes them to disk, hash-partitioned by key; then a
+    second phase reduces each partition on a worker, so no process ever holds more than
+    about the budget of states (the result aside: with ``output=`` it is written as
+    Parquet by the workers and never held at all).
+
+    Args:
+        source: a source of record batches: `aiomr.sources.parquet`, or
+            `aiomr.sources.files` with ``format="tsv"``, ``"csv"`` or ``"jsonl"``.
+        aggregate: the key columns and aggregations, an `aiomr.Aggregate`.
+        executor: as for `aiomr.map_reduce`; with Dask, ``temp_dir`` must be a directory
+            every worker sees.
+        **options: `aiomr.AggregateKeywords`: ``memory_budget`` (bytes of states per
+            process, default 256 MiB), ``partitions``, ``temp_dir``, ``output``, and the
+            options of every job (``max_workers``, ``chunk_size``, ``retry``, ``stats``...).
+
+    Returns:
+        A ``pyarrow.Table``: the key columns and one column per aggregation, one row per
+        key, in no particular order; with ``output=``, an `aiomr.ParquetParts` naming the
+        files written.
+
+    Raises:
+        aiomr.EmptySourceError: the source has no rows.
+
+    Cancellation: cancelling the call stops the job as `aiomr.map_reduce` does, and removes
+    its files on disk; Parquet files already written to ``output`` stay.
+    """
+    checked = AggregateOptions.of("aggregate", options)
+    async with Engine(executor, max_workers=checked.max_workers, split_seconds=None) as engine:
+        return await engine.aggregate(source, aggregate, **options)
 
 
 @contextlib.asynccontextmanager

@@ -10,11 +10,15 @@ from typing import Any, Literal, Self, Unpack, overload
 
 from ._checks import check_seconds
 from ._chunker import AnySource, check_source
+from ._columnar.aggregate import Aggregate
+from ._columnar.aggregate_job import run_aggregate
 from ._exceptions import ClosedResourceError
 from ._keyed.phases import collect_keyed, open_keyed, plan_for
 from ._keyed.specs import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
 from ._map_phase import check_job, run_map_reduce
 from ._options import (
+    AggregateKeywords,
+    AggregateOptions,
     KeyedKeywords,
     KeyedOptions,
     MapKeywords,
@@ -183,6 +187,21 @@ class Engine:
         check_job(source, mapper=mapper, reducer=reducer)
         async with self._job(checked.max_workers) as lane:
             return await run_map_reduce(lane, source, mapper, reducer, checked, checked.stats)
+
+    async def aggregate(
+        self, source: SplitSource, aggregate: Aggregate, **options: Unpack[AggregateKeywords]
+    ) -> Any:
+        """Run an `aiomr.Aggregate` over a batch source; see `aiomr.aggregate`.
+
+            per_shop = aiomr.Aggregate(by="shop", sales=("id", "count"))
+            table = await engine.aggregate(parquet("sales/"), per_shop)
+
+        Cancellation: as `map_reduce`; the job's files on disk are removed.
+        """
+        checked = AggregateOptions.of("aggregate", options)
+        check_source(source)
+        async with self._job(checked.max_workers) as lane:
+            return await run_aggregate(lane, source, aggregate, checked)
 
     @contextlib.asynccontextmanager
     async def open_stream(

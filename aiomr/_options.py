@@ -33,6 +33,8 @@ from ._windows import WindowSpec
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
+    "AggregateKeywords",
+    "AggregateOptions",
     "JobKeywords",
     "JobOptions",
     "KeyedKeywords",
@@ -137,6 +139,21 @@ class KeyedKeywords(JobKeywords, total=False):
     file (default 256 MiB); runs are merged at the end."""
     temp_dir: str | None
     """Where the job's temporary files go (default: the system's)."""
+
+
+class AggregateKeywords(JobKeywords, total=False):
+    """The keywords of `aiomr.aggregate` (besides ``executor``)."""
+
+    memory_budget: int
+    """Bytes of partial states a process holds before it writes them to a run on disk
+    (default 256 MiB); a job that never reaches it reads and writes no file."""
+    partitions: int | None
+    """Partitions of the states written to disk, each reduced by one task (default 64)."""
+    temp_dir: str | None
+    """Where the job's runs go (default: the system's); removed when the job ends."""
+    output: str | os.PathLike[str] | None
+    """A directory to write the result to, as Parquet files (``part-NNNNN.parquet``), so
+    that no process holds all of it; the call then returns an `aiomr.ParquetParts`."""
 
 
 def _check_count(name: str, value: object, *, optional: bool = True) -> None:
@@ -303,6 +320,35 @@ class WindowOptions(RunOptions):
     def pane_options(self) -> MapOptions:
         """The options of the job that maps and reduces each pane."""
         return MapOptions(**self.keywords_for(RunOptions))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AggregateOptions(JobOptions):
+    """The knobs of a key-based columnar aggregation (`aiomr.aggregate`)."""
+
+    keywords: ClassVar[type] = AggregateKeywords
+
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    partitions: int | None = None
+    temp_dir: str | None = None
+    output: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        super(AggregateOptions, self).__post_init__()
+        _check_count("memory_budget", self.memory_budget, optional=False)
+        _check_count("partitions", self.partitions)
+        for name in ("temp_dir", "output"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str | os.PathLike):
+                raise TypeError(f"{name} must be a path or None, got {value!r}")
+        if self.on_error != "raise":
+            raise ValueError(
+                "on_error='skip' and 'collect' need mode='record'; aggregate reads batches"
+            )
+
+    def map_options(self) -> MapOptions:
+        """The options of the job that maps the batches and merges their states."""
+        return MapOptions(**self.keywords_for(JobOptions), mode="batches")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,7 +51,8 @@ class JobStats:
     partitions_done: int = 0
     """Key-based jobs: partitions reduced so far."""
     spills: int = 0
-    """Key-based jobs: sorted runs the reduce tasks spilled to disk."""
+    """Key-based jobs: sorted runs the reduce tasks spilled to disk; `aiomr.aggregate`:
+    runs of partial states its first phase wrote."""
     records_reduced: int = 0
     """Records whose mapped values made it into the result. When a job ends,
     ``records == records_reduced + records_skipped``."""

@@ -14,6 +14,7 @@ import aiomr.executors
 def test_top_level_members() -> None:
     assert aiomr.__all__ == [
         "Aggregate",
+        "AggregateKeywords",
         "AiomrError",
         "BadRecord",
         "BrokenInputError",
@@ -29,6 +30,7 @@ def test_top_level_members() -> None:
         "KeyedKeywords",
         "MapKeywords",
         "MapperOutputError",
+        "ParquetParts",
         "Progress",
         "RecordError",
         "ReduceByKey",
@@ -41,6 +43,7 @@ def test_top_level_members() -> None:
         "Window",
         "WindowKeywords",
         "WorkerTraceback",
+        "aggregate",
         "executors",
         "fold_by_key",
         "group_by_key",

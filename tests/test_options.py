@@ -20,6 +20,8 @@ import pytest
 import aiomr
 from aiomr import _options
 from aiomr._options import (
+    AggregateKeywords,
+    AggregateOptions,
     JobKeywords,
     JobOptions,
     KeyedKeywords,
@@ -43,6 +45,7 @@ VIEWS: list[tuple[type, type[RunOptions], set[str], set[str]]] = [
     (StreamKeywords, StreamOptions, set(), {"mode"}),
     (WindowKeywords, WindowOptions, {"size"}, set()),
     (KeyedKeywords, KeyedOptions, set(), set()),
+    (AggregateKeywords, AggregateOptions, set(), set()),
 ]
 
 
@@ -112,6 +115,8 @@ ENTRY_POINTS: list[tuple[Callable[..., Any], str, set[str]]] = [
     (aiomr.Engine.run_by_key, "KeyedKeywords", set()),
     (aiomr.Job.run, "KeyedKeywords", {"executor", "engine"}),
     (aiomr.Engine.run_job, "KeyedKeywords", set()),
+    (aiomr.aggregate, "AggregateKeywords", {"executor"}),
+    (aiomr.Engine.aggregate, "AggregateKeywords", set()),
 ]
 
 
@@ -161,6 +166,8 @@ CALLS: list[tuple[str, Callable[..., Any]]] = [
     ),
     ("group_by_key", lambda engine, **kw: engine.group_by_key([1], keyed, lambda k, vs: 0, **kw)),
     ("run", lambda engine, **kw: aiomr.Job().run([1], **kw)),
+    # The options are checked first: neither the source nor the Aggregate is looked at.
+    ("aggregate", lambda engine, **kw: engine.aggregate([1], None, **kw)),
 ]
 
 

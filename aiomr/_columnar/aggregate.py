@@ -175,6 +175,12 @@ class Aggregate:
             return States(both, grouped)
         return self._regrouped(both)
 
+    def regrouped(self, states: States) -> States:
+        """``states`` with every key once: regrouped if merges appended rows since."""
+        if states.table.num_rows <= states.grouped:
+            return states
+        return self._regrouped(states.table)
+
     def _regrouped(self, table: Any) -> States:
         merged = self._grouped(table, [(state, _MERGE[how]) for state, _, how in self._states()])
         return States(merged, merged.num_rows)
@@ -182,7 +188,12 @@ class Aggregate:
     def _grouped(self, table: Any, aggregations: list[tuple[str, str]]) -> Any:
         """``table`` grouped by the keys, each state column aggregated as asked and named
         as before; keys first."""
-        grouped = table.group_by(self.keys, use_threads=False).aggregate(aggregations)
+        try:
+            grouped = table.group_by(self.keys, use_threads=False).aggregate(aggregations)
+        except Exception as exc:
+            kinds = ", ".join(f"{key!r} ({table.schema.field(key).type})" for key in self.keys)
+            exc.add_note(f"aiomr.Aggregate: grouping by {kinds}")
+            raise
         names = {f"{state}_{how}": state for state, how in aggregations}
         grouped = grouped.rename_columns([names.get(c, c) for c in grouped.column_names])
         return grouped.select([*self.keys, *(state for state, _ in aggregations)])
@@ -196,9 +207,7 @@ class Aggregate:
             raise TypeError(
                 f"finish takes what map and merge give (aiomr.Aggregate states), got {states!r}"
             )
-        if states.table.num_rows > states.grouped:
-            states = self._regrouped(states.table)
-        table = states.table
+        table = self.regrouped(states).table
         columns = {key: table[key] for key in self.keys}
         for name, (_, how) in self.aggregations.items():
             if how == "mean":

@@ -18,6 +18,8 @@ EXTRAS = {
     "pyarrow.parquet": "arrow",
     "pyarrow.compute": "arrow",
     "pyarrow.acero": "arrow",
+    "pyarrow.ipc": "arrow",
+    "numpy": "arrow",
     "polars": "polars",
     "pandas": "pandas",
 }

@@ -1,0 +1,323 @@
+"""`aiomr.aggregate`: an `Aggregate` in memory and beyond it (hash-partitioned runs on disk,
+reduced per partition), checked against a plain reading; runs counted once when workers die;
+the job's files gone however it ends; results written as Parquet parts."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import pathlib
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import aiomr
+from aiomr.sources import files, parquet
+from tests.test_aggregate import PER_KEY, ROWS, by_key, plain, same
+
+pa = pytest.importorskip("pyarrow", reason="the arrow extra is not installed")
+pq = pytest.importorskip("pyarrow.parquet")
+pytest.importorskip("numpy", reason="the arrow extra is not installed")
+
+TINY = 2_000
+"""A memory budget every partial state outgrows: every merge writes a run."""
+
+
+def rows_table(rows: list[tuple[str | None, int, int | None]]) -> Any:
+    return pa.table(
+        {
+            "k": pa.array([k for k, _, _ in rows], pa.string()),
+            "g": pa.array([g for _, g, _ in rows], pa.int64()),
+            "v": pa.array([v for _, _, v in rows], pa.int64()),
+        }
+    )
+
+
+def many_rows(count: int) -> list[tuple[str | None, int, int | None]]:
+    return [
+        (None if i % 97 == 0 else f"key{i * 7919 % 5_003}", i % 3, None if i % 13 == 0 else i % 101)
+        for i in range(count)
+    ]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=ROWS,
+    budget=st.sampled_from([1, TINY, 1 << 30]),
+    partitions=st.integers(1, 5),
+    row_group_size=st.integers(1, 80),
+)
+async def test_any_budget_any_partitions_same_answer_as_a_plain_reading(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[tuple[str | None, int, int | None]],
+    budget: int,
+    partitions: int,
+    row_group_size: int,
+) -> None:
+    path = tmp_path_factory.mktemp("agg") / "rows.parquet"
+    pq.write_table(rows_table(rows), path, row_group_size=row_group_size)
+    table = await aiomr.aggregate(
+        parquet(path, split_size=1, batch_size=7),
+        PER_KEY,
+        memory_budget=budget,
+        partitions=partitions,
+        executor="thread",
+    )
+    same(by_key(table), plain(rows))
+
+
+async def test_worker_processes_spill_and_reduce_a_tsv_file(tmp_path: pathlib.Path) -> None:
+    rows = many_rows(60_000)
+    path = tmp_path / "rows.tsv"
+    path.write_text(
+        "".join(f"{'' if k is None else k}\t{g}\t{'' if v is None else v}\n" for k, g, v in rows),
+        encoding="utf-8",
+    )
+    stats = aiomr.JobStats()
+    table = await aiomr.aggregate(
+        files(path, format="tsv", names=["k", "g", "v"], types={"k": "string"}, split_size=50_000),
+        PER_KEY,
+        memory_budget=20_000,
+        partitions=8,
+        temp_dir=str(tmp_path),
+        stats=stats,
+    )
+    # An empty field of a string column is an empty string, not a null.
+    same(by_key(table), plain([("" if k is None else k, g, v) for k, g, v in rows]))
+    assert stats.records == len(rows)
+    assert sorted(os.listdir(tmp_path)) == ["rows.tsv"]  # the runs went with the job
+
+
+def test_spilling_changes_nothing_for_every_kind_of_key(tmp_path: pathlib.Path) -> None:
+    """Numbers, floats (``-0.0``, NaN), booleans, dates, times, binaries, dictionaries and
+    several keys at once: the answer spilled (at every merge, in two levels) is the answer
+    in memory."""
+    count = 4_000
+    specials = [0.0, -0.0, float("nan"), None]
+    table = pa.table(
+        {
+            "i": pa.array([i % 499 for i in range(count)], pa.int32()),
+            "f": pa.array(
+                [specials[i % 8] if i % 8 < 4 else (i % 301) / 7 for i in range(count)],
+                pa.float64(),
+            ),
+            "b": pa.array([[True, False, None][i % 3] for i in range(count)]),
+            "d": pa.array(
+                [datetime.date(2000, 1, 1) + datetime.timedelta(i % 365) for i in range(count)]
+            ),
+            "t": pa.array(
+                [
+                    datetime.datetime(2000, 1, 1) + datetime.timedelta(hours=i % 401)
+                    for i in range(count)
+                ],
+                pa.timestamp("us"),
+            ),
+            "y": pa.array([str(i % 307).encode() * (i % 4) for i in range(count)], pa.binary()),
+            "s": pa.array([f"s{i % 397}" for i in range(count)]).dictionary_encode(),
+            "v": pa.array(range(count), pa.int64()),
+        }
+    )
+    path = tmp_path / "kinds.parquet"
+    pq.write_table(table, path, row_group_size=300)
+    for keys in (["i"], ["f"], ["d"], ["t"], ["y"], ["s"], ["b", "s"]):
+        spec = aiomr.Aggregate(by=keys, total=("v", "sum"), n=("v", "count"))
+
+        async def run(budget: int, stats: aiomr.JobStats, spec: aiomr.Aggregate = spec) -> Any:
+            return await aiomr.aggregate(
+                parquet(path, batch_size=100),
+                spec,
+                memory_budget=budget,
+                partitions=4,
+                executor="inline",
+                stats=stats,
+            )
+
+        memory_stats, spill_stats = aiomr.JobStats(), aiomr.JobStats()
+        in_memory = asyncio.run(run(1 << 30, memory_stats))
+        spilled = asyncio.run(run(TINY, spill_stats))
+        assert memory_stats.spills == 0, keys
+        assert spill_stats.spills > 10, keys
+        assert spilled.num_rows == in_memory.num_rows, keys
+        # repr: NaN keys compare equal, and 0.0 and -0.0 stay apart (pyarrow groups them apart)
+        assert sorted(map(repr, spilled.to_pylist())) == sorted(map(repr, in_memory.to_pylist())), (
+            keys
+        )
+
+
+class DiesOnce(aiomr.Aggregate):
+    """An `Aggregate` whose worker dies the first time it maps the ``fatal``-th batch it
+    sees, or finishes a partition (a marker file makes it once per job)."""
+
+    def __init__(self, marker: str, phase: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.marker = marker
+        self.phase = phase
+        self.seen = 0
+
+    def _die_once(self) -> None:
+        if not os.path.exists(self.marker):
+            pathlib.Path(self.marker).touch()
+            os._exit(17)
+
+    def map(self, batch: Any) -> Any:
+        self.seen += 1
+        if self.phase == "map" and self.seen == 3:  # after this split's merges spilled
+            self._die_once()
+        return super().map(batch)
+
+    def finish(self, states: Any) -> Any:
+        if self.phase == "reduce":
+            self._die_once()
+        return super().finish(states)
+
+
+@pytest.mark.parametrize("phase", ["map", "reduce"])
+async def test_a_worker_lost_in_either_phase_counts_its_rows_once(
+    tmp_path: pathlib.Path, phase: str
+) -> None:
+    rows = many_rows(30_000)
+    path = tmp_path / "rows.parquet"
+    pq.write_table(rows_table(rows), path, row_group_size=5_000)
+    marker = tmp_path / "died"
+    spec = DiesOnce(
+        str(marker),
+        phase,
+        by=["k", "g"],
+        total=("v", "sum"),
+        count=("v", "count"),
+        low=("v", "min"),
+        high=("v", "max"),
+        mean=("v", "mean"),
+    )
+    table = await aiomr.aggregate(
+        parquet(path, batch_size=1_000), spec, memory_budget=TINY, partitions=4, max_workers=2
+    )
+    assert marker.exists()  # a worker did die
+    same(by_key(table), plain(rows))
+
+
+async def test_the_result_written_as_parquet_parts(tmp_path: pathlib.Path) -> None:
+    rows = many_rows(20_000)
+    path = tmp_path / "rows.parquet"
+    pq.write_table(rows_table(rows), path, row_group_size=4_000)
+    output = tmp_path / "out"
+    written = await aiomr.aggregate(
+        parquet(path), PER_KEY, memory_budget=TINY, partitions=5, output=output, max_workers=2
+    )
+    assert isinstance(written, aiomr.ParquetParts)
+    assert written.directory == str(output)
+    assert [pathlib.Path(f).name for f in written.files] == [
+        f"part-{p:05d}.parquet" for p in range(5)
+    ]
+    table = pq.read_table(output)
+    assert written.rows == table.num_rows
+    same(by_key(table), plain(rows))
+    with pytest.raises(FileExistsError, match=r"already holds part-\*.parquet files"):
+        await aiomr.aggregate(parquet(path), PER_KEY, output=output, executor="inline")
+    # In memory (no spill): one part, the same rows.
+    small = await aiomr.aggregate(
+        parquet(path), PER_KEY, output=tmp_path / "small", executor="inline"
+    )
+    assert [pathlib.Path(f).name for f in small.files] == ["part-00000.parquet"]
+    same(by_key(pq.read_table(small.files[0])), plain(rows))
+
+
+async def test_the_jobs_files_go_when_it_fails_or_is_cancelled(tmp_path: pathlib.Path) -> None:
+    rows = many_rows(20_000)
+    path = tmp_path / "rows.parquet"
+    pq.write_table(rows_table(rows), path, row_group_size=2_000)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    bad = aiomr.Aggregate(by="k", total=("missing", "sum"))
+    with pytest.raises(KeyError, match="no column 'missing'"):
+        await aiomr.aggregate(parquet(path), bad, memory_budget=TINY, temp_dir=str(spill))
+    assert os.listdir(spill) == []
+
+    started = asyncio.Event()
+
+    class Slow(aiomr.Aggregate):
+        def map(self, batch: Any) -> Any:
+            import time
+
+            time.sleep(0.05)
+            return super().map(batch)
+
+    stats = aiomr.JobStats()
+
+    async def watch() -> None:
+        while stats.records == 0:
+            await asyncio.sleep(0.01)
+        started.set()
+
+    job = asyncio.create_task(
+        aiomr.aggregate(
+            parquet(path, batch_size=200),
+            Slow(by="k", total=("v", "sum")),
+            memory_budget=TINY,
+            temp_dir=str(spill),
+            stats=stats,
+            executor="thread",
+        )
+    )
+    watcher = asyncio.create_task(watch())
+    await asyncio.wait_for(started.wait(), 30)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    await watcher
+    assert os.listdir(spill) == []
+
+
+def test_bad_arguments_are_refused_before_any_work(tmp_path: pathlib.Path) -> None:
+    source = parquet(tmp_path / "none.parquet")
+    with pytest.raises(TypeError, match=r"aggregate must be an aiomr\.Aggregate"):
+        asyncio.run(aiomr.aggregate(source, "k", executor="inline"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="memory_budget must be >= 1"):
+        asyncio.run(aiomr.aggregate(source, PER_KEY, memory_budget=0))
+    with pytest.raises(ValueError, match="on_error='skip' and 'collect' need mode='record'"):
+        asyncio.run(aiomr.aggregate(source, PER_KEY, on_error="skip"))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'mode'"):
+        asyncio.run(aiomr.aggregate(source, PER_KEY, mode="batches"))  # type: ignore[call-arg]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="is a file, not a directory"):
+        asyncio.run(aiomr.aggregate(source, PER_KEY, output=tmp_path / "file", executor="inline"))
+
+
+async def test_a_key_column_that_cannot_be_grouped_is_named(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "lists.parquet"
+    pq.write_table(pa.table({"k": [[1], [2], [1]], "v": [1, 2, 3]}), path)
+    spec = aiomr.Aggregate(by="k", total=("v", "sum"))
+    with pytest.raises(Exception, match="Keys of type list") as caught:
+        await aiomr.aggregate(parquet(path), spec, memory_budget=1, executor="inline")
+    assert "aiomr.Aggregate: grouping by 'k' (list<element: int64>)" in caught.value.__notes__
+
+
+def test_every_key_type_pyarrow_groups_by_can_be_partitioned() -> None:
+    from aiomr._columnar.hashing import hash_keys
+
+    columns = {
+        "fixed": pa.array([b"ab", b"cd", b"ab"], pa.binary(2)),
+        "interval": pa.array(
+            [pa.MonthDayNano([1, 2, 3]), pa.MonthDayNano([1, 2, 4]), pa.MonthDayNano([1, 2, 3])],
+            pa.month_day_nano_interval(),
+        ),
+        "decimal": pa.array([1, 2, 1], pa.decimal128(10, 2)),
+        "duration": pa.array([datetime.timedelta(days) for days in (1, 2, 1)]),
+        "time": pa.array([datetime.time(1), datetime.time(2), datetime.time(1)], pa.time32("s")),
+        "half": pa.array([1.0, 2.0, 1.0], pa.float32()),
+        "nulls": pa.array([None, None, None]),
+        "view": pa.array(["a", "b", "a"], pa.string_view()),
+        "large": pa.array(["a", "b", "a"], pa.large_string()),
+    }
+    table = pa.table(columns)
+    for name in columns:
+        table.group_by(name).aggregate([])  # pyarrow groups by it
+        hashed = hash_keys(table, [name]).tolist()
+        if name != "nulls":
+            assert hashed[0] == hashed[2] != hashed[1], name
+    assert hash_keys(table, ["view"]).tolist() == hash_keys(table, ["large"]).tolist()

@@ -85,6 +85,7 @@ def test_executors_members() -> None:
 
 def test_sources_members() -> None:
     assert aiomr.sources.__all__ == [
+        "ArrowSource",
         "Batch",
         "BatchReader",
         "FileSource",
@@ -98,6 +99,7 @@ def test_sources_members() -> None:
         "Source",
         "Split",
         "SplitSource",
+        "arrow",
         "files",
         "lines",
         "parquet",

@@ -14,14 +14,13 @@ not the job code's: `aiomr.BrokenInputError`, naming the file and row groups.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .._exceptions import BrokenInputError
 from .._worker.blame import note_input
-from ..sources._segments import stamp_of
+from .batch_rows import BatchRows, check_unchanged
 
 __all__ = ["ParquetReader", "ParquetSplit"]
 
@@ -67,23 +66,7 @@ class ParquetSplit:
         return f"split {self.index} ({self.path} {named})"
 
 
-def _check_unchanged(split: ParquetSplit) -> None:
-    """Raise `aiomr.BrokenInputError` if the split's file is not the version planned."""
-    if split.stamp is None:
-        return
-    try:
-        stat = os.stat(split.path)
-    except OSError as exc:
-        raise BrokenInputError(f"{split.describe()} cannot be read: {exc}") from exc
-    if (stat.st_size, stamp_of(stat)) != (split.file_size, split.stamp):
-        raise BrokenInputError(
-            f"{split.path}: changed after the job planned its row groups "
-            f"({split.file_size} bytes then, {stat.st_size} now, or a new modification time "
-            "or file): its row groups may no longer be those planned"
-        )
-
-
-class ParquetReader:
+class ParquetReader(BatchRows):
     """Read a `ParquetSplit`'s rows in a worker (see `aiomr.sources.SplitSource`).
 
     ``columns`` and ``filter`` (a ``pyarrow.compute.Expression``) are the source's; they
@@ -98,11 +81,7 @@ class ParquetReader:
     def batches(self, split: ParquetSplit) -> Iterator[Any]:
         """The split's rows as ``pyarrow.RecordBatch`` es of 1 to ``batch_size`` rows; an
         error while reading is noted as the input's and names the split."""
-        try:
-            _check_unchanged(split)
-        except BrokenInputError as exc:
-            note_input(exc)
-            raise
+        check_unchanged(split, "row groups")
         try:
             scan = split.fragment.to_batches(
                 schema=split.schema,
@@ -121,37 +100,9 @@ class ParquetReader:
             note_input(broken)
             raise broken from exc
 
-    def line_blocks(self, split: ParquetSplit) -> Iterator[list[dict[str, Any]]]:
-        """The split's rows as dicts (column name to value), a batch at a time."""
-        for batch in self.batches(split):
-            yield batch.to_pylist()
-
-    def records(self, split: ParquetSplit) -> Iterator[dict[str, Any]]:
-        """The split's rows one by one, as dicts."""
-        return itertools.chain.from_iterable(self.line_blocks(split))
-
-    def blocks(self, split: ParquetSplit) -> Iterator[Any]:
-        """What a ``mode="blocks"`` mapper gets: the split's ``pyarrow.RecordBatch`` es."""
-        return self.batches(split)
-
-    @staticmethod
-    def records_in_block(block: Any) -> int:
-        """The rows of one record batch."""
-        return int(block.num_rows)
-
-    def located_lines(self, split: ParquetSplit) -> Iterator[tuple[Any, int, Any]]:
-        """Each row (a dict) with its split and its position there, from 0."""
-        for offset, row in enumerate(self.records(split)):
-            yield split, offset, row
-
     def where(self, place: ParquetSplit, offset: int) -> str:
         """Name a row: ``data.parquet: row 1234`` (its row in the file) when the file's rows
         are known; with a filter, ``row 12 of the filtered split 3 (...)``."""
         if self.filter is None and place.first_row is not None:
             return f"{place.path}: row {place.first_row + offset}"
         return f"row {offset} of the filtered {place.describe()}"
-
-    @staticmethod
-    def decode_and_parse(raw: Any) -> Any:
-        """Rows come parsed: the row as it is."""
-        return raw

@@ -10,6 +10,8 @@ Any iterable or async iterable is a source as it is. These add what files and da
 * `parquet`: Parquet files and hive-partitioned datasets read by the workers, row groups per
   task, only the columns asked for, with a filter pushed into the reader; its rows come as
   dicts, or as record batches to ``mode="batches"`` mappers (pyarrow, extra ``arrow``);
+* `arrow`: Arrow IPC files (Feather v2) and streams, memory-mapped by the workers, record
+  batches per task;
 * `sqlite_ranges`, `postgres_ranges`: a query read by the workers themselves, one range of
   a column per task, with the standard library's sqlite3 or psycopg (no row passes through
   the caller);
@@ -30,6 +32,8 @@ from .._lazy import lazy_exports as _lazy_exports
 if TYPE_CHECKING:
     from .._db.page_splits import PageSplit as PageSplit
     from .._db.range_splits import RangeSplit as RangeSplit
+    from ._arrow import ArrowSource as ArrowSource
+    from ._arrow import arrow as arrow
     from ._file_splits import FileSource as FileSource
     from ._file_splits import Split as Split
     from ._file_splits import files as files
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
     from ._split_source import SplitSource as SplitSource
 
 __all__ = [
+    "ArrowSource",
     "Batch",
     "BatchReader",
     "FileSource",
@@ -62,6 +67,7 @@ __all__ = [
     "Source",
     "Split",
     "SplitSource",
+    "arrow",
     "files",
     "lines",
     "parquet",
@@ -71,6 +77,8 @@ __all__ = [
 ]
 
 _WHERE: dict[str, str] = {
+    "ArrowSource": "._arrow",
+    "arrow": "._arrow",
     "Batch": "._source",
     "BatchReader": "._source",
     "FileSource": "._file_splits",

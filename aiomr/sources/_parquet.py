@@ -23,10 +23,36 @@ from ._paths import PathsLike, expand_paths
 from ._segments import stamp_of
 from ._split_source import SplitSource
 
-__all__ = ["ParquetSource", "parquet"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "ParquetSource",
+    "check_columns_argument",
+    "check_filter",
+    "parquet",
+]
 
 DEFAULT_BATCH_SIZE = 65_536
 """Rows per record batch handed to a batch mapper, at most."""
+
+
+def check_columns_argument(columns: Sequence[str] | None) -> list[str] | None:
+    """The ``columns`` argument of a columnar source, checked: a list of names, or ``None``."""
+    if columns is None:
+        return None
+    if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+        raise TypeError(f"columns must be a sequence of column names, got {columns!r}")
+    return list(columns)
+
+
+def check_filter(filter: Any) -> Any:
+    """The ``filter`` argument of a columnar source, checked: an expression, or ``None``."""
+    dataset = require("pyarrow.dataset", "a columnar source's filter")
+    if filter is not None and not isinstance(filter, dataset.Expression):
+        raise TypeError(
+            "filter must be a pyarrow.compute.Expression, e.g. "
+            f"pyarrow.compute.field('year') >= 2000, got {filter!r}"
+        )
+    return filter
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +130,9 @@ class ParquetSource(SplitSource):
         split_size: int | None,
         dictionary_columns: Sequence[str] | None = None,
     ) -> None:
-        dataset = require("pyarrow.dataset", "aiomr.sources.parquet")
-        if columns is not None:
-            if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
-                raise TypeError(f"columns must be a sequence of column names, got {columns!r}")
-            columns = list(columns)
-        if filter is not None and not isinstance(filter, dataset.Expression):
-            raise TypeError(
-                "filter must be a pyarrow.compute.Expression, e.g. "
-                f"pyarrow.compute.field('year') >= 2000, got {filter!r}"
-            )
+        require("pyarrow.dataset", "aiomr.sources.parquet")
+        columns = check_columns_argument(columns)
+        check_filter(filter)
         if partitioning not in ("hive", None):
             raise ValueError(f"partitioning must be 'hive' or None, got {partitioning!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -20,8 +20,10 @@ from .imports import require
 
 __all__ = ["hash_keys", "partition_of"]
 
-_SLICE_BYTES = 8 << 20
-"""Bytes of strings hashed at once: the polynomial needs 16 bytes of scratch per byte."""
+_SLICE_BYTES = 128 << 10
+"""Bytes of strings hashed at once. The polynomial needs about 40 bytes of scratch per
+byte: slices this small stay in the CPU cache (7x faster here than 8 MiB slices) and keep each
+numpy call, which may hold the GIL, to about a millisecond."""
 _MULTIPLIER = 0x100000001B3  # odd: every power of it is odd, so no byte is ever dropped
 _NULL = 0x9E3779B97F4A7C15
 _LEVEL_SALT = 0xD6E8FEB86659FD93

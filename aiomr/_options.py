@@ -74,7 +74,8 @@ class RunKeywords(TypedDict, total=False):
     """``"raise"`` (the default) fails the job on the first record whose parsing or mapping
     raises; ``"skip"`` leaves such records out, counts them in ``stats.records_skipped`` and
     keeps a sample in ``stats.bad_sample``; ``"collect"`` also keeps every one in
-    ``stats.bad_records``."""
+    ``stats.bad_records``. With ``mode="batches"`` only rows that do not parse are left out
+    (a batch's mapper sees its rows together)."""
     dead_letter: str | os.PathLike[str] | None
     """A JSON Lines file to append every skipped record to (location, record, error); needs
     ``on_error="skip"`` or ``"collect"``."""
@@ -258,11 +259,11 @@ class MapOptions(JobOptions):
             raise ValueError(
                 f"batch_format={self.batch_format!r} is for mode='batches', not mode={self.mode!r}"
             )
-        if self.on_error != "raise" and self.mode in ("chunk", "batches"):
+        if self.on_error != "raise" and self.mode == "chunk":
             # A chunk's mapper sees its records together: one bad record cannot be left out.
             raise ValueError(
-                "on_error='skip' and 'collect' need mode='record', or mode='blocks' over a "
-                "source that checks its blocks"
+                "on_error='skip' and 'collect' need mode='record', mode='batches' (records "
+                "that do not parse), or mode='blocks' over a source that checks its blocks"
             )
 
 
@@ -341,10 +342,6 @@ class AggregateOptions(JobOptions):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str | os.PathLike):
                 raise TypeError(f"{name} must be a path or None, got {value!r}")
-        if self.on_error != "raise":
-            raise ValueError(
-                "on_error='skip' and 'collect' need mode='record'; aggregate reads batches"
-            )
 
     def map_options(self) -> MapOptions:
         """The options of the job that maps the batches and merges their states."""

@@ -279,8 +279,6 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path: pathlib.Path) -> No
         asyncio.run(aiomr.aggregate(source, "k", executor="inline"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="memory_budget must be >= 1"):
         asyncio.run(aiomr.aggregate(source, PER_KEY, memory_budget=0))
-    with pytest.raises(ValueError, match="on_error='skip' and 'collect' need mode='record'"):
-        asyncio.run(aiomr.aggregate(source, PER_KEY, on_error="skip"))
     with pytest.raises(TypeError, match="unexpected keyword argument 'mode'"):
         asyncio.run(aiomr.aggregate(source, PER_KEY, mode="batches"))  # type: ignore[call-arg]
     (tmp_path / "file").write_text("")

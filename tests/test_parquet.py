@@ -331,10 +331,12 @@ async def test_bad_arguments_are_refused_before_any_work(
             mode="batches",
             batch_format="numpy",  # type: ignore[typeddict-item]
         )
-    with pytest.raises(ValueError, match="on_error='skip' and 'collect' need mode='record'"):
-        await aiomr.map_reduce(
-            parquet(path), batch_total, operator.add, mode="batches", on_error="skip"
-        )
+    # Typed rows always parse: on_error has nothing to leave out.
+    skipping = aiomr.JobStats()
+    assert await aiomr.map_reduce(
+        parquet(path), batch_total, operator.add, mode="batches", on_error="skip", stats=skipping
+    ) == await aiomr.map_reduce(parquet(path), batch_total, operator.add, mode="batches")
+    assert skipping.records_skipped == 0
 
 
 def test_without_pyarrow_the_source_says_what_to_install(tmp_path: pathlib.Path) -> None:

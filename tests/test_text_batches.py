@@ -204,6 +204,48 @@ async def test_a_value_that_does_not_fit_its_inferred_type_names_the_block(
     notes = "\n".join(getattr(caught.value, "__notes__", []))
     assert f"parsing {path} bytes [" in notes
     assert "types inferred from the top of the first file" in notes
+    offset = sum(len(line) + 1 for line in lines[:-1])
+    assert f"the first record it refuses: {path}:{len(lines)} (byte {offset})" in notes
+
+
+@pytest.mark.parametrize("on_error", ["skip", "collect"])
+async def test_records_that_do_not_parse_are_left_out_and_named(
+    tmp_path: pathlib.Path, on_error: str
+) -> None:
+    """Rows with a field missing and values that do not fit their column's type, in several
+    blocks and splits, plain and compressed: the good rows give the plain reading's
+    answer, every bad one is counted and named by its line."""
+    lines = ngram_lines(300_000)  # about 6 MB: two blocks and more
+    bad = {5: "Aardvark\t2001\t20", 123_457: "the\t1999\tmany\t3", 299_998: "NA\tx\t1\t1"}
+    for number, text in bad.items():
+        lines[number] = text
+    data = ("\n".join(lines) + "\n").encode()
+    good = [line for number, line in enumerate(lines) if number not in bad]
+    for suffix in (".tsv", ".tsv.gz"):
+        path = tmp_path / f"rows{suffix}"
+        path.write_bytes(gzip.compress(data, 1) if suffix.endswith(".gz") else data)
+        stats = aiomr.JobStats()
+        letters = tmp_path / f"dead{suffix}.jsonl"
+        got = await aiomr.map_reduce(
+            files(path, format="tsv", names=NGRAM, types={"word": "string"}, split_size=2 << 20),
+            per_word,
+            merge,
+            mode="batches",
+            on_error=on_error,  # type: ignore[arg-type]
+            dead_letter=letters,
+            stats=stats,
+        )
+        assert got == plain_totals(good)
+        assert stats.records_skipped == len(bad)
+        assert stats.records == len(lines)
+        assert stats.records == stats.records_reduced + stats.records_skipped
+        written = [json.loads(line) for line in letters.read_text().splitlines()]
+        offsets = {n: sum(len(line.encode()) + 1 for line in lines[:n]) for n in bad}
+        assert sorted(entry["location"] for entry in written) == sorted(
+            f"{path}:{n + 1} (byte {offsets[n]})" for n in bad
+        )
+        if on_error == "collect":
+            assert len(stats.bad_records) == len(bad)
 
 
 async def test_every_file_must_have_the_first_files_header(tmp_path: pathlib.Path) -> None:

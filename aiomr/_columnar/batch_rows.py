@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from .._exceptions import BrokenInputError
 from .._worker.blame import note_input
+from .._worker.envelope import Skipped
 from ..sources._segments import stamp_of
 
 __all__ = ["BatchRows", "PlannedFile", "check_unchanged"]
@@ -58,8 +59,9 @@ def check_unchanged(split: PlannedFile, parts: str) -> None:
 class BatchRows:
     """A split's rows, from its record batches (``self.batches(split)``)."""
 
-    def batches(self, split: Any) -> Iterator[Any]:
-        """The split's rows as ``pyarrow.RecordBatch`` es."""
+    def batches(self, split: Any, skipped: list[Skipped] | None = None) -> Iterator[Any]:
+        """The split's rows as ``pyarrow.RecordBatch`` es. Typed rows always parse, so
+        ``skipped`` (where ``on_error`` collects records left out) stays empty."""
         raise NotImplementedError
 
     def line_blocks(self, split: Any) -> Iterator[list[dict[str, Any]]]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from .._exceptions import BrokenInputError
 from .._worker.blame import note_input
+from .._worker.envelope import Skipped
 from .batch_rows import BatchRows, check_unchanged
 from .imports import require
 
@@ -56,9 +57,10 @@ class IpcReader(BatchRows):
         self.filter = filter
         self.batch_size = batch_size
 
-    def batches(self, split: IpcSplit) -> Iterator[Any]:
+    def batches(self, split: IpcSplit, skipped: list[Skipped] | None = None) -> Iterator[Any]:
         """The split's rows as ``pyarrow.RecordBatch`` es of 1 to ``batch_size`` rows; an
-        error while reading is noted as the input's and names the split."""
+        error while reading is noted as the input's and names the split. Typed rows always
+        parse: ``skipped`` (``on_error``) stays empty."""
         check_unchanged(split, "record batches")
         pa = require("pyarrow", "aiomr.sources.arrow")
         ipc = require("pyarrow.ipc", "aiomr.sources.arrow")

@@ -20,6 +20,7 @@ from typing import Any
 
 from .._exceptions import BrokenInputError
 from .._worker.blame import note_input
+from .._worker.envelope import Skipped
 from .batch_rows import BatchRows, check_unchanged
 
 __all__ = ["ParquetReader", "ParquetSplit"]
@@ -78,9 +79,10 @@ class ParquetReader(BatchRows):
         self.filter = filter
         self.batch_size = batch_size
 
-    def batches(self, split: ParquetSplit) -> Iterator[Any]:
+    def batches(self, split: ParquetSplit, skipped: list[Skipped] | None = None) -> Iterator[Any]:
         """The split's rows as ``pyarrow.RecordBatch`` es of 1 to ``batch_size`` rows; an
-        error while reading is noted as the input's and names the split."""
+        error while reading is noted as the input's and names the split. Typed rows always
+        parse: ``skipped`` (``on_error``) stays empty."""
         check_unchanged(split, "row groups")
         try:
             scan = split.fragment.to_batches(

@@ -27,6 +27,7 @@ from typing import Any
 
 from .._exceptions import RecordError
 from .._worker.blame import note_input
+from .._worker.envelope import Skipped, short_repr
 from ..sources._framing import first_record_end, last_record_end, located_records
 from ..sources._locate import SegmentLines, locate
 from ..sources._paths import expand_paths, is_compressed
@@ -108,8 +109,18 @@ class TextBatchReader:
         try:
             table = self._parse(sample, skip, names, self._given_types(), complete=False)
         except Exception as exc:
-            lines = SegmentLines(first.path, 0)
-            raise self._located(sample, skip, lines, 0, 0, exc, names) from exc
+            # Malformed records say nothing of the types: infer them from the others (each
+            # job names or skips those records as it reads them).
+            records = located_records(sample.removesuffix(b"\n"), parser.format == "csv")
+            bad = {number for number, _, _ in self._malformed(records, skip, names)}
+            kept = b"".join(raw + b"\n" for number, _, raw in records if number not in bad)
+            try:
+                if not bad:
+                    raise
+                table = self._parse(kept, skip, names, self._given_types(), complete=False)
+            except Exception:
+                lines = SegmentLines(first.path, 0)
+                raise self._located(sample, skip, lines, 0, 0, exc, names) from exc
         missing = [c for c in self.columns_read or () if c not in table.schema.names]
         if missing:
             raise ValueError(
@@ -120,17 +131,20 @@ class TextBatchReader:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def batches(self, split: Split) -> Iterator[Any]:
-        """The split's records as record batches; a malformed record raises
-        `aiomr.RecordError` naming it, an error while reading is noted as the input's."""
+    def batches(self, split: Split, skipped: list[Skipped] | None = None) -> Iterator[Any]:
+        """The split's records as record batches; an error while reading is noted as the
+        input's. A malformed record raises `aiomr.RecordError` naming it, or, given a
+        ``skipped`` list (``on_error="skip"``), is left out and described there."""
         try:
             names, schema = self.layout()
-            yield from self._read(split, names, schema)
+            yield from self._read(split, names, schema, skipped)
         except Exception as exc:
             note_input(exc)
             raise
 
-    def _read(self, split: Split, names: list[str], schema: Any) -> Iterator[Any]:
+    def _read(
+        self, split: Split, names: list[str], schema: Any, skipped: list[Skipped] | None
+    ) -> Iterator[Any]:
         parser = self.reader.parser
         quoted = parser.format == "csv"
         for segment in split.segments:
@@ -151,7 +165,12 @@ class TextBatchReader:
                 except Exception as exc:
                     if not counted:
                         lines, line = SegmentLines(segment.path, offset), 0
-                    raise self._located(block, skip, lines, line, offset, exc, names) from exc
+                    if skipped is None:
+                        raise self._located(
+                            block, skip, lines, line, offset, exc, names, (names, schema)
+                        ) from exc
+                    layout = (names, schema)
+                    table = self._without_bad(block, skip, lines, line, offset, layout, skipped)
                 if counted:
                     line += block.count(b"\n")
                 for batch in table.to_batches():
@@ -238,14 +257,37 @@ class TextBatchReader:
         offset: int,
         exc: Exception,
         names: list[str] | None,
+        layout: tuple[list[str], Any] | None = None,
     ) -> Exception:
         """The error for a block pyarrow could not parse: the first record the source's own
-        parser refuses, located; else pyarrow's error, naming the block. ``names``: the
-        columns, or ``None`` when the first record says how many there are."""
+        parser refuses, located; else pyarrow's error, naming the block and, given the
+        columns of every batch (``layout``), the first record pyarrow refuses on its own."""
         body = block[:-1] if block.endswith(b"\n") else block
+        records = located_records(body, self.reader.parser.format == "csv")
+        for number, at, error in self._malformed(records, skip, names):
+            return locate(error, lines.where(line + number, offset + at))
+        exc.add_note(
+            f"aiomr: parsing {lines.path} bytes [{offset}, {offset + len(block)}) "
+            "as Arrow columns (types inferred from the top of the first file)"
+        )
+        if layout is not None:
+            kept = [record for record in records if record[0] >= skip]
+            bad = self._refused(kept, 0, len(kept), layout, first_only=True)
+            if bad:
+                number, at, _ = kept[bad[0][0]]
+                where = lines.where(line + number, offset + at)
+                exc.add_note(f"aiomr: the first record it refuses: {where}")
+        return exc
+
+    def _malformed(
+        self, records: list[tuple[int, int, bytes]], skip: int, names: list[str] | None
+    ) -> Iterator[tuple[int, int, RecordError]]:
+        """``(line, offset, error)`` of each record the source's own parser refuses (a
+        wrong number of fields, broken quoting, bad JSON), up to the first that does not
+        decode. ``names``: the columns, or ``None`` when the first record says how many."""
         parse = self.reader.parser
         encoding = self.reader.encoding
-        for number, at, raw in located_records(body, parse.format == "csv"):
+        for number, at, raw in records:
             if number < skip:
                 continue
             try:
@@ -258,14 +300,61 @@ class TextBatchReader:
                     parse = parse.with_names(tuple(names))
                 parse.parse_many([text])
             except RecordError as error:
-                return locate(error, lines.where(line + number, offset + at))
+                yield number, at, error
             except UnicodeDecodeError:
-                break
-        exc.add_note(
-            f"aiomr: parsing {lines.path} bytes [{offset}, {offset + len(block)}) "
-            "as Arrow columns (types inferred from the top of the first file)"
-        )
-        return exc
+                return
+
+    def _refused(
+        self,
+        records: list[tuple[int, int, bytes]],
+        low: int,
+        high: int,
+        layout: tuple[list[str], Any],
+        first_only: bool = False,
+    ) -> list[tuple[int, Exception]]:
+        """The records of ``records[low:high]`` pyarrow refuses one by one, by bisection:
+        a range that parses has none, a refused range is halved, a refused record is one.
+        ``(index, pyarrow's error)`` each, in order; the first alone if ``first_only``."""
+        if low >= high:
+            return []
+        piece = b"".join(raw + b"\n" for _, _, raw in records[low:high])
+        try:
+            self._parse(piece, 0, *layout, complete=True)
+            return []
+        except Exception as exc:
+            if high - low == 1:
+                return [(low, exc)]
+        middle = (low + high) // 2
+        found = self._refused(records, low, middle, layout, first_only)
+        if found and first_only:
+            return found
+        return found + self._refused(records, middle, high, layout, first_only)
+
+    def _without_bad(
+        self,
+        block: bytes,
+        skip: int,
+        lines: SegmentLines,
+        line: int,
+        offset: int,
+        layout: tuple[list[str], Any],
+        skipped: list[Skipped],
+    ) -> Any:
+        """Parse ``block`` without the records pyarrow refuses, each described in
+        ``skipped`` with its location (``on_error="skip"``)."""
+        body = block[:-1] if block.endswith(b"\n") else block
+        records = located_records(body, self.reader.parser.format == "csv")
+        kept = records[skip:]
+        bad = self._refused(kept, 0, len(kept), layout)
+        refused = {index for index, _ in bad}
+        for index, exc in bad:
+            number, at, raw = kept[index]
+            error = f"{type(exc).__qualname__}: {exc}"
+            skipped.append(
+                Skipped(number, short_repr(raw), error, lines.where(line + number, offset + at))
+            )
+        good = b"".join(raw + b"\n" for i, (_, _, raw) in enumerate(kept) if i not in refused)
+        return self._parse(good, 0, *layout, complete=True)
 
 
 def _name(name: Any) -> str:

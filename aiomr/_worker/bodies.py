@@ -193,6 +193,7 @@ def fold_split_batches(
     mapper: Callable[[Any], Any],
     reducer: Callable[[Any, Any], Any],
     batch_format: BatchFormat,
+    skip_bad: bool,
     splits: list[Any],
     start: int,
 ) -> Counted:
@@ -200,12 +201,16 @@ def fold_split_batches(
     ``batch_format``, and its partials are folded here.
 
     A failing mapper is named with the rows of the batch it was given (half-open, counted
-    from the split's first row), after the rows that went before.
+    from the split's first row), after the rows that went before. With ``skip_bad``
+    (``on_error="skip"`` or ``"collect"``), records the reader cannot parse are left out of
+    the batches and reported; the mapper's own errors still fail the task, as a batch's
+    rows stand or fall together.
     """
     from .._columnar.formats import converter
 
     convert = converter(batch_format)
-    batches = reader.batches(splits[0])
+    skipped: list[Skipped] | None = [] if skip_bad else None
+    batches = reader.batches(splits[0], skipped) if skip_bad else reader.batches(splits[0])
     rows = 0
     acc: Any = EMPTY
     try:
@@ -222,7 +227,8 @@ def fold_split_batches(
             rows += size
     finally:
         close_reading(batches)
-    return Counted(acc, rows)
+    found = tuple(skipped or ())
+    return Counted(acc, rows + len(found), found)
 
 
 def map_split_blocks(

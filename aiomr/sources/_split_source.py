@@ -124,7 +124,8 @@ class SplitSource(Source):
         ``on_error`` other than ``"raise"`` reads records one by one and skips bad ones; in
         ``mode="blocks"`` only a source whose reader can check its blocks can do that.
         ``mode="batches"`` needs a source with a `batch_reader`, and hands the mapper each
-        record batch in ``batch_format``.
+        record batch in ``batch_format``; there ``on_error`` leaves out the records the
+        reader cannot parse (a reader of typed files finds none).
         """
         from .._worker import bodies
 
@@ -137,8 +138,9 @@ class SplitSource(Source):
                     "aiomr.sources.files(..., format='tsv', 'csv' or 'jsonl'); "
                     f"this {type(self).__qualname__} gives records without columns"
                 )
+            skip_bad = on_error != "raise"
             return functools.partial(
-                bodies.fold_split_batches, batches, mapper, reducer, batch_format
+                bodies.fold_split_batches, batches, mapper, reducer, batch_format, skip_bad
             )
         if on_error != "raise":
             if mode == "blocks":

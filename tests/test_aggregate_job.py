@@ -319,3 +319,25 @@ def test_every_key_type_pyarrow_groups_by_can_be_partitioned() -> None:
         if name != "nulls":
             assert hashed[0] == hashed[2] != hashed[1], name
     assert hash_keys(table, ["view"]).tolist() == hash_keys(table, ["large"]).tolist()
+
+
+def test_a_split_that_spilled_leaves_the_worker_as_paths_only(tmp_path: pathlib.Path) -> None:
+    from aiomr._columnar.spill import Spilled, SpillingMerge
+
+    spec = aiomr.Aggregate(by="k", total=("v", "sum"))
+    merge = SpillingMerge(spec, budget=3_000, directory=str(tmp_path), partitions=4)
+    batches = [
+        pa.record_batch({"k": [f"k{i}" for i in range(j, j + 100)], "v": [1] * 100})
+        for j in range(0, 1_000, 100)
+    ]
+    value: Any = spec.map(batches[0])
+    for batch in batches[1:]:
+        value = merge(value, spec.map(batch))
+    assert isinstance(value, Spilled)
+    value = Spilled(spec.map(batches[0]), value.runs)  # states held after the last run
+    finished = merge.finish_split(value)
+    assert isinstance(finished, Spilled)
+    assert finished.states is None
+    assert len(finished.runs) == len(value.runs) + 1
+    small = spec.map(batches[0])
+    assert merge.finish_split(small) is small  # a split that never spilled: its states

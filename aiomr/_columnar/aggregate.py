@@ -30,6 +30,9 @@ AGGREGATIONS: tuple[Aggregation, ...] = ("sum", "count", "min", "max", "mean")
 
 _MERGE = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
 """How the partial state of each simple aggregation merges."""
+_PATIENCE = 8
+"""While regrouping does not pay, merges append until the rows have grown this many times
+since the last regrouping: the answer's rows are regrouped about 1/8 as often."""
 
 
 class States:
@@ -124,6 +127,10 @@ class Aggregate:
         require("pyarrow.acero", "aiomr.Aggregate")
         self.keys = keys
         self.aggregations = dict(aggregations)
+        self.regroup_pays = True
+        """Whether the last regrouping in this process shrank the rows by a quarter or more:
+        with few keys repeated across batches (keys mostly distinct), regrouping costs
+        memory and time for nothing, so merges then append longer before trying again."""
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{name}={spec!r}" for name, spec in self.aggregations.items())
@@ -167,11 +174,12 @@ class Aggregate:
 
     def merge(self, left: States, right: States) -> States:
         """Two partial states merged into one: concatenated, and regrouped by key once the
-        rows have doubled since the larger one was last grouped."""
+        rows have doubled since the larger one was last grouped (grown eightfold, while
+        regrouping does not pay: see `regroup_pays`)."""
         pa = require("pyarrow", "aiomr.Aggregate")
         both = pa.concat_tables([left.table, right.table])
         grouped = max(left.grouped, right.grouped)
-        if both.num_rows < 2 * grouped:
+        if both.num_rows < (2 if self.regroup_pays else _PATIENCE) * grouped:
             return States(both, grouped)
         return self._regrouped(both)
 
@@ -183,6 +191,7 @@ class Aggregate:
 
     def _regrouped(self, table: Any) -> States:
         merged = self._grouped(table, [(state, _MERGE[how]) for state, _, how in self._states()])
+        self.regroup_pays = merged.num_rows <= 0.75 * table.num_rows
         return States(merged, merged.num_rows)
 
     def _grouped(self, table: Any, aggregations: list[tuple[str, str]]) -> Any:

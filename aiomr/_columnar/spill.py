@@ -61,20 +61,27 @@ def write_run(states: States, keys: list[str], partitions: int, level: int, dire
     ipc = require("pyarrow.ipc", "a key-based columnar aggregation")
     table = states.table
     which = partition_of(table, keys, partitions, level)
-    order = np.argsort(which, kind="stable")
-    ordered = table.take(pa.array(order)).combine_chunks()
-    counts = np.bincount(which, minlength=partitions)
-    batch = ordered.to_batches()[0] if ordered.num_rows else None
+    counts = np.bincount(which, minlength=partitions).tolist()
+    ordered = table.take(pa.array(np.argsort(which, kind="stable")))
+    del which
     path = os.path.join(directory, f"run-{level}-{os.getpid()}-{uuid.uuid4().hex}.arrow")
     with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, table.schema) as writer:
         start = 0
-        for count in counts.tolist():
-            if batch is None:
-                writer.write_batch(pa.RecordBatch.from_pylist([], schema=table.schema))
-            else:
-                writer.write_batch(batch.slice(start, count))
+        for count in counts:
+            # One batch per partition, made contiguous a partition at a time: no second
+            # copy of the whole table.
+            part = ordered.slice(start, count).combine_chunks().to_batches()
+            writer.write_batch(
+                part[0] if part else pa.RecordBatch.from_pylist([], schema=table.schema)
+            )
             start += count
     return path
+
+
+def release_memory() -> None:
+    """Hand the memory pyarrow's allocator keeps for reuse back to the system."""
+    pa = require("pyarrow", "a key-based columnar aggregation")
+    pa.default_memory_pool().release_unused()
 
 
 class SpillingMerge:
@@ -99,16 +106,30 @@ class SpillingMerge:
         else:
             states = self.aggregate.merge(left_states, right_states)
         if states is not None and states.table.nbytes > self.budget:
-            states = self.aggregate.regrouped(states)
+            if self.aggregate.regroup_pays:
+                # Regrouping takes several times the states' size for a moment: worth it
+                # only where keys repeat (then the states may shrink back under budget).
+                states = self.aggregate.regrouped(states)
             if states.table.nbytes > self.budget // 2:  # else merge on: it shrank well
                 runs += (self.spill(states),)
                 states = None
         return Spilled(states, runs) if runs else _checked(states)
 
+    def finish_split(self, value: States | Spilled) -> States | Spilled:
+        """What a split's value becomes before it leaves the worker: once the split has
+        written a run, the states it still holds go to disk too, so the caller receives
+        paths, not another budget's worth of states per split."""
+        if isinstance(value, Spilled) and value.states is not None:
+            return Spilled(None, (*value.runs, self.spill(value.states)))
+        return value
+
     def spill(self, states: States) -> str:
-        """Write ``states`` to a new run; return its path."""
-        grouped = self.aggregate.regrouped(states)
-        return write_run(grouped, self.aggregate.keys, self.partitions, self.level, self.directory)
+        """Write ``states`` to a new run, as they are (keys may repeat in a run: the
+        partition's reduction merges them); return its path. The memory the process's
+        allocator kept for the work is handed back."""
+        path = write_run(states, self.aggregate.keys, self.partitions, self.level, self.directory)
+        release_memory()
+        return path
 
 
 def _checked(states: States | None) -> States:
@@ -194,8 +215,9 @@ class PartitionReducer:
 def _partition_states(runs: tuple[str, ...], partition: int) -> Iterator[States]:
     pa = require("pyarrow", "a key-based columnar aggregation")
     for batch in _partition_batches(runs, partition):
-        table = pa.Table.from_batches([batch])
-        yield States(table, table.num_rows)
+        # A run may hold a key more than once (states are written as merged, not
+        # regrouped): not grouped, so merging and finishing regroup them.
+        yield States(pa.Table.from_batches([batch]), 0)
 
 
 def _rows_per_partition(runs: tuple[str, ...]) -> list[int]:

@@ -15,7 +15,7 @@ import functools
 import itertools
 import operator
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .._exceptions import RecordError
 from .._types import BatchFormat
@@ -188,6 +188,15 @@ def fold_split_chunks(
         close_reading(blocks)
 
 
+@runtime_checkable
+class FinishesSplits(Protocol):
+    """A batch job's reducer that turns a split's folded value into what leaves the worker
+    (`aiomr.aggregate`'s writes the states of a split that outgrew its budget to disk, so
+    that only their paths travel to the caller)."""
+
+    def finish_split(self, value: Any) -> Any: ...
+
+
 def fold_split_batches(
     reader: Any,
     mapper: Callable[[Any], Any],
@@ -227,6 +236,8 @@ def fold_split_batches(
             rows += size
     finally:
         close_reading(batches)
+    if acc is not EMPTY and isinstance(reducer, FinishesSplits):
+        acc = reducer.finish_split(acc)
     found = tuple(skipped or ())
     return Counted(acc, rows + len(found), found)
 

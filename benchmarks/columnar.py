@@ -17,6 +17,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -94,6 +95,51 @@ def ensure_parquet(path: str) -> None:
     os.replace(partial, target)
 
 
+HIVE_COPIES = 10
+"""The hive-partitioned dataset holds the Parquet copy this many times (``copy=0`` ...)."""
+
+
+def hive_of(path: str) -> str:
+    """A hive-partitioned dataset of `HIVE_COPIES` times the rows, beside the TSV."""
+    return os.path.splitext(path)[0] + "-hive"
+
+
+def ensure_hive(path: str) -> None:
+    """Make the dataset once: the Parquet copy hard-linked as ``copy=N/part-0.parquet`` (no
+    more disk, the same bytes read ten times over)."""
+    source = parquet_of(path)
+    root = hive_of(path)
+    for copy in range(HIVE_COPIES):
+        folder = os.path.join(root, f"copy={copy}")
+        target = os.path.join(folder, "part-0.parquet")
+        if os.path.exists(target) and os.path.samefile(target, source):
+            continue
+        os.makedirs(folder, exist_ok=True)
+        if os.path.exists(target):
+            os.unlink(target)
+        os.link(source, target)
+
+
+def run_polars_hive(path: str) -> Any:
+    """Polars over the hive dataset: a lazy scan of every part (two columns) and group-by,
+    streamed (the whole dataset does not fit the budget of the other contenders)."""
+    import polars as pl
+
+    lazy = pl.scan_parquet(os.path.join(hive_of(path), "**", "*.parquet"))
+    query = lazy.group_by("word").agg(pl.col("match_count").sum())
+    return query.collect(engine="streaming")
+
+
+async def aiomr_hive(path: str) -> Any:
+    """aiomr over the hive dataset: `aiomr.aggregate` on the row groups of every part."""
+    import aiomr
+    from aiomr.sources import parquet
+
+    per_word = aiomr.Aggregate(by="word", total=("match_count", "sum"))
+    source = parquet(hive_of(path), columns=COLUMNS, dictionary_columns=["word"])
+    return await aiomr.aggregate(source, per_word, max_workers=WORKERS)
+
+
 def run_polars_parquet(path: str) -> Any:
     """Polars over the Parquet copy: a lazy scan (two columns read) and group-by."""
     import polars as pl
@@ -136,6 +182,18 @@ async def aiomr_columnar(path: str) -> Any:
     return await totals_by_word(functools.partial(aiomr.map_reduce, max_workers=WORKERS), source)
 
 
+async def aiomr_columnar_warm(path: str) -> tuple[Any, float]:
+    """The TSV job on an `aiomr.Engine` whose workers are up: ``(answer, seconds)``."""
+    import aiomr
+    from aiomr.sources import files
+
+    source = files(path, format="tsv", names=NAMES, types={"word": "string"}, columns=COLUMNS)
+    async with aiomr.Engine(max_workers=WORKERS) as engine:
+        started = time.perf_counter()
+        table = await totals_by_word(engine.map_reduce, source)
+        return table, time.perf_counter() - started
+
+
 def parquet_source(path: str) -> Any:
     """aiomr's source over the Parquet copy: row groups read by the workers."""
     from aiomr.sources import parquet
@@ -160,6 +218,65 @@ async def aiomr_parquet_warm(path: str) -> tuple[Any, float]:
         started = time.perf_counter()
         table = await totals_by_word(engine.map_reduce, parquet_source(path))
         return table, time.perf_counter() - started
+
+
+TAG = re.compile(r"_[A-Z]+$")
+
+
+def normalize(word: str) -> str:
+    """The Python function per value: the word without its part-of-speech tag, lower-cased
+    (``Aardvark_NOUN`` -> ``aardvark``). Polars can run it only through ``map_elements``."""
+    return TAG.sub("", word).lower()
+
+
+def normalized_totals(totals: Totals) -> Totals:
+    """``totals`` by normalized word: what the per-value contenders must answer (untimed)."""
+    out: dict[str, int] = {}
+    for word, total in totals.items():
+        key = normalize(word)
+        out[key] = out.get(key, 0) + total
+    return out
+
+
+def run_polars_per_value(path: str) -> Any:
+    """Polars: the words normalized by ``map_elements``, then the same group-by."""
+    import polars as pl
+
+    scanned = pl.scan_csv(
+        path,
+        separator="\t",
+        has_header=False,
+        new_columns=NAMES,
+        quote_char=None,
+        schema_overrides={"word": pl.String},
+    )
+    normalized = scanned.with_columns(
+        pl.col("word").map_elements(normalize, return_dtype=pl.String)
+    )
+    return normalized.group_by("word").agg(pl.col("match_count").sum()).collect()
+
+
+def normalized_states(per_word: Any, batch: Any) -> Any:
+    """aiomr's mapper: the batch's words normalized one by one in Python, then grouped."""
+    import pyarrow as pa
+
+    words = pa.array([normalize(word) for word in batch["word"].to_pylist()], pa.string())
+    counts = batch["match_count"]
+    return per_word.map(pa.RecordBatch.from_arrays([words, counts], ["word", "match_count"]))
+
+
+async def aiomr_per_value(path: str) -> Any:
+    """aiomr: the same normalization in the workers' batch mapper, `aiomr.Aggregate` after."""
+    import aiomr
+    from aiomr.sources import files
+
+    per_word = aiomr.Aggregate(by="word", total=("match_count", "sum"))
+    source = files(path, format="tsv", names=NAMES, types={"word": "string"}, columns=COLUMNS)
+    mapper = functools.partial(normalized_states, per_word)
+    states = await aiomr.map_reduce(
+        source, mapper, per_word.merge, mode="batches", max_workers=WORKERS
+    )
+    return await asyncio.to_thread(per_word.finish, states)
 
 
 def ticked(job: Callable[[str], Awaitable[Any]]) -> Callable[[str], Awaitable[Any]]:
@@ -194,6 +311,8 @@ class Contender:
     lag: bool = False
     own_clock: bool = False  # run returns (answer, seconds): it starts its clock itself
     parquet: bool = False  # reads the Parquet copy of the input
+    per_value: bool = False  # totals by normalized word (a Python function per value)
+    hive: bool = False  # reads the hive dataset: every total ten times over
 
     @property
     def missing(self) -> str | None:
@@ -234,6 +353,13 @@ CONTENDERS = (
         lag=True,
     ),
     Contender(
+        "aiomr-columnar-warm",
+        "aiomr: the same on an `Engine` whose workers are up",
+        lambda path: importlib.import_module("aiomr").run(aiomr_columnar_warm(path)),
+        AIOMR,
+        own_clock=True,
+    ),
+    Contender(
         "polars-parquet",
         "Polars: `scan_parquet` + `group_by`, `collect()`",
         run_polars_parquet,
@@ -255,6 +381,38 @@ CONTENDERS = (
         (*AIOMR, "aiomr.sources.parquet"),
         own_clock=True,
         parquet=True,
+    ),
+    Contender(
+        "polars-hive",
+        "Polars: `scan_parquet` of the dataset + `group_by`, streaming engine",
+        run_polars_hive,
+        ("polars",),
+        parquet=True,
+        hive=True,
+    ),
+    Contender(
+        "aiomr-hive",
+        "aiomr: `aiomr.aggregate` over `sources.parquet` of the dataset",
+        lambda path: importlib.import_module("aiomr").run(ticked(aiomr_hive)(path)),
+        (*AIOMR, "aiomr.sources.parquet"),
+        lag=True,
+        parquet=True,
+        hive=True,
+    ),
+    Contender(
+        "polars-per-value",
+        "Polars: `map_elements(normalize)` + `group_by`",
+        run_polars_per_value,
+        ("polars",),
+        per_value=True,
+    ),
+    Contender(
+        "aiomr-per-value",
+        "aiomr: `normalize` per value in the batch mapper + `Aggregate`",
+        lambda path: importlib.import_module("aiomr").run(ticked(aiomr_per_value)(path)),
+        AIOMR,
+        lag=True,
+        per_value=True,
     ),
     Contender(
         "aiomr-split",
@@ -305,6 +463,8 @@ def measure(args: argparse.Namespace) -> Result:
     if any(BY_KEY[k].parquet for k in keys):
         ensure_parquet(expected.path)
         paths.append(parquet_of(expected.path))
+    if any(BY_KEY[k].hive for k in keys):
+        ensure_hive(expected.path)
     h.progress(f"warming the page cache with {', '.join(paths)}")
     _machine.warm_page_cache(paths)
     reference: Totals | None = None
@@ -313,12 +473,20 @@ def measure(args: argparse.Namespace) -> Result:
         child = _isolated.run_child(__file__, [key, expected.path], timeout=RUN_TIMEOUT)
         report = child.require(key)
         totals: Totals = report["totals"]
-        if problems := expected.problems(totals):
+        if BY_KEY[key].hive:
+            totals = {word: total // HIVE_COPIES for word, total in totals.items()}
+            if any(total % HIVE_COPIES for total in report["totals"].values()):
+                raise SystemExit(f"{key}: wrong answer: a total not {HIVE_COPIES} times another")
+        if not BY_KEY[key].per_value and (problems := expected.problems(totals)):
             raise SystemExit(f"{key}: wrong answer: {'; '.join(problems)}")
         unchecked.append((key, totals))  # checked against pyarrow's once it has run
         reference = reference or (totals if key == "pyarrow" else None)
         for other, earlier in unchecked if reference is not None else []:
-            if problems := h.differences(earlier, reference, "pyarrow's"):
+            if BY_KEY[other].per_value:
+                want, name = normalized_totals(reference), "pyarrow's, normalized"
+            else:
+                want, name = reference, "pyarrow's"
+            if problems := h.differences(earlier, want, name):
                 raise SystemExit(f"{other}: {problems[0]}")
         if reference is not None or "pyarrow" not in keys:
             unchecked.clear()
@@ -326,10 +494,24 @@ def measure(args: argparse.Namespace) -> Result:
     return m
 
 
-def main_table(m: Result, parquet: bool) -> str:
-    labels = {key: BY_KEY[key].label for key in m.keys if BY_KEY[key].parquet == parquet}
-    baseline = "polars-parquet" if parquet else "polars"
-    return h.wall_table(m, labels, m.expected.size_bytes, baseline, "speed vs Polars", 2)
+def main_table(m: Result, table: str) -> str:
+    """The wall table of one group of contenders: ``"tsv"``, ``"parquet"`` or
+    ``"per-value"``, each against Polars doing the same."""
+
+    def group(c: Contender) -> str:
+        if c.hive:
+            return "hive"
+        return "per-value" if c.per_value else "parquet" if c.parquet else "tsv"
+
+    labels = {key: BY_KEY[key].label for key in m.keys if group(BY_KEY[key]) == table}
+    baseline = {
+        "tsv": "polars",
+        "parquet": "polars-parquet",
+        "per-value": "polars-per-value",
+        "hive": "polars-hive",
+    }[table]
+    size = m.expected.size_bytes * (HIVE_COPIES if table == "hive" else 1)
+    return h.wall_table(m, labels, size, baseline, "speed vs Polars", 2)
 
 
 def render(m: Result) -> str:
@@ -345,12 +527,24 @@ def render(m: Result) -> str:
         f"Input: {e.size_bytes / 1e6:,.0f} MB, {e.lines:,} lines, {e.words:,} distinct words; "
         f"each contender ran {h.times(m.rounds)}.{skipped}{_isolated.load_note(m, 'ratios')}",
         "",
-        main_table(m, parquet=False),
+        main_table(m, "tsv"),
         "",
         "The same rows as Parquet (1 M rows per row group; *MB/s* counts the TSV's bytes); "
-        "the warm engine's clock starts once its workers are up:",
+        "a warm engine's clock starts once its workers are up:",
         "",
-        main_table(m, parquet=True),
+        main_table(m, "parquet"),
+        "",
+        f"The Parquet copy {HIVE_COPIES} times over as a hive-partitioned dataset "
+        f"(`copy=0/` ... `copy={HIVE_COPIES - 1}/`, {HIVE_COPIES * e.lines:,} rows; *MB/s* "
+        f"counts {HIVE_COPIES} times the TSV's bytes), in one call each:",
+        "",
+        main_table(m, "hive"),
+        "",
+        "A Python function per value (`normalize`: the word without its part-of-speech tag, "
+        "lower-cased), then the same totals by normalized word; Polars runs it through "
+        "`map_elements`:",
+        "",
+        main_table(m, "per-value"),
         "",
         "Event-loop lag while the job runs (a 10 ms ticker on the same loop):",
         "",

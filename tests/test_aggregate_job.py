@@ -339,5 +339,8 @@ def test_a_split_that_spilled_leaves_the_worker_as_paths_only(tmp_path: pathlib.
     assert isinstance(finished, Spilled)
     assert finished.states is None
     assert len(finished.runs) == len(value.runs) + 1
-    small = spec.map(batches[0])
-    assert merge.finish_split(small) is small  # a split that never spilled: its states
+    small = spec.map(batches[0].slice(0, 5))
+    assert merge.finish_split(small) is small  # a small split that never spilled: its states
+    large = spec.map(batches[0])  # over a quarter of the budget: to disk
+    assert large.table.nbytes > 3_000 // 4
+    assert merge.finish_split(large).states is None

@@ -117,10 +117,12 @@ class SpillingMerge:
 
     def finish_split(self, value: States | Spilled) -> States | Spilled:
         """What a split's value becomes before it leaves the worker: once the split has
-        written a run, the states it still holds go to disk too, so the caller receives
-        paths, not another budget's worth of states per split."""
-        if isinstance(value, Spilled) and value.states is not None:
-            return Spilled(None, (*value.runs, self.spill(value.states)))
+        written a run, or holds more than a quarter of the budget, its states go to disk
+        too, so the caller receives paths, or states small enough to merge by the dozen,
+        never another budget's worth per split."""
+        states, runs = _parts(value)
+        if states is not None and (runs or states.table.nbytes > self.budget // 4):
+            return Spilled(None, (*runs, self.spill(states)))
         return value
 
     def spill(self, states: States) -> str:

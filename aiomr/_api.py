@@ -205,6 +205,7 @@ async def open_stream(
     mapper: Callable[[R], V],
     reducer: Callable[[V, V], V],
     *,
+    mode: Literal["record", "batches"] = "record",
     executor: ExecutorSpec = "process",
     **options: Unpack[StreamKeywords[V]],
 ) -> AsyncIterator[AsyncIterator[Snapshot[Any]]]:
@@ -242,7 +243,12 @@ async def open_stream(
     20, a copy). Without one each snapshot is a shallow copy (`copy.copy`) of the running
     value, safe for reducers that update a dict or a counter in place.
 
+    A batch job is watched the same way (``mode="batches"`` over a columnar source, with
+    ``batch_format``): with `aiomr.Aggregate`'s ``map`` and ``merge``, ``view=agg.finish``
+    shows the table of the keys so far.
+
     Args:
+        mode: ``"record"`` (the default) or ``"batches"``, as for `aiomr.map_reduce`.
         executor: where the job runs, as for `aiomr.map_reduce`.
         **options: `aiomr.StreamKeywords`: ``every_seconds`` (seconds between snapshots,
             1.0 by default; ``None`` to pace by partials only), ``every_partials``
@@ -253,11 +259,11 @@ async def open_stream(
     source is closed, its workers stopped). An error of the job is raised by the iteration,
     as itself; if the loop was left before it came, leaving the ``async with`` raises it.
     """
-    checked = StreamOptions.of("open_stream", options)
+    checked = StreamOptions.of("open_stream", {**options, "mode": mode})
     check_job(source, mapper=mapper, reducer=reducer)
     async with (
         Engine(executor, max_workers=checked.max_workers, split_seconds=None) as engine,
-        engine.open_stream(source, mapper, reducer, **options) as snapshots,
+        engine.open_stream(source, mapper, reducer, mode=mode, **options) as snapshots,
     ):
         yield snapshots
 

@@ -209,13 +209,15 @@ class Engine:
         source: Iterable[R] | AsyncIterable[R] | Source,
         mapper: Callable[[R], V],
         reducer: Callable[[V, V], V],
+        *,
+        mode: Literal["record", "batches"] = "record",
         **options: Unpack[StreamKeywords[V]],
     ) -> AsyncIterator[AsyncIterator[Snapshot[Any]]]:
         """Run a job and watch its running result; see `aiomr.open_stream`.
 
         ``max_workers`` caps the workers the job holds at once, as in `map_reduce`.
         """
-        checked = StreamOptions.of("open_stream", options)
+        checked = StreamOptions.of("open_stream", {**options, "mode": mode})
         check_job(source, mapper=mapper, reducer=reducer)
         self._check_open()
         stats = checked.stats if checked.stats is not None else JobStats()

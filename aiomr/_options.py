@@ -104,7 +104,8 @@ class MapKeywords(JobKeywords, Generic[V], total=False):
 
 
 class StreamKeywords(MapKeywords[V], total=False):
-    """The keywords of `aiomr.open_stream`: those of `aiomr.map_reduce` and the pace."""
+    """The keywords of `aiomr.open_stream` (besides ``mode`` and ``executor``): those of
+    `aiomr.map_reduce` and the pace."""
 
     every_seconds: float | None
     """Seconds between snapshots (default 1.0); ``None`` to pace by partials only."""
@@ -140,6 +141,13 @@ class KeyedKeywords(JobKeywords, total=False):
     file (default 256 MiB); runs are merged at the end."""
     temp_dir: str | None
     """Where the job's temporary files go (default: the system's)."""
+    mode: Literal["record", "batches"]
+    """``"record"`` (the default): the mapper yields pairs for each record;
+    ``"batches"``: for each record batch of a columnar source (`aiomr.sources.parquet`,
+    `aiomr.sources.arrow`, or `aiomr.sources.files` with a ``format``)."""
+    batch_format: BatchFormat
+    """With ``mode="batches"``, what the mapper receives: ``"arrow"`` (the default),
+    ``"polars"`` or ``"pandas"``."""
 
 
 class AggregateKeywords(JobKeywords, total=False):
@@ -279,8 +287,8 @@ class StreamOptions(MapOptions):
 
     def __post_init__(self) -> None:
         super(StreamOptions, self).__post_init__()
-        if self.mode != "record":
-            raise ValueError(f"open_stream runs record mode only, got mode={self.mode!r}")
+        if self.mode not in ("record", "batches"):
+            raise ValueError(f"open_stream runs mode='record' or 'batches', got mode={self.mode!r}")
         if self.every_seconds is None and self.every_partials is None:
             raise ValueError("give every_seconds, every_partials or both")
         check_seconds("every_seconds", self.every_seconds, optional=True)
@@ -358,9 +366,21 @@ class KeyedOptions(JobOptions):
     sort: bool = False
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     temp_dir: str | None = None
+    mode: Literal["record", "batches"] = "record"
+    batch_format: BatchFormat = "arrow"
 
     def __post_init__(self) -> None:
         super(KeyedOptions, self).__post_init__()
+        if self.mode not in ("record", "batches"):
+            raise ValueError(
+                f"a key-based job's mode must be 'record' or 'batches', got {self.mode!r}"
+            )
+        if self.batch_format not in BATCH_FORMATS:
+            raise ValueError(
+                f"batch_format must be 'arrow', 'polars' or 'pandas', got {self.batch_format!r}"
+            )
+        if self.batch_format != "arrow" and self.mode != "batches":
+            raise ValueError(f"batch_format={self.batch_format!r} is for mode='batches'")
         _check_count("partitions", self.partitions)
         _check_count("memory_budget", self.memory_budget, optional=False)
         _check_bool("sort", self.sort)

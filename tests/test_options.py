@@ -42,7 +42,7 @@ VIEWS: list[tuple[type, type[RunOptions], set[str], set[str]]] = [
     (RunKeywords, RunOptions, set(), set()),
     (JobKeywords, JobOptions, set(), set()),
     (MapKeywords, MapOptions, {"mode"}, set()),
-    (StreamKeywords, StreamOptions, set(), {"mode"}),
+    (StreamKeywords, StreamOptions, {"mode"}, set()),
     (WindowKeywords, WindowOptions, {"size"}, set()),
     (KeyedKeywords, KeyedOptions, set(), set()),
     (AggregateKeywords, AggregateOptions, set(), set()),

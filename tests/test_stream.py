@@ -6,6 +6,7 @@ import asyncio
 import collections
 import itertools
 import operator
+import pathlib
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -172,3 +173,39 @@ async def test_open_stream_with_its_own_workers_and_bad_arguments() -> None:
     with pytest.raises(ValueError, match="every_partials must be an int >= 1"):
         async with aiomr.open_stream(range(3), abs, operator.add, every_partials=0):
             pass
+
+
+async def test_a_batch_job_is_watched_with_its_tables_so_far(tmp_path: pathlib.Path) -> None:
+    pa = pytest.importorskip("pyarrow", reason="the arrow extra is not installed")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from aiomr.sources import parquet
+
+    rows = 20_000
+    table = pa.table({"k": [f"k{i % 500}" for i in range(rows)], "v": list(range(rows))})
+    path = tmp_path / "rows.parquet"
+    pq.write_table(table, path, row_group_size=1_000)
+    per_key = aiomr.Aggregate(by="k", total=("v", "sum"))
+    seen = []
+    async with aiomr.open_stream(
+        parquet(path, split_size=1),
+        per_key.map,
+        per_key.merge,
+        mode="batches",
+        every_seconds=None,
+        every_partials=1,
+        view=per_key.finish,
+        max_workers=2,
+    ) as snapshots:
+        async for snapshot in snapshots:
+            seen.append(snapshot)
+    final = seen[-1]
+    assert final.final
+    assert len(seen) > 2  # tables along the way, not only the answer
+    assert all(not s.final for s in seen[:-1])
+    totals = dict(zip(final.value["k"].to_pylist(), final.value["total"].to_pylist(), strict=True))
+    assert totals == {f"k{j}": sum(range(j, rows, 500)) for j in range(500)}
+    for snapshot in seen[:-1]:
+        so_far = snapshot.value.to_pydict()
+        assert all(
+            total <= totals[k] for k, total in zip(so_far["k"], so_far["total"], strict=True)
+        )

@@ -30,6 +30,10 @@ AGGREGATIONS: tuple[Aggregation, ...] = ("sum", "count", "min", "max", "mean")
 
 _MERGE = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
 """How the partial state of each simple aggregation merges."""
+_PAYS = 0.9
+"""A regrouping pays when it leaves at most this share of the rows: keys that repeat across
+batches at all (words: a third to a half go) keep regrouping at every doubling; keys that
+are nearly all distinct (ids) do not."""
 _PATIENCE = 8
 """While regrouping does not pay, merges append until the rows have grown this many times
 since the last regrouping: the answer's rows are regrouped about 1/8 as often."""
@@ -128,9 +132,9 @@ class Aggregate:
         self.keys = keys
         self.aggregations = dict(aggregations)
         self.regroup_pays = True
-        """Whether the last regrouping in this process shrank the rows by a quarter or more:
-        with few keys repeated across batches (keys mostly distinct), regrouping costs
-        memory and time for nothing, so merges then append longer before trying again."""
+        """Whether the last regrouping in this process shrank the rows by a tenth or more:
+        with keys nearly all distinct, regrouping costs memory and time for nothing, so
+        merges then append longer before trying again."""
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{name}={spec!r}" for name, spec in self.aggregations.items())
@@ -191,7 +195,7 @@ class Aggregate:
 
     def _regrouped(self, table: Any) -> States:
         merged = self._grouped(table, [(state, _MERGE[how]) for state, _, how in self._states()])
-        self.regroup_pays = merged.num_rows <= 0.75 * table.num_rows
+        self.regroup_pays = merged.num_rows <= _PAYS * table.num_rows
         return States(merged, merged.num_rows)
 
     def _grouped(self, table: Any, aggregations: list[tuple[str, str]]) -> Any:

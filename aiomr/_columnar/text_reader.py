@@ -9,8 +9,10 @@ cut), and parses each block with pyarrow's CSV or JSON reader on the worker's on
 Every task must agree on the columns: their names come from ``names=``, or from the first
 file's header (``header=True``), or are ``f0``, ``f1``, ...; their types are inferred by
 pyarrow from the first `SAMPLE_BYTES` of the first file, the same bytes in every worker, so
-every split gets the same schema without the caller reading anything. A later value that
-does not fit its column's type fails the task, naming the block.
+every split gets the same schema without the caller reading anything (records of the sample
+that do not parse are left out of the inference: each job names or skips them as it reads
+them). A later value that does not fit its column's type fails the task, naming its record,
+or is skipped with ``on_error``.
 
 A malformed record (a row with the wrong number of fields, broken quoting, bad JSON) is
 located the way the other modes locate it: the block is parsed again record by record with
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._exceptions import RecordError
@@ -41,6 +43,9 @@ TEXT_BLOCK = 4 << 20
 noise, small enough that a worker holds little."""
 SAMPLE_BYTES = 1 << 20
 """Bytes at the top of the first file from which the columns' types are inferred."""
+_SAMPLE_BAD = 100
+"""Records of the sample that may fail to parse and be left out of the inference (they
+are named or skipped as each job reads them); with more, the sample is refused as it is."""
 
 _SCHEMAS: dict[tuple[Any, ...], tuple[list[str], Any]] = {}
 """Per worker process: the columns inferred for a source's first file (by path, size and
@@ -112,12 +117,18 @@ class TextBatchReader:
             # Malformed records say nothing of the types: infer them from the others (each
             # job names or skips those records as it reads them).
             records = located_records(sample.removesuffix(b"\n"), parser.format == "csv")
-            bad = {number for number, _, _ in self._malformed(records, skip, names)}
-            kept = b"".join(raw + b"\n" for number, _, raw in records if number not in bad)
+            rows = records[skip:]
+            given = self._given_types()
+
+            def parse(piece: bytes) -> Any:
+                return self._parse(piece, 0, names, given, complete=False)
+
+            bad = {index for index, _ in self._refused(rows, 0, len(rows), parse, _SAMPLE_BAD)}
+            kept = b"".join(raw + b"\n" for i, (_, _, raw) in enumerate(rows) if i not in bad)
             try:
-                if not bad:
+                if not bad or len(bad) > _SAMPLE_BAD:
                     raise
-                table = self._parse(kept, skip, names, self._given_types(), complete=False)
+                table = self._parse(kept, 0, names, given, complete=False)
             except Exception:
                 lines = SegmentLines(first.path, 0)
                 raise self._located(sample, skip, lines, 0, 0, exc, names) from exc
@@ -272,7 +283,7 @@ class TextBatchReader:
         )
         if layout is not None:
             kept = [record for record in records if record[0] >= skip]
-            bad = self._refused(kept, 0, len(kept), layout, first_only=True)
+            bad = self._refused(kept, 0, len(kept), self._parser_of(layout), most=0)
             if bad:
                 number, at, _ = kept[bad[0][0]]
                 where = lines.where(line + number, offset + at)
@@ -309,26 +320,31 @@ class TextBatchReader:
         records: list[tuple[int, int, bytes]],
         low: int,
         high: int,
-        layout: tuple[list[str], Any],
-        first_only: bool = False,
+        parse: Callable[[bytes], Any],
+        most: int | None = None,
     ) -> list[tuple[int, Exception]]:
-        """The records of ``records[low:high]`` pyarrow refuses one by one, by bisection:
-        a range that parses has none, a refused range is halved, a refused record is one.
-        ``(index, pyarrow's error)`` each, in order; the first alone if ``first_only``."""
+        """The records of ``records[low:high]`` that ``parse`` refuses one by one, by
+        bisection: a range that parses has none, a refused range is halved, a refused record
+        is one. ``(index, error)`` each, in order; past ``most`` found, the search stops
+        (those found so far, and one more)."""
         if low >= high:
             return []
         piece = b"".join(raw + b"\n" for _, _, raw in records[low:high])
         try:
-            self._parse(piece, 0, *layout, complete=True)
+            parse(piece)
             return []
         except Exception as exc:
             if high - low == 1:
                 return [(low, exc)]
         middle = (low + high) // 2
-        found = self._refused(records, low, middle, layout, first_only)
-        if found and first_only:
+        found = self._refused(records, low, middle, parse, most)
+        if most is not None and len(found) > most:
             return found
-        return found + self._refused(records, middle, high, layout, first_only)
+        return found + self._refused(records, middle, high, parse, most)
+
+    def _parser_of(self, layout: tuple[list[str], Any]) -> Callable[[bytes], Any]:
+        """Parse whole records with the columns of every batch."""
+        return lambda piece: self._parse(piece, 0, *layout, complete=True)
 
     def _without_bad(
         self,
@@ -345,7 +361,7 @@ class TextBatchReader:
         body = block[:-1] if block.endswith(b"\n") else block
         records = located_records(body, self.reader.parser.format == "csv")
         kept = records[skip:]
-        bad = self._refused(kept, 0, len(kept), layout)
+        bad = self._refused(kept, 0, len(kept), self._parser_of(layout))
         refused = {index for index, _ in bad}
         for index, exc in bad:
             number, at, raw = kept[index]

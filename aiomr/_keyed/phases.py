@@ -148,11 +148,22 @@ async def run_keyed(
     # The plan goes into the map body, so it is shipped once per job with it.
     described = describe(source)
     split_source = described.worker_side()
+    batches = None
+    if options.mode == "batches":
+        batches = split_source.batch_reader() if split_source is not None else None
+        if batches is None:
+            raise ValueError(
+                "mode='batches' needs a columnar source: aiomr.sources.parquet(...), "
+                "aiomr.sources.arrow(...), or aiomr.sources.files(..., format='tsv', 'csv' "
+                "or 'jsonl')"
+            )
     body = MapBody(
         plan,
         reader=split_source.reader if split_source is not None else None,
         parser=described.parser,
         guarded=options.on_error != "raise",
+        batches=batches,
+        batch_format=options.batch_format,
     )
     dead_letter = DeadLetterFile(options.dead_letter) if options.dead_letter else None
     try:

@@ -8,11 +8,13 @@ the time.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .._types import BatchFormat
 from .._worker.blame import reading, shift_record
 from .._worker.bodies import RecordParser, close_reading, parse_records
-from .._worker.envelope import Counted
+from .._worker.envelope import Counted, Skipped
 from .combine import Guard
 from .shuffle import MapOutput, ReduceOutput, ReducePlan, map_keyed, reduce_partition
 
@@ -47,13 +49,20 @@ class MapBody:
         reader: SplitReading | None = None,
         parser: RecordParser | None = None,
         guarded: bool = False,
+        batches: Any = None,
+        batch_format: BatchFormat = "arrow",
     ) -> None:
         self.plan = plan
         self.reader = reader
         self.parser = parser
         self.guarded = guarded
+        self.batches = batches
+        """With ``mode="batches"``: the source's batch reader; the mapper sees batches."""
+        self.batch_format = batch_format
 
     def __call__(self, records: list[Any], start: int) -> Any:
+        if self.batches is not None:
+            return self._batches(records[0])
         if self.guarded:
             return self._skipping(records, start)
         if self.reader is not None:
@@ -66,6 +75,29 @@ class MapBody:
         if self.parser is not None:
             records = parse_records(self.parser, records)
         return _map_chunk(self.plan, records, start)[0]
+
+    def _batches(self, split: Any) -> Counted:
+        """``mode="batches"``: the mapper yields pairs for each record batch of the split;
+        rows that do not parse are left out under ``guarded`` (``on_error``)."""
+        from .._columnar.formats import converter
+
+        convert = converter(self.batch_format)
+        skipped: list[Skipped] = []
+        read = self.batches.batches(split, skipped) if self.guarded else self.batches.batches(split)
+        rows = 0
+
+        def converted() -> Iterator[Any]:
+            nonlocal rows
+            for batch in read:
+                rows += int(batch.num_rows)
+                yield convert(batch)
+
+        try:
+            # One batch per block: an error is then named by the batch's position.
+            outputs, _ = map_keyed(self.plan, ([batch] for batch in converted()), 0)
+        finally:
+            close_reading(read)
+        return Counted(outputs, rows + len(skipped), tuple(skipped))
 
     def _skipping(self, records: list[Any], start: int) -> Counted:
         """``on_error="skip"``/``"collect"``: map record by record, leaving bad ones out."""

@@ -180,13 +180,14 @@ async def aggregate(
         executor: as for `aiomr.map_reduce`; with Dask, ``temp_dir`` must be a directory
             every worker sees.
         **options: `aiomr.AggregateKeywords`: ``memory_budget`` (bytes of states per
-            process, default 256 MiB), ``partitions``, ``temp_dir``, ``output``, and the
-            options of every job (``max_workers``, ``chunk_size``, ``retry``, ``stats``...).
+            process, default 256 MiB), ``partitions``, ``temp_dir``, ``output``,
+            ``result_format``, and the options of every job (``max_workers``,
+            ``chunk_size``, ``retry``, ``on_error``, ``stats``...).
 
     Returns:
-        A ``pyarrow.Table``: the key columns and one column per aggregation, one row per
-        key, in no particular order; with ``output=``, an `aiomr.ParquetParts` naming the
-        files written.
+        A ``pyarrow.Table`` (a Polars or pandas DataFrame with ``result_format``): the key
+        columns and one column per aggregation, one row per key, in no particular order;
+        with ``output=``, an `aiomr.ParquetParts` naming the files written.
 
     Raises:
         aiomr.EmptySourceError: the source has no rows.

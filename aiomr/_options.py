@@ -163,6 +163,9 @@ class AggregateKeywords(JobKeywords, total=False):
     output: str | os.PathLike[str] | None
     """A directory to write the result to, as Parquet files (``part-NNNNN.parquet``), so
     that no process holds all of it; the call then returns an `aiomr.ParquetParts`."""
+    result_format: BatchFormat
+    """What the call returns: ``"arrow"`` (the default, a ``pyarrow.Table``), ``"polars"``
+    (a ``polars.DataFrame``) or ``"pandas"`` (a ``pandas.DataFrame``)."""
 
 
 def _check_count(name: str, value: object, *, optional: bool = True) -> None:
@@ -341,9 +344,19 @@ class AggregateOptions(JobOptions):
     partitions: int | None = None
     temp_dir: str | None = None
     output: str | os.PathLike[str] | None = None
+    result_format: BatchFormat = "arrow"
 
     def __post_init__(self) -> None:
         super(AggregateOptions, self).__post_init__()
+        if self.result_format not in BATCH_FORMATS:
+            raise ValueError(
+                f"result_format must be 'arrow', 'polars' or 'pandas', got {self.result_format!r}"
+            )
+        if self.result_format != "arrow" and self.output is not None:
+            raise ValueError(
+                f"result_format={self.result_format!r} is for a result returned, "
+                "not one written to output="
+            )
         _check_count("memory_budget", self.memory_budget, optional=False)
         _check_count("partitions", self.partitions)
         for name in ("temp_dir", "output"):

@@ -344,3 +344,34 @@ def test_a_split_that_spilled_leaves_the_worker_as_paths_only(tmp_path: pathlib.
     large = spec.map(batches[0])  # over a quarter of the budget: to disk
     assert large.table.nbytes > 3_000 // 4
     assert merge.finish_split(large).states is None
+
+
+@pytest.mark.parametrize("result_format", ["polars", "pandas"])
+async def test_the_result_as_a_polars_or_pandas_frame(
+    tmp_path: pathlib.Path, result_format: str
+) -> None:
+    pytest.importorskip(result_format)
+    rows = many_rows(5_000)
+    path = tmp_path / "rows.parquet"
+    pq.write_table(rows_table(rows), path, row_group_size=1_000)
+    for budget in (1 << 30, TINY):  # finished in memory, and reduced by partitions
+        frame = await aiomr.aggregate(
+            parquet(path),
+            PER_KEY,
+            memory_budget=budget,
+            result_format=result_format,  # type: ignore[typeddict-item]
+            executor="thread",
+        )
+        assert type(frame).__module__.split(".")[0] == result_format
+        if result_format == "pandas":  # pandas holds a null total as NaN: back to None
+            table = pa.Table.from_pandas(frame.astype(object).where(frame.notna(), None))
+        else:
+            table = frame.to_arrow()
+        same(by_key(table), plain(rows))
+    with pytest.raises(ValueError, match="is for a result returned, not one written"):
+        await aiomr.aggregate(
+            parquet(path),
+            PER_KEY,
+            output=tmp_path / "out",
+            result_format=result_format,  # type: ignore[typeddict-item]
+        )

@@ -23,6 +23,7 @@ import asyncio
 import glob
 import operator
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from .._options import AggregateOptions, MapOptions
 from .._stats import JobStats
 from ..executors import Executor
 from .aggregate import Aggregate, States
+from .formats import converter
 from .imports import require
 from .spill import PartitionReducer, Spilled, SpillingMerge, write_parquet_part
 
@@ -77,6 +79,9 @@ async def run_aggregate(
     if not isinstance(aggregate, Aggregate):
         raise TypeError(f"aggregate must be an aiomr.Aggregate, got {aggregate!r}")
     require("numpy", "aiomr.aggregate")
+    # The library of the result's format is imported now: a missing one fails before any
+    # work, and the import is not left for the end of a long job.
+    convert = await asyncio.to_thread(converter, options.result_format)
     output = await asyncio.to_thread(check_output, options.output)
     partitions = options.partitions or DEFAULT_PARTITIONS
     directory = await new_directory(options.temp_dir)
@@ -87,7 +92,7 @@ async def run_aggregate(
             executor, source, aggregate.map, merge, options.map_options(), stats
         )
         if isinstance(value, States):
-            return await asyncio.to_thread(_finished, aggregate, value, output)
+            return await asyncio.to_thread(_finished, aggregate, value, output, convert)
         assert isinstance(value, Spilled)
         runs = value.runs
         if value.states is not None:
@@ -101,22 +106,24 @@ async def run_aggregate(
             executor, range(partitions), reduce, operator.add, reduce_options, None
         )
         if output is None:
-            return await asyncio.to_thread(_concatenated, found)
+            return await asyncio.to_thread(_concatenated, found, convert)
         return await asyncio.to_thread(_parts_written, output, found)
     finally:
         await remove_directory(directory)
 
 
-def _finished(aggregate: Aggregate, states: States, output: str | None) -> Any:
+def _finished(
+    aggregate: Aggregate, states: States, output: str | None, convert: Callable[[Any], Any]
+) -> Any:
     table = aggregate.finish(states)
     if output is None:
-        return table
+        return convert(table)
     written = write_parquet_part([table], output, 0)
     return _parts_written(output, [written])
 
 
-def _concatenated(tables: list[Any]) -> Any:
-    return require("pyarrow", "aiomr.aggregate").concat_tables(tables)
+def _concatenated(tables: list[Any], convert: Callable[[Any], Any]) -> Any:
+    return convert(require("pyarrow", "aiomr.aggregate").concat_tables(tables))
 
 
 def _parts_written(output: str, counts: list[int]) -> ParquetParts:

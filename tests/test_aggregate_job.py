@@ -375,3 +375,80 @@ async def test_the_result_as_a_polars_or_pandas_frame(
             output=tmp_path / "out",
             result_format=result_format,  # type: ignore[typeddict-item]
         )
+
+
+ORDERED = aiomr.Aggregate(
+    by="k", early=("v", "first"), late=("v", "last"), total=("v", "sum"), tag=("g", "first")
+)
+
+
+def first_and_last(rows: list[tuple[str | None, int, int | None]]) -> dict[Any, dict[str, Any]]:
+    """The first and last value of each key in input order, nulls included."""
+    out: dict[Any, dict[str, Any]] = {}
+    for k, g, v in rows:
+        if k not in out:
+            out[k] = {"early": v, "late": v, "total": None, "tag": g}
+        out[k]["late"] = v
+        if v is not None:
+            out[k]["total"] = (out[k]["total"] or 0) + v
+    return out
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=ROWS,
+    budget=st.sampled_from([1, TINY, 1 << 30]),
+    partitions=st.integers(1, 4),
+    row_group_size=st.integers(1, 60),
+)
+async def test_first_and_last_follow_the_input_order_in_memory_and_spilled(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[tuple[str | None, int, int | None]],
+    budget: int,
+    partitions: int,
+    row_group_size: int,
+) -> None:
+    path = tmp_path_factory.mktemp("ordered") / "rows.parquet"
+    pq.write_table(rows_table(rows), path, row_group_size=row_group_size)
+    table = await aiomr.aggregate(
+        parquet(path, split_size=1, batch_size=5),
+        ORDERED,
+        memory_budget=budget,
+        partitions=partitions,
+        executor="thread",
+    )
+    got = {row.pop("k"): row for row in table.to_pylist()}
+    assert got == first_and_last(rows)
+
+
+async def test_first_and_last_on_worker_processes(tmp_path: pathlib.Path) -> None:
+    rows = many_rows(40_000)
+    path = tmp_path / "rows.parquet"
+    pq.write_table(rows_table(rows), path, row_group_size=2_000)
+    for budget in (1 << 30, 20_000):
+        table = await aiomr.aggregate(
+            parquet(path, batch_size=700), ORDERED, memory_budget=budget, max_workers=2
+        )
+        assert {row.pop("k"): row for row in table.to_pylist()} == first_and_last(rows)
+
+
+def test_states_held_before_a_spilled_split_go_to_disk_before_its_runs(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The caller holds an early split's states in memory when a later split arrives as
+    runs: with first/last, the states must reach the disk before those runs."""
+    from aiomr._columnar.spill import PartitionReducer, Spilled, SpillingMerge
+
+    merge = SpillingMerge(ORDERED, budget=1 << 30, directory=str(tmp_path), partitions=2)
+    early = ORDERED.map(pa.record_batch({"k": ["a"], "g": [1], "v": [1]}))
+    later = ORDERED.map(pa.record_batch({"k": ["a"], "g": [2], "v": [2]}))
+    value = merge(early, Spilled(None, (merge.spill(later),)))
+    assert isinstance(value, Spilled)
+    assert value.states is None
+    assert len(value.runs) == 2
+    reduce = PartitionReducer(ORDERED, value.runs, 1 << 30, str(tmp_path), 2, None)
+    tables = [table for partition in range(2) for table in reduce(partition)]
+    (row,) = pa.concat_tables(tables).to_pylist()
+    assert row == {"k": "a", "early": 1, "late": 2, "total": 3, "tag": 1}

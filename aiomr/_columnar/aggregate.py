@@ -25,11 +25,20 @@ from .imports import require
 
 __all__ = ["AGGREGATIONS", "Aggregate", "Aggregation", "States"]
 
-Aggregation: TypeAlias = Literal["sum", "count", "min", "max", "mean"]
-AGGREGATIONS: tuple[Aggregation, ...] = ("sum", "count", "min", "max", "mean")
+Aggregation: TypeAlias = Literal["sum", "count", "min", "max", "mean", "first", "last"]
+AGGREGATIONS: tuple[Aggregation, ...] = ("sum", "count", "min", "max", "mean", "first", "last")
 
-_MERGE = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
+_MERGE = {
+    "sum": "sum",
+    "count": "sum",
+    "min": "min",
+    "max": "max",
+    "first": "first",
+    "last": "last",
+}
 """How the partial state of each simple aggregation merges."""
+_IN_ORDER = ("first", "last")
+"""Aggregations that depend on the rows' order."""
 _PAYS = 0.9
 """A regrouping pays when it leaves at most this share of the rows: keys that repeat across
 batches at all (words: a third to a half go) keep regrouping at every doubling; keys that
@@ -97,7 +106,10 @@ class Aggregate:
         by: the key column, or several.
         **aggregations: each output column, as ``(input column, aggregation)``; the
             aggregation is ``"sum"``, ``"count"`` (values that are not null), ``"min"``,
-            ``"max"`` or ``"mean"``.
+            ``"max"``, ``"mean"``, ``"first"`` or ``"last"`` (the key's first or last value
+            in input order, null or not). With ``first`` or ``last`` the states must be
+            merged in input order: pass ``ordered=True`` to `aiomr.map_reduce`
+            (`aiomr.aggregate` does it itself; see `ordered`).
 
     `map` and `merge` run in the workers and on the job's fold thread. `finish` regroups
     what the last merges appended, which takes milliseconds per 100,000 keys: in a program
@@ -198,11 +210,28 @@ class Aggregate:
         self.regroup_pays = merged.num_rows <= _PAYS * table.num_rows
         return States(merged, merged.num_rows)
 
+    @staticmethod
+    def _with_nulls() -> Any:
+        """Options of "first" and "last": a null is a value (as in Polars and DuckDB)."""
+        pc = require("pyarrow.compute", "aiomr.Aggregate")
+        return pc.ScalarAggregateOptions(skip_nulls=False)
+
+    @property
+    def ordered(self) -> bool:
+        """Whether an aggregation depends on the rows' order (``first``, ``last``): then
+        partial states must be merged in input order (``ordered=True``)."""
+        return any(how in _IN_ORDER for _, how in self.aggregations.values())
+
     def _grouped(self, table: Any, aggregations: list[tuple[str, str]]) -> Any:
         """``table`` grouped by the keys, each state column aggregated as asked and named
         as before; keys first."""
+        steps: list[tuple[Any, ...]] = [
+            (state, how, self._with_nulls()) if how in _IN_ORDER else (state, how)
+            for state, how in aggregations
+        ]
         try:
-            grouped = table.group_by(self.keys, use_threads=False).aggregate(aggregations)
+            # One thread: pyarrow's "first" and "last" follow the rows' order only so.
+            grouped = table.group_by(self.keys, use_threads=False).aggregate(steps)
         except Exception as exc:
             kinds = ", ".join(f"{key!r} ({table.schema.field(key).type})" for key in self.keys)
             exc.add_note(f"aiomr.Aggregate: grouping by {kinds}")

@@ -20,6 +20,7 @@ table is final, and the answer is their concatenation (or their Parquet files, w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import glob
 import operator
 import os
@@ -88,9 +89,8 @@ async def run_aggregate(
     try:
         merge = SpillingMerge(aggregate, options.memory_budget, directory, partitions)
         stats = options.stats if options.stats is not None else JobStats()
-        value = await run_map_reduce(
-            executor, source, aggregate.map, merge, options.map_options(), stats
-        )
+        map_options = dataclasses.replace(options.map_options(), ordered=aggregate.ordered)
+        value = await run_map_reduce(executor, source, aggregate.map, merge, map_options, stats)
         if isinstance(value, States):
             return await asyncio.to_thread(_finished, aggregate, value, output, convert)
         assert isinstance(value, Spilled)

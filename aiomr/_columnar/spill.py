@@ -100,6 +100,10 @@ class SpillingMerge:
     def __call__(self, left: States | Spilled, right: States | Spilled) -> States | Spilled:
         left_states, left_runs = _parts(left)
         right_states, right_runs = _parts(right)
+        if left_states is not None and right_runs and self.aggregate.ordered:
+            # In input order, what is in memory comes after its own runs: the left states
+            # go to disk before the right runs, so runs and states stay in order.
+            left_runs, left_states = (*left_runs, self.spill(left_states)), None
         runs = left_runs + right_runs
         if left_states is None or right_states is None:
             states = left_states or right_states

@@ -173,3 +173,29 @@ def test_a_chunk_of_a_few_huge_records_is_sealed_off_the_loop() -> None:
     assert _large([0] * SEAL_MIN_ITEMS)
     assert not _large([b"short", b"lines"])
     assert not _large([1, 2, 3])  # no length: judged by count alone
+
+
+def test_a_large_bytes_object_is_copied_out_of_the_pickle_slice_by_slice() -> None:
+    import os
+
+    from aiomr._worker.sealing import _COPY_SLICE, _SliceReader
+
+    payload = os.urandom(3 * _COPY_SLICE + 12_345)  # one BINBYTES opcode, one readinto
+    data = pickle.dumps({"blob": payload, "tail": [1, 2, 3]}, protocol=5)
+    assert pickle.Unpickler(_SliceReader(data)).load() == {"blob": payload, "tail": [1, 2, 3]}
+
+
+async def test_a_large_reply_read_into_a_memory_map_comes_back_whole() -> None:
+    from aiomr.executors._handle import _MAPPED, _body_buffer
+
+    assert isinstance(_body_buffer(_MAPPED - 1), bytearray) is not False
+    size = 3 * _MAPPED
+    mapped = _body_buffer(size)
+    assert len(mapped) == size
+    assert not isinstance(mapped, bytearray)
+    got = await aiomr.map_reduce([size], bytes_of, operator.add, max_workers=1)
+    assert got == bytes_of(size)
+
+
+def bytes_of(size: int) -> bytes:
+    return bytes(range(256)) * (size // 256)

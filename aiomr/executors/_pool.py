@@ -32,6 +32,7 @@ import atexit
 import collections
 import contextlib
 import logging
+import mmap
 import multiprocessing
 import multiprocessing.context
 import os
@@ -250,7 +251,7 @@ class Pool:
         for tag, body in worker.receive(float("inf") if drain else _READ_BUDGET):
             self._frame(worker, tag, body)
 
-    def _frame(self, worker: Worker, tag: int, body: bytearray) -> None:
+    def _frame(self, worker: Worker, tag: int, body: bytearray | mmap.mmap) -> None:
         if tag == CONTROL:
             message = unpack(body)
             if message[0] == "ready" and not worker.ready:

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import mmap
 import threading
 import time
 from collections.abc import Callable
@@ -59,7 +60,7 @@ def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
-def read_reply(body: bytearray, pid: int) -> tuple[bool, Any]:
+def read_reply(body: bytearray | mmap.mmap, pid: int) -> tuple[bool, Any]:
     """Unpickle a task's reply from worker ``pid``: ``(True, result)``, or ``(False,
     exception)`` with the worker's traceback as the exception's cause."""
     try:

@@ -100,7 +100,7 @@ def body_size(parts: list[Any]) -> int:
     return sum(memoryview(part).nbytes for part in parts)
 
 
-def unpack(body: bytes | bytearray, *, sliced: bool = False) -> Any:
+def unpack(body: bytes | bytearray | mmap.mmap, *, sliced: bool = False) -> Any:
     """Unpickle a body `pack` made; its buffers stay views into ``body``. ``sliced``: read
     the pickle through a file whose ``read`` is Python code, which hands the GIL over between
     pickle's frames (`aiomr._worker.sealing.Sealed`)."""

@@ -216,6 +216,22 @@ async def test_columnar_batches_run_on_the_cluster(
         table = per_word.finish(states)
         got = dict(zip(table["word"].to_pylist(), table["total"].to_pylist(), strict=True))
         assert got == want
+    # Beyond memory: runs written by the cluster's workers, partitions reduced there.
+    stats = aiomr.JobStats()
+    ordered = aiomr.Aggregate(by="word", total=("n", "sum"), first=("n", "first"))
+    table = await aiomr.aggregate(
+        sources[0],
+        ordered,
+        memory_budget=1_000,
+        temp_dir=str(tmp_path),
+        executor=executor,
+        stats=stats,
+    )
+    got = dict(zip(table["word"].to_pylist(), table["total"].to_pylist(), strict=True))
+    assert got == want
+    assert stats.spills > 0
+    firsts = dict(zip(table["word"].to_pylist(), table["first"].to_pylist(), strict=True))
+    assert firsts == {w: counts[words.index(w)] for w in want}
 
 
 async def test_ordered_folds_in_input_order(executor: DaskExecutor) -> None:

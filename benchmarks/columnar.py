@@ -34,10 +34,11 @@ NAMES = ["word", "year", "match_count", "volumes"]
 """The columns of the 1-gram file, which has no header."""
 
 
-def polars_query(path: str) -> Any:
+def polars_scan(path: str) -> Any:
+    """Polars' lazy scan of the 1-gram file."""
     import polars as pl
 
-    lazy = pl.scan_csv(
+    return pl.scan_csv(
         path,
         separator="\t",
         has_header=False,
@@ -45,7 +46,12 @@ def polars_query(path: str) -> Any:
         quote_char=None,
         schema_overrides={"word": pl.String},  # "1", "0.10": words, not numbers
     )
-    return lazy.group_by("word").agg(pl.col("match_count").sum())
+
+
+def polars_query(path: str) -> Any:
+    import polars as pl
+
+    return polars_scan(path).group_by("word").agg(pl.col("match_count").sum())
 
 
 def run_polars(path: str) -> Any:
@@ -242,15 +248,7 @@ def run_polars_per_value(path: str) -> Any:
     """Polars: the words normalized by ``map_elements``, then the same group-by."""
     import polars as pl
 
-    scanned = pl.scan_csv(
-        path,
-        separator="\t",
-        has_header=False,
-        new_columns=NAMES,
-        quote_char=None,
-        schema_overrides={"word": pl.String},
-    )
-    normalized = scanned.with_columns(
+    normalized = polars_scan(path).with_columns(
         pl.col("word").map_elements(normalize, return_dtype=pl.String)
     )
     return normalized.group_by("word").agg(pl.col("match_count").sum()).collect()

@@ -43,15 +43,40 @@ def many_rows(count: int) -> list[tuple[str | None, int, int | None]]:
     ]
 
 
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
+ANY_CUT = given(
     rows=ROWS,
     budget=st.sampled_from([1, TINY, 1 << 30]),
     partitions=st.integers(1, 5),
     row_group_size=st.integers(1, 80),
 )
+"""Rows cut into row groups, batches and partitions of every size, in memory or spilled."""
+EXAMPLES = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+async def aggregated(
+    factory: pytest.TempPathFactory,
+    spec: aiomr.Aggregate,
+    rows: list[tuple[str | None, int, int | None]],
+    budget: int,
+    partitions: int,
+    row_group_size: int,
+) -> Any:
+    """``spec`` over ``rows`` written as Parquet, one row group a split, batches of 7."""
+    path = factory.mktemp("agg") / "rows.parquet"
+    pq.write_table(rows_table(rows), path, row_group_size=row_group_size)
+    return await aiomr.aggregate(
+        parquet(path, split_size=1, batch_size=7),
+        spec,
+        memory_budget=budget,
+        partitions=partitions,
+        executor="thread",
+    )
+
+
+@EXAMPLES
+@ANY_CUT
 async def test_any_budget_any_partitions_same_answer_as_a_plain_reading(
     tmp_path_factory: pytest.TempPathFactory,
     rows: list[tuple[str | None, int, int | None]],
@@ -59,15 +84,7 @@ async def test_any_budget_any_partitions_same_answer_as_a_plain_reading(
     partitions: int,
     row_group_size: int,
 ) -> None:
-    path = tmp_path_factory.mktemp("agg") / "rows.parquet"
-    pq.write_table(rows_table(rows), path, row_group_size=row_group_size)
-    table = await aiomr.aggregate(
-        parquet(path, split_size=1, batch_size=7),
-        PER_KEY,
-        memory_budget=budget,
-        partitions=partitions,
-        executor="thread",
-    )
+    table = await aggregated(tmp_path_factory, PER_KEY, rows, budget, partitions, row_group_size)
     same(by_key(table), plain(rows))
 
 
@@ -394,15 +411,8 @@ def first_and_last(rows: list[tuple[str | None, int, int | None]]) -> dict[Any, 
     return out
 
 
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    rows=ROWS,
-    budget=st.sampled_from([1, TINY, 1 << 30]),
-    partitions=st.integers(1, 4),
-    row_group_size=st.integers(1, 60),
-)
+@EXAMPLES
+@ANY_CUT
 async def test_first_and_last_follow_the_input_order_in_memory_and_spilled(
     tmp_path_factory: pytest.TempPathFactory,
     rows: list[tuple[str | None, int, int | None]],
@@ -410,15 +420,7 @@ async def test_first_and_last_follow_the_input_order_in_memory_and_spilled(
     partitions: int,
     row_group_size: int,
 ) -> None:
-    path = tmp_path_factory.mktemp("ordered") / "rows.parquet"
-    pq.write_table(rows_table(rows), path, row_group_size=row_group_size)
-    table = await aiomr.aggregate(
-        parquet(path, split_size=1, batch_size=5),
-        ORDERED,
-        memory_budget=budget,
-        partitions=partitions,
-        executor="thread",
-    )
+    table = await aggregated(tmp_path_factory, ORDERED, rows, budget, partitions, row_group_size)
     got = {row.pop("k"): row for row in table.to_pylist()}
     assert got == first_and_last(rows)
 

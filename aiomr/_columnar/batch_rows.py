@@ -17,7 +17,7 @@ from .._worker.blame import note_input
 from .._worker.envelope import Skipped
 from ..sources._segments import stamp_of
 
-__all__ = ["BatchRows", "PlannedFile", "check_unchanged"]
+__all__ = ["BatchRows", "PlannedFile", "check_unchanged", "unreadable"]
 
 
 class PlannedFile(Protocol):
@@ -56,8 +56,22 @@ def check_unchanged(split: PlannedFile, parts: str) -> None:
         raise broken
 
 
+def unreadable(split: PlannedFile, exc: Exception) -> BrokenInputError:
+    """The input's error for a split pyarrow could not read (an IO error, invalid data),
+    naming the split; noted as the input's, not the job code's."""
+    broken = BrokenInputError(f"{split.describe()} cannot be read: {type(exc).__name__}: {exc}")
+    note_input(broken)
+    return broken
+
+
 class BatchRows:
-    """A split's rows, from its record batches (``self.batches(split)``)."""
+    """A split's rows, from its record batches (``self.batches(split)``), with the source's
+    columns, filter and batch size."""
+
+    def __init__(self, columns: list[str] | None, filter: Any, batch_size: int) -> None:
+        self.columns = columns
+        self.filter = filter
+        self.batch_size = batch_size
 
     def batches(self, split: Any, skipped: list[Skipped] | None = None) -> Iterator[Any]:
         """The split's rows as ``pyarrow.RecordBatch`` es. Typed rows always parse, so

@@ -15,10 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .._exceptions import BrokenInputError
-from .._worker.blame import note_input
 from .._worker.envelope import Skipped
-from .batch_rows import BatchRows, check_unchanged
+from .batch_rows import BatchRows, check_unchanged, unreadable
 from .imports import require
 
 __all__ = ["IpcReader", "IpcSplit"]
@@ -52,11 +50,6 @@ class IpcSplit:
 class IpcReader(BatchRows):
     """Read an `IpcSplit`'s rows in a worker (see `aiomr.sources.SplitSource`)."""
 
-    def __init__(self, columns: list[str] | None, filter: Any, batch_size: int) -> None:
-        self.columns = columns
-        self.filter = filter
-        self.batch_size = batch_size
-
     def batches(self, split: IpcSplit, skipped: list[Skipped] | None = None) -> Iterator[Any]:
         """The split's rows as ``pyarrow.RecordBatch`` es of 1 to ``batch_size`` rows; an
         error while reading is noted as the input's and names the split. Typed rows always
@@ -74,11 +67,7 @@ class IpcReader(BatchRows):
                 for batch in read:
                     yield from self._shaped(batch)
         except (OSError, ValueError) as exc:  # pyarrow's IO and invalid-data errors
-            broken = BrokenInputError(
-                f"{split.describe()} cannot be read: {type(exc).__name__}: {exc}"
-            )
-            note_input(broken)
-            raise broken from exc
+            raise unreadable(split, exc) from exc
 
     def _shaped(self, batch: Any) -> Iterator[Any]:
         """``batch`` with the source's columns and filter, in slices of ``batch_size``."""

@@ -18,10 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._exceptions import BrokenInputError
-from .._worker.blame import note_input
 from .._worker.envelope import Skipped
-from .batch_rows import BatchRows, check_unchanged
+from .batch_rows import BatchRows, check_unchanged, unreadable
 
 __all__ = ["ParquetReader", "ParquetSplit"]
 
@@ -74,11 +72,6 @@ class ParquetReader(BatchRows):
     travel once per job with the reader.
     """
 
-    def __init__(self, columns: list[str] | None, filter: Any, batch_size: int) -> None:
-        self.columns = columns
-        self.filter = filter
-        self.batch_size = batch_size
-
     def batches(self, split: ParquetSplit, skipped: list[Skipped] | None = None) -> Iterator[Any]:
         """The split's rows as ``pyarrow.RecordBatch`` es of 1 to ``batch_size`` rows; an
         error while reading is noted as the input's and names the split. Typed rows always
@@ -96,11 +89,7 @@ class ParquetReader(BatchRows):
                 if batch.num_rows:  # a mapper never sees an empty batch
                     yield batch
         except (OSError, ValueError) as exc:  # pyarrow's IO and invalid-data errors
-            broken = BrokenInputError(
-                f"{split.describe()} cannot be read: {type(exc).__name__}: {exc}"
-            )
-            note_input(broken)
-            raise broken from exc
+            raise unreadable(split, exc) from exc
 
     def where(self, place: ParquetSplit, offset: int) -> str:
         """Name a row: ``data.parquet: row 1234`` (its row in the file) when the file's rows

@@ -317,3 +317,46 @@ def test_page_splits_are_checked() -> None:
     ]
     assert ranges[0][0] == "(sales.ctid < '(3,0)'::tid)"
     assert PageSplit("sales", 4).ranges(0) == [("TRUE", "range 0 (pages 0 to the end of sales)")]
+
+
+async def test_postgres_ranges_as_arrow_batches(pg: Pg) -> None:
+    """Ranges read by ADBC's driver as record batches: the same totals as a GROUP BY, with
+    parameters written into each range's query as literals, with either split."""
+    pytest.importorskip(
+        "adbc_driver_postgresql", reason="the postgres-arrow extra is not installed"
+    )
+    dsn = with_app(pg.dsn, pg.table)
+    per_store = aiomr.Aggregate(by="store", total=("amount", "sum"))
+    splits: list[RangeSplit | PageSplit] = [RangeSplit("id", 1, 2001, 6), PageSplit(pg.table, 4)]
+    for split in splits:
+        where = "WHERE {pages}" if isinstance(split, PageSplit) else ""
+        source = postgres_ranges(
+            dsn, f"SELECT id, store, amount FROM {pg.table} {where}", split=split, batch_size=250
+        )
+        stats = aiomr.JobStats()
+        table = await aiomr.aggregate(source, per_store, stats=stats, max_workers=2)
+        got = dict(zip(table["store"].to_pylist(), table["total"].to_pylist(), strict=True))
+        assert got == expected_totals()
+        assert stats.records == len(table_rows())
+    # A parameter with a quote in it, written in as a literal: still one value.
+    sql = f"SELECT store, amount FROM {pg.table} WHERE store = %s AND %s = 'it''s'"
+    source = postgres_ranges(dsn, sql, 4, "it's", split=RangeSplit("store", 0, 10, 3))
+    rows = await aiomr.map_reduce(source, len, operator.add, mode="batches", executor="inline")
+    assert rows == sum(1 for r in table_rows() if r[1] == 4)
+    await poll(lambda: _no_backends(pg), "the workers' connections to close")
+
+
+def test_a_libpq_string_becomes_a_uri_for_adbc() -> None:
+    from aiomr.sources._range_readers import _as_uri
+
+    parts = {"host": "db.local", "port": "6432", "dbname": "sales", "user": "ana"}
+    assert _as_uri({**parts, "password": "p@ss/word", "sslmode": "require"}) == (
+        "postgresql://ana:p%40ss%2Fword@db.local:6432/sales?sslmode=require"
+    )
+    assert _as_uri({"dbname": "test"}) == "postgresql:///test"
+
+
+async def test_sqlite_ranges_have_no_arrow_batches(sales: str) -> None:
+    source = sqlite_ranges(sales, SQL, split=RangeSplit("id", 1, ROWS + 1, 3))
+    with pytest.raises(ValueError, match="mode='batches' needs a columnar source"):
+        await aiomr.map_reduce(source, len, operator.add, mode="batches", executor="inline")

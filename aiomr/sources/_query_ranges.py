@@ -65,6 +65,11 @@ class QueryRangesSource(SplitSource):
     def __repr__(self) -> str:
         return f"QueryRangesSource({self.reader.name!r}, {self.sql!r}, split={self.split!r})"
 
+    def batch_reader(self) -> Any:
+        """Ranges as Arrow record batches, where the database's driver can give them
+        (`postgres_ranges`, with ADBC installed); ``None`` otherwise."""
+        return self.reader.arrow_reader()
+
     def cutter(self, workers: int) -> tuple[_RangePlan, int]:
         """Check the database and the query, then plan the ranges (blocking)."""
         try:
@@ -219,6 +224,11 @@ def postgres_ranges(
     primary key is), or every range scans the whole table; a `PageSplit` needs no index and
     reads each page once (PostgreSQL 14 or later). Rows come as psycopg returns them
     (``Decimal`` for ``numeric``, ``date`` for ``date``...), as tuples or dicts.
+
+    With ``mode="batches"`` (and `aiomr.aggregate`) each range is read instead by ADBC's
+    PostgreSQL driver (``pip install 'aiomr[postgres-arrow]'``) as Arrow record batches of
+    up to ``batch_size`` rows, decoded into columns in C; psycopg writes the parameters
+    into each range's query as literals, as the server would read them.
 
     Args:
         dsn: a libpq connection string or URI, used by every worker; whatever a worker

@@ -10,6 +10,7 @@ too, once, to check the query and plan the ranges (`RangeReader.restrict`).
 from __future__ import annotations
 
 import abc
+import dataclasses
 import importlib
 import itertools
 import pathlib
@@ -17,6 +18,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import quote, urlencode
 
 from .._db.driver import Driver, Params, RowType, bounds_query
 from .._db.page_splits import PAGES, PageSplit
@@ -24,7 +26,7 @@ from .._db.psycopg_driver import PsycopgDriver
 from .._db.range_splits import RangeSplit
 from .._db.sqlite_driver import SqliteDriver
 
-__all__ = ["PostgresReader", "QueryRange", "RangeReader", "SqliteReader"]
+__all__ = ["PostgresArrowReader", "PostgresReader", "QueryRange", "RangeReader", "SqliteReader"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,9 @@ class QueryRange:
     params: Params
     label: str
     """``range 2 (id >= 500001 and < 750001)``."""
+    literal: str | None = None
+    """The query with its parameters written in as literals (PostgreSQL), for a driver
+    that binds none: the Arrow reader (`PostgresArrowReader`)."""
 
     @property
     def size(self) -> int:
@@ -110,6 +115,11 @@ class RangeReader(abc.ABC):
     def bind(self, params: Params) -> Any:
         """The parameters as the connection's ``execute`` takes them."""
         return params
+
+    def arrow_reader(self) -> Any:
+        """What reads a range as Arrow record batches (``mode="batches"``), or ``None``
+        where the database's driver cannot give Arrow (the default)."""
+        return None
 
     def line_blocks(self, split: QueryRange) -> Iterator[list[Any]]:
         """The range's rows, ``batch_size`` at a time, as tuples or dicts."""
@@ -219,8 +229,75 @@ class PostgresReader(RangeReader):
                 "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
                 (split.table,),
             ).fetchone()[0]
-            return [
+            ranges = [
                 QueryRange(i, sql.replace(PAGES, condition), params, label)
                 for i, (condition, label) in enumerate(split.ranges(int(size)))
             ]
-        return super().restrict(connection, sql, params, split)
+        else:
+            ranges = super().restrict(connection, sql, params, split)
+        # psycopg quotes the values as the server would read them: the literal query
+        # means the same as the query with its parameters bound.
+        client = importlib.import_module("psycopg").ClientCursor(connection)
+        return [
+            dataclasses.replace(r, literal=client.mogrify(r.sql, self.bind(r.params)))
+            for r in ranges
+        ]
+
+    def arrow_reader(self) -> PostgresArrowReader:
+        """See `RangeReader.arrow_reader`: ADBC's PostgreSQL driver, which must be
+        installed (checked here, in the caller, before any work)."""
+        _adbc()
+        conninfo: Any = importlib.import_module("psycopg.conninfo")
+        uri = _as_uri(conninfo.conninfo_to_dict(self.dsn))
+        return PostgresArrowReader(uri, self.name, self.batch_size)
+
+
+def _as_uri(parts: dict[str, Any]) -> str:
+    """A libpq URI for connection parameters (ADBC takes URIs, libpq strings are common)."""
+    user = quote(str(parts.pop("user", "")), safe="")
+    password = parts.pop("password", None)
+    if password is not None:
+        user = f"{user}:{quote(str(password), safe='')}"
+    host = str(parts.pop("host", ""))
+    port = parts.pop("port", None)
+    where = quote(host, safe="") + (f":{port}" if port else "")
+    dbname = quote(str(parts.pop("dbname", "")), safe="")
+    query = urlencode({key: str(value) for key, value in parts.items()})
+    return f"postgresql://{user}{'@' if user else ''}{where}/{dbname}" + (
+        f"?{query}" if query else ""
+    )
+
+
+class PostgresArrowReader:
+    """Read a PostgreSQL range as Arrow record batches in a worker, with the ADBC driver
+    (the rows arrive in PostgreSQL's binary COPY format and are decoded into columns in C:
+    no Python object per value)."""
+
+    def __init__(self, uri: str, name: str, batch_size: int) -> None:
+        self.uri = uri
+        self.name = name
+        self.batch_size = batch_size
+
+    def batches(self, split: QueryRange, skipped: list[Any] | None = None) -> Iterator[Any]:
+        """The range's rows as ``pyarrow.RecordBatch`` es of 1 to ``batch_size`` rows.
+        Typed rows always parse: ``skipped`` (``on_error``) stays empty."""
+        dbapi: Any = _adbc()
+        with dbapi.connect(self.uri) as connection, connection.cursor() as cursor:
+            try:
+                cursor.execute(split.literal or split.sql)
+            except Exception as exc:
+                exc.add_note(f"aiomr: reading {split.label} of {self.name}")
+                raise
+            for batch in cursor.fetch_record_batch():
+                for start in range(0, batch.num_rows, self.batch_size):
+                    yield batch.slice(start, self.batch_size)
+
+
+def _adbc() -> Any:
+    try:
+        return importlib.import_module("adbc_driver_postgresql.dbapi")
+    except ImportError as exc:
+        raise ImportError(
+            "postgres_ranges with mode='batches' reads Arrow through ADBC, which is not "
+            "installed: pip install 'aiomr[postgres-arrow]'"
+        ) from exc

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import functools
 import gc
+import importlib.util
 import multiprocessing
 import operator
 import os
@@ -49,11 +50,12 @@ RANGES_CHUNK = f"aiomr, `mode='chunk'`, {RANGES} ranges read by the workers"
 RANGES_KEYED = f"aiomr, `run_by_key`, {RANGES} ranges read by the workers"
 PAGES_CHUNK = f"aiomr, `mode='chunk'`, {RANGES} page ranges read by the workers"
 PAGES_KEYED = f"aiomr, `run_by_key`, {RANGES} page ranges read by the workers"
+RANGES_ARROW = f"aiomr, `aggregate`, {RANGES} ranges read by the workers as Arrow (ADBC)"
 SOURCE_ONLY = "diagnostic: `async for` over `aiomr.sources.query`, no job"
 NO_GC = "diagnostic: aiomr, `mode='chunk'`, cyclic GC off"
 WORKERS_READ = (RANGES_CHUNK, RANGES_KEYED, PAGES_CHUNK, PAGES_KEYED)
 """The workers read the rows: ``postgres_ranges`` / ``sqlite_ranges``; pages: PostgreSQL."""
-AIOMR = (CHUNK, KEYED, SPLIT, COPY, COPY_KEYED, COPY_SPLIT, *WORKERS_READ)
+AIOMR = (CHUNK, KEYED, SPLIT, COPY, COPY_KEYED, COPY_SPLIT, *WORKERS_READ, RANGES_ARROW)
 
 
 def chunk_totals(rows: list[tuple[int, int, int]]) -> dict[int, int]:
@@ -122,6 +124,8 @@ async def postgres(rows: int) -> AsyncIterator[Database]:
 
         grouped = await connection.fetch(f"SELECT store, sum(amount) FROM {TABLE} GROUP BY store")
         variants = (RAW, FETCH_ALL, CHUNK, KEYED, SPLIT, COPY, COPY_KEYED, COPY_SPLIT)
+        # Arrow batches where ADBC's driver is installed (the postgres-arrow extra).
+        arrow = (RANGES_ARROW,) if importlib.util.find_spec("adbc_driver_postgresql") else ()
         yield Database(
             "asyncpg (PostgreSQL)",
             connection,
@@ -129,7 +133,7 @@ async def postgres(rows: int) -> AsyncIterator[Database]:
             raw,
             fetch_all,
             {r[0]: int(r[1]) for r in grouped},
-            (*variants, *WORKERS_READ, SOURCE_ONLY, NO_GC),
+            (*variants, *WORKERS_READ, *arrow, SOURCE_ONLY, NO_GC),
             functools.partial(aiomr.sources.postgres_ranges, DSN),
         )
     finally:
@@ -227,6 +231,13 @@ async def run_variant(db: Database, engine: aiomr.Engine, pool: Any, name: str, 
             merge, await asyncio.to_thread(pool.map, chunk_totals, slices), empty
         )
     source: Any
+    if name == RANGES_ARROW:
+        split = aiomr.sources.RangeSplit("id", 1, rows + 1, RANGES)
+        per_store = aiomr.Aggregate(by="store", total=("amount", "sum"))
+        table = await engine.aggregate(
+            aiomr.sources.postgres_ranges(DSN, SQL, split=split), per_store
+        )
+        return dict(zip(table["store"].to_pylist(), table["total"].to_pylist(), strict=True))
     if name in (PAGES_CHUNK, PAGES_KEYED):
         pages = aiomr.sources.PageSplit(TABLE, RANGES)
         source = aiomr.sources.postgres_ranges(DSN, f"{SQL} WHERE {{pages}}", split=pages)

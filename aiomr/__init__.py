@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ._badrecords import BadRecord as BadRecord
     from ._columnar.aggregate import Aggregate as Aggregate
     from ._columnar.aggregate_job import ParquetParts as ParquetParts
+    from ._columnar.partition_apply import PartitionApply as PartitionApply
     from ._engine import Engine as Engine
     from ._exceptions import AiomrError as AiomrError
     from ._exceptions import BrokenInputError as BrokenInputError
@@ -87,6 +88,7 @@ __all__ = [
     "MapKeywords",
     "MapperOutputError",
     "ParquetParts",
+    "PartitionApply",
     "Progress",
     "RecordError",
     "ReduceByKey",
@@ -139,6 +141,7 @@ _WHERE: dict[str, str] = {
     "MapKeywords": "._options",
     "MapperOutputError": "._exceptions",
     "ParquetParts": "._columnar.aggregate_job",
+    "PartitionApply": "._columnar.partition_apply",
     "Progress": "._progress",
     "RecordError": "._exceptions",
     "ReduceByKey": "._keyed.specs",

@@ -454,3 +454,85 @@ def test_states_held_before_a_spilled_split_go_to_disk_before_its_runs(
     tables = [table for partition in range(2) for table in reduce(partition)]
     (row,) = pa.concat_tables(tables).to_pylist()
     assert row == {"k": "a", "early": 1, "late": 2, "total": 3, "tag": 1}
+
+
+def sequences(rows: Any) -> Any:
+    """Each key's values in the order they came, as text: wrong if a key's rows were split
+    between calls or reordered."""
+    out: dict[tuple[Any, Any], list[str]] = {}
+    for k, g, v in zip(
+        rows["k"].to_pylist(), rows["g"].to_pylist(), rows["v"].to_pylist(), strict=True
+    ):
+        out.setdefault((k, g), []).append(str(v))
+    return pa.table(
+        {
+            "k": [k for k, _ in out],
+            "g": pa.array([g for _, g in out], pa.int64()),
+            "seq": [",".join(values) for values in out.values()],
+        }
+    )
+
+
+def plain_sequences(rows: list[tuple[str | None, int, int | None]]) -> dict[Any, str]:
+    out: dict[tuple[Any, Any], list[str]] = {}
+    for k, g, v in rows:
+        out.setdefault((k, g), []).append(str(v))
+    return {key: ",".join(values) for key, values in out.items()}
+
+
+@EXAMPLES
+@ANY_CUT
+async def test_a_function_over_whole_keys_sees_every_row_of_each_in_order(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[tuple[str | None, int, int | None]],
+    budget: int,
+    partitions: int,
+    row_group_size: int,
+) -> None:
+    spec = aiomr.PartitionApply(["k", "g"], sequences)
+    table = await aggregated(tmp_path_factory, spec, rows, budget, partitions, row_group_size)
+    got = {(r["k"], r["g"]): r["seq"] for r in table.to_pylist()}
+    assert got == plain_sequences(rows)
+
+
+def polars_counts(rows: Any) -> Any:
+    import polars as pl
+
+    frame = pl.from_arrow(rows)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.group_by("k").agg(pl.len().alias("n"))
+
+
+async def test_a_function_returning_polars_on_worker_processes(tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("polars")
+    rows = many_rows(30_000)
+    path = tmp_path / "rows.parquet"
+    pq.write_table(rows_table(rows), path, row_group_size=2_000)
+    stats = aiomr.JobStats()
+    table = await aiomr.aggregate(
+        parquet(path),
+        aiomr.PartitionApply("k", polars_counts),
+        memory_budget=20_000,
+        stats=stats,
+        max_workers=2,
+    )
+    assert stats.spills > 0
+    want: dict[Any, int] = {}
+    for k, _, _ in rows:
+        want[k] = want.get(k, 0) + 1
+    assert dict(zip(table["k"].to_pylist(), table["n"].to_pylist(), strict=True)) == want
+
+
+async def test_what_a_function_over_keys_gets_wrong_is_named(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "rows.parquet"
+    pq.write_table(rows_table(many_rows(100)), path)
+    with pytest.raises(TypeError, match="apply must return a table, got int"):
+        await aiomr.aggregate(
+            parquet(path), aiomr.PartitionApply("k", lambda rows: 3), executor="inline"
+        )
+    with pytest.raises(KeyError, match="no key column 'nope' in the batch; it has k, g, v"):
+        await aiomr.aggregate(
+            parquet(path), aiomr.PartitionApply("nope", sequences), executor="inline"
+        )
+    with pytest.raises(TypeError, match="apply must be a function of a table"):
+        aiomr.PartitionApply("k", "sequences")  # type: ignore[arg-type]

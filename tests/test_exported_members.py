@@ -31,6 +31,7 @@ def test_top_level_members() -> None:
         "MapKeywords",
         "MapperOutputError",
         "ParquetParts",
+        "PartitionApply",
         "Progress",
         "RecordError",
         "ReduceByKey",

@@ -64,6 +64,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "aiomr._columnar.batch_rows",
             "aiomr._columnar.ipc_reader",
             "aiomr._columnar.spill",
+            "aiomr._columnar.partition_apply",
             "aiomr.sources._framing",
             "aiomr.sources._paths",
             "aiomr.sources._parse",

@@ -123,7 +123,10 @@ def _finished(
 
 
 def _concatenated(tables: list[Any], convert: Callable[[Any], Any]) -> Any:
-    return convert(require("pyarrow", "aiomr.aggregate").concat_tables(tables))
+    # Column types promoted where partitions differ (a PartitionApply answer whose key
+    # column was all nulls in one partition has the null type there).
+    pa = require("pyarrow", "aiomr.aggregate")
+    return convert(pa.concat_tables(tables, promote_options="default"))
 
 
 def _parts_written(output: str, counts: list[int]) -> ParquetParts:

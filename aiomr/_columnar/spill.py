@@ -180,7 +180,7 @@ class PartitionReducer:
         if self.output is not None:
             return [write_parquet_part(tables, self.output, partition)]
         pa = require("pyarrow", "a key-based columnar aggregation")
-        return [pa.concat_tables(tables)] if tables else []
+        return [pa.concat_tables(tables, promote_options="default")] if tables else []
 
     def _reduced(self, runs: tuple[str, ...], partition: int, level: int) -> list[Any]:
         """The finished tables of ``partition`` of ``runs`` (partitioned at ``level``).
@@ -242,19 +242,18 @@ def _rows_per_partition(runs: tuple[str, ...]) -> list[int]:
 def write_parquet_part(tables: list[Any], output: str, partition: int) -> int:
     """Write ``tables`` as ``part-PARTITION.parquet`` in ``output`` (complete or not at all:
     written beside, then renamed); return the rows written."""
+    pa = require("pyarrow", "writing an aggregation to Parquet")
     pq = require("pyarrow.parquet", "writing an aggregation to Parquet")
     path = os.path.join(output, f"part-{partition:05d}.parquet")
     partial = f"{path}.{os.getpid()}.{uuid.uuid4().hex}.part"
-    rows = 0
     if not tables:
         return 0
+    # One schema for the file: types promoted where the pieces differ (see `_reduced`).
+    table = pa.concat_tables(tables, promote_options="default")
     try:
-        with pq.ParquetWriter(partial, tables[0].schema) as writer:
-            for table in tables:
-                writer.write_table(table)
-                rows += table.num_rows
+        pq.write_table(table, partial)
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
-    return rows
+    return int(table.num_rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import math
 import os
 import pickle
@@ -17,7 +18,7 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -167,6 +168,24 @@ def choose(text: str | None, known: Iterable[str], what: str) -> list[str]:
     if unknown := [k for k in asked if k not in known]:
         raise SystemExit(f"unknown {what}: {', '.join(unknown)}; try {', '.join(known)}")
     return [k for k in known if k in asked]
+
+
+def missing_module(modules: Iterable[str]) -> str | None:
+    """The first of ``modules`` whose package is not installed, if any."""
+    return next((m for m in modules if importlib.util.find_spec(m.split(".")[0]) is None), None)
+
+
+def choose_installed(
+    text: str | None, contenders: Mapping[str, Any]
+) -> tuple[list[str], list[str]]:
+    """The contenders ``text`` names (all when None) whose modules are installed, and those
+    left out because one is not (each said so); ``contenders`` map names to objects with
+    their ``modules``."""
+    keys = choose(text, contenders, "contenders")
+    skipped = [k for k in keys if missing_module(contenders[k].modules)]
+    for key in skipped:
+        progress(f"skipping {key}: {missing_module(contenders[key].modules)} is not installed")
+    return [k for k in keys if k not in skipped], skipped
 
 
 def failed(run: Any) -> str:

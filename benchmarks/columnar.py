@@ -315,9 +315,7 @@ class Contender:
     @property
     def missing(self) -> str | None:
         """The module this contender needs that is not installed, if any."""
-        return next(
-            (m for m in self.modules if importlib.util.find_spec(m.split(".")[0]) is None), None
-        )
+        return h.missing_module(self.modules)
 
 
 AIOMR = (
@@ -450,11 +448,7 @@ class Result(h.Measurements):
 
 def measure(args: argparse.Namespace) -> Result:
     """Run every contender ``--runs`` times, interleaved; check every answer."""
-    keys = h.choose(args.only, BY_KEY, "contenders")
-    skipped = [k for k in keys if BY_KEY[k].missing]
-    for key in skipped:
-        h.progress(f"skipping {key}: {BY_KEY[key].missing} is not installed")
-    keys = [k for k in keys if k not in skipped]
+    keys, skipped = h.choose_installed(args.only, BY_KEY)
     expected = ensure_input(parse_size(args.size or ("20MB" if args.quick else "1GB")))
     m = Result(rounds=args.runs, expected=expected, keys=keys, skipped=skipped)
     paths = [expected.path]

@@ -18,8 +18,6 @@ import argparse
 import contextlib
 import dataclasses
 import glob
-import importlib
-import importlib.util
 import json
 import os
 import shutil
@@ -289,9 +287,7 @@ class Contender:
     @property
     def missing(self) -> str | None:
         """The module this contender needs that is not installed, if any."""
-        return next(
-            (m for m in self.modules if importlib.util.find_spec(m.split(".")[0]) is None), None
-        )
+        return h.missing_module(self.modules)
 
 
 AIOMR = "aiomr"
@@ -376,11 +372,7 @@ def check(data: Input, work: str, report: dict[str, Any]) -> list[str]:
 
 def measure(args: argparse.Namespace) -> Result:
     """Run every contender ``--runs`` times, interleaved; check every answer."""
-    keys = h.choose(args.only, BY_KEY, "contenders")
-    skipped = [k for k in keys if BY_KEY[k].missing]
-    for key in skipped:
-        h.progress(f"skipping {key}: {BY_KEY[key].missing} is not installed")
-    keys = [k for k in keys if k not in skipped]
+    keys, skipped = h.choose_installed(args.only, BY_KEY)
     rows = args.rows or (QUICK_ROWS if args.quick else ROWS)
     data = ensure_input(rows, args.keys or min(rows, QUICK_KEYS if args.quick else KEYS))
     m = Result(rounds=args.runs, data=data, keys=keys, skipped=skipped)

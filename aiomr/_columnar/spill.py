@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,9 +193,7 @@ class PartitionReducer:
         merge = SpillingMerge(
             self.aggregate, self.budget, self.directory, self.partitions, level + 1
         )
-        value: States | Spilled | None = None
-        for read in _partition_states(runs, partition):
-            value = read if value is None else merge(value, read)
+        value = _folded(_partition_states(runs, partition), merge)
         if value is None:
             return []
         states, deeper = _parts(value)
@@ -206,16 +204,25 @@ class PartitionReducer:
         tables: list[Any] = []
         filled = [sub for sub, rows in enumerate(_rows_per_partition(deeper)) if rows]
         if len(filled) == 1:
-            in_memory: States | None = None
-            for read in _partition_states(deeper, filled[0]):
-                in_memory = read if in_memory is None else self.aggregate.merge(in_memory, read)
-            tables.append(self.aggregate.finish(_checked(in_memory)))
+            in_memory = _folded(_partition_states(deeper, filled[0]), self.aggregate.merge)
+            assert isinstance(in_memory, States)  # the part has rows; plain merges give states
+            tables.append(self.aggregate.finish(in_memory))
         else:
             for sub in filled:
                 tables.extend(self._reduced(deeper, sub, level + 1))
         for path in deeper:  # read: not needed any more, and the budget is of disk too
             os.unlink(path)
         return tables
+
+
+def _folded(
+    values: Iterator[States], merge: Callable[[Any, States], Any]
+) -> States | Spilled | None:
+    """``values`` merged in order with ``merge``; ``None`` when there are none."""
+    value: States | Spilled | None = None
+    for read in values:
+        value = read if value is None else merge(value, read)
+    return value
 
 
 def _partition_states(runs: tuple[str, ...], partition: int) -> Iterator[States]:

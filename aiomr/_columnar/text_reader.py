@@ -116,7 +116,7 @@ class TextBatchReader:
         except Exception as exc:
             # Malformed records say nothing of the types: infer them from the others (each
             # job names or skips those records as it reads them).
-            records = located_records(sample.removesuffix(b"\n"), parser.format == "csv")
+            records = self._records(sample)
             rows = records[skip:]
             given = self._given_types()
 
@@ -273,8 +273,7 @@ class TextBatchReader:
         """The error for a block pyarrow could not parse: the first record the source's own
         parser refuses, located; else pyarrow's error, naming the block and, given the
         columns of every batch (``layout``), the first record pyarrow refuses on its own."""
-        body = block[:-1] if block.endswith(b"\n") else block
-        records = located_records(body, self.reader.parser.format == "csv")
+        records = self._records(block)
         for number, at, error in self._malformed(records, skip, names):
             return locate(error, lines.where(line + number, offset + at))
         exc.add_note(
@@ -289,6 +288,10 @@ class TextBatchReader:
                 where = lines.where(line + number, offset + at)
                 exc.add_note(f"aiomr: the first record it refuses: {where}")
         return exc
+
+    def _records(self, block: bytes) -> list[tuple[int, int, bytes]]:
+        """The records of whole-record ``block``, each with its line (from 0) and offset."""
+        return located_records(block.removesuffix(b"\n"), self.reader.parser.format == "csv")
 
     def _malformed(
         self, records: list[tuple[int, int, bytes]], skip: int, names: list[str] | None
@@ -358,8 +361,7 @@ class TextBatchReader:
     ) -> Any:
         """Parse ``block`` without the records pyarrow refuses, each described in
         ``skipped`` with its location (``on_error="skip"``)."""
-        body = block[:-1] if block.endswith(b"\n") else block
-        records = located_records(body, self.reader.parser.format == "csv")
+        records = self._records(block)
         kept = records[skip:]
         bad = self._refused(kept, 0, len(kept), self._parser_of(layout))
         refused = {index for index, _ in bad}

@@ -35,7 +35,7 @@ from .._stats import JobStats
 from ..executors import Executor
 from .aggregate import Aggregate, States
 from .formats import converter
-from .imports import require
+from .imports import check_installed, require
 from .spill import PartitionReducer, Spilled, SpillingMerge, write_parquet_part
 
 __all__ = ["DEFAULT_PARTITIONS", "ParquetParts", "check_output", "run_aggregate"]
@@ -79,7 +79,7 @@ async def run_aggregate(
     """Run the aggregation (see the module docstring); a table, or `ParquetParts`."""
     if not isinstance(aggregate, Aggregate):
         raise TypeError(f"aggregate must be an aiomr.Aggregate, got {aggregate!r}")
-    require("numpy", "aiomr.aggregate")
+    check_installed("numpy", "aiomr.aggregate")  # the workers hash keys with it
     # The library of the result's format is imported now: a missing one fails before any
     # work, and the import is not left for the end of a long job.
     convert = await asyncio.to_thread(converter, options.result_format)

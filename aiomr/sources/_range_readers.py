@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
-import importlib.util
 import itertools
 import pathlib
 import sqlite3
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import quote, urlencode
 
+from .._columnar.imports import check_installed, require
 from .._db.driver import Driver, Params, RowType, bounds_query
 from .._db.page_splits import PAGES, PageSplit
 from .._db.psycopg_driver import PsycopgDriver
@@ -248,8 +248,7 @@ class PostgresReader(RangeReader):
         """See `RangeReader.arrow_reader`: ADBC's PostgreSQL driver, which must be
         installed. Checked here, in the caller, before any work, without importing it: the
         import takes a quarter of a second, which only the workers pay."""
-        if importlib.util.find_spec("adbc_driver_postgresql") is None:
-            raise ImportError(_NO_ADBC)
+        check_installed("adbc_driver_postgresql", "postgres_ranges with mode='batches'")
         conninfo: Any = importlib.import_module("psycopg.conninfo")
         uri = _as_uri(conninfo.conninfo_to_dict(self.dsn))
         return PostgresArrowReader(uri, self.name, self.batch_size)
@@ -297,14 +296,5 @@ class PostgresArrowReader:
                     yield batch.slice(start, self.batch_size)
 
 
-_NO_ADBC = (
-    "postgres_ranges with mode='batches' reads Arrow through ADBC, which is not installed: "
-    "pip install 'aiomr[postgres-arrow]'"
-)
-
-
 def _adbc() -> Any:
-    try:
-        return importlib.import_module("adbc_driver_postgresql.dbapi")
-    except ImportError as exc:
-        raise ImportError(_NO_ADBC) from exc
+    return require("adbc_driver_postgresql.dbapi", "postgres_ranges with mode='batches'")

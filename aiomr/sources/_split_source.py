@@ -99,7 +99,13 @@ class SplitSource(Source):
     def batch_reader(self) -> Any:
         """What reads a split as record batches in a worker (a picklable object with a
         ``batches(split)`` method), for ``mode="batches"`` mappers; ``None`` (the default)
-        when the source has no columns. Called in the caller; must not block."""
+        when the source has no columns. Called in the caller; must not block.
+
+        With ``on_error="skip"`` or ``"collect"`` the job calls ``batches(split, skipped)``
+        instead: records that do not parse are left out and described in the list
+        ``skipped`` (as `aiomr._worker.envelope.Skipped`); a reader of typed rows takes the
+        argument and leaves it empty. Without ``on_error`` only ``batches(split)`` is
+        called, so a reader that never skips needs nothing more."""
         return None
 
     def worker_side(self) -> SplitSource:

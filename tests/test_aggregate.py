@@ -25,6 +25,7 @@ PER_KEY = aiomr.Aggregate(
     low=("v", "min"),
     high=("v", "max"),
     mean=("v", "mean"),
+    distinct=("v", "count_distinct"),
 )
 
 
@@ -42,6 +43,7 @@ def plain(rows: list[tuple[str | None, int, int | None]]) -> dict[tuple[Any, Any
             "low": min(present) if present else None,
             "high": max(present) if present else None,
             "mean": sum(present) / len(present) if present else None,
+            "distinct": len(set(present)),
         }
     return out
 

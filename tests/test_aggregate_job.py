@@ -210,6 +210,7 @@ async def test_a_worker_lost_in_either_phase_counts_its_rows_once(
         low=("v", "min"),
         high=("v", "max"),
         mean=("v", "mean"),
+        distinct=("v", "count_distinct"),
     )
     table = await aiomr.aggregate(
         parquet(path, batch_size=1_000), spec, memory_budget=TINY, partitions=4, max_workers=2
@@ -536,3 +537,46 @@ async def test_what_a_function_over_keys_gets_wrong_is_named(tmp_path: pathlib.P
         )
     with pytest.raises(TypeError, match="apply must be a function of a table"):
         aiomr.PartitionApply("k", "sequences")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("budget", [TINY, 1 << 30])
+async def test_count_distinct_of_strings_and_dictionaries_as_polars_counts_them(
+    tmp_path: pathlib.Path, budget: int
+) -> None:
+    pl = pytest.importorskip("polars", reason="the polars extra is not installed")
+    count = 20_000
+    words = [None if i % 11 == 0 else f"w{i * 31 % 977}" for i in range(count)]
+    table = pa.table(
+        {
+            "k": pa.array([i % 503 for i in range(count)], pa.int32()),
+            "word": pa.array(words, pa.string()),
+            "tag": pa.array([f"t{i % 7}" for i in range(count)]).dictionary_encode(),
+            "x": pa.array([None if i % 5 == 0 else (i % 13) / 2 for i in range(count)]),
+        }
+    )
+    path = tmp_path / "rows.parquet"
+    pq.write_table(table, path, row_group_size=3_000)
+    spec = aiomr.Aggregate(
+        by="k",
+        words=("word", "count_distinct"),
+        tags=("tag", "count_distinct"),
+        xs=("x", "count_distinct"),
+        rows=("word", "count"),
+    )
+    got = await aiomr.aggregate(
+        parquet(path, batch_size=700), spec, memory_budget=budget, partitions=3, max_workers=2
+    )
+    want = (
+        pl.from_arrow(table)
+        .group_by("k")
+        .agg(
+            words=pl.col("word").drop_nulls().n_unique(),
+            tags=pl.col("tag").drop_nulls().n_unique(),
+            xs=pl.col("x").drop_nulls().n_unique(),
+            rows=pl.col("word").count(),
+        )
+    )
+    assert got.schema.field("words").type == pa.int64()
+    assert sorted(got.to_pylist(), key=lambda row: row["k"]) == sorted(
+        want.to_dicts(), key=lambda row: row["k"]
+    )

@@ -13,7 +13,9 @@ the final table's rows in all, not the accumulated table's rows at every merge; 
 regroups what is left.
 
 Every aggregation here is exact and decomposable: merging partial states gives the same
-answer as one pass over all rows, whatever the splits and batches.
+answer as one pass over all rows, whatever the splits and batches. ``count_distinct`` keeps
+the key's distinct values themselves as its state (a list per key), merged as a union: exact,
+at the price of holding them.
 """
 
 from __future__ import annotations
@@ -21,12 +23,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, TypeAlias
 
-from .imports import require
+from .imports import check_installed, require
 
 __all__ = ["AGGREGATIONS", "Aggregate", "Aggregation", "States"]
 
-Aggregation: TypeAlias = Literal["sum", "count", "min", "max", "mean", "first", "last"]
-AGGREGATIONS: tuple[Aggregation, ...] = ("sum", "count", "min", "max", "mean", "first", "last")
+Aggregation: TypeAlias = Literal[
+    "sum", "count", "min", "max", "mean", "first", "last", "count_distinct"
+]
+AGGREGATIONS: tuple[Aggregation, ...] = (
+    "sum",
+    "count",
+    "min",
+    "max",
+    "mean",
+    "first",
+    "last",
+    "count_distinct",
+)
 
 _MERGE = {
     "sum": "sum",
@@ -39,6 +52,10 @@ _MERGE = {
 """How the partial state of each simple aggregation merges."""
 _IN_ORDER = ("first", "last")
 """Aggregations that depend on the rows' order."""
+_DISTINCT = "distinct"
+"""The state of ``count_distinct``: the key's distinct values that are not null, a list."""
+_ROWS = "aiomr.rows"
+"""A column of the rows merged into each key, while distinct values are regrouped."""
 _PAYS = 0.9
 """A regrouping pays when it leaves at most this share of the rows: keys that repeat across
 batches at all (words: a third to a half go) keep regrouping at every doubling; keys that
@@ -107,9 +124,10 @@ class Aggregate:
         **aggregations: each output column, as ``(input column, aggregation)``; the
             aggregation is ``"sum"``, ``"count"`` (values that are not null), ``"min"``,
             ``"max"``, ``"mean"``, ``"first"`` or ``"last"`` (the key's first or last value
-            in input order, null or not). With ``first`` or ``last`` the states must be
-            merged in input order: pass ``ordered=True`` to `aiomr.map_reduce`
-            (`aiomr.aggregate` does it itself; see `ordered`).
+            in input order, null or not), or ``"count_distinct"`` (distinct values that are
+            not null, exact: the state holds each key's distinct values). With ``first``
+            or ``last`` the states must be merged in input order: pass ``ordered=True`` to
+            `aiomr.map_reduce` (`aiomr.aggregate` does it itself; see `ordered`).
 
     `map` and `merge` run in the workers and on the job's fold thread. `finish` regroups
     what the last merges appended, which takes milliseconds per 100,000 keys: in a program
@@ -141,6 +159,8 @@ class Aggregate:
         # here, where an Aggregate is declared, rather than on a job's fold thread, where
         # the imports would hold the GIL and the event loop with it.
         require("pyarrow.acero", "aiomr.Aggregate")
+        if any(how == "count_distinct" for _, how in aggregations.values()):
+            check_installed("numpy", "aiomr.Aggregate")  # its states are merged with it
         self.keys = keys
         self.aggregations = dict(aggregations)
         self.regroup_pays = True
@@ -161,6 +181,8 @@ class Aggregate:
             if how == "mean":
                 states.append((f"{name}.sum", column, "sum"))
                 states.append((f"{name}.count", column, "count"))
+            elif how == "count_distinct":
+                states.append((name, column, _DISTINCT))
             else:
                 states.append((name, column, how))
         return states
@@ -179,8 +201,11 @@ class Aggregate:
                 )
         states = self._states()
         columns = {key: table[key] for key in self.keys}
-        for state, column, _ in states:  # each state on a column of its own name
-            columns[state] = table[column]
+        for state, column, how in states:  # each state on a column of its own name
+            values = table[column]
+            if how == _DISTINCT and pa.types.is_dictionary(values.type):
+                values = values.cast(values.type.value_type)  # one list type for every batch
+            columns[state] = values
         table = self._grouped(pa.table(columns), [(state, how) for state, _, how in states])
         for index, key in enumerate(self.keys):  # dictionary keys: grouped fast, then decoded
             if pa.types.is_dictionary(table.schema.field(key).type):
@@ -206,9 +231,33 @@ class Aggregate:
         return self._regrouped(states.table)
 
     def _regrouped(self, table: Any) -> States:
-        merged = self._grouped(table, [(state, _MERGE[how]) for state, _, how in self._states()])
+        states = self._states()
+        distinct = [state for state, _, how in states if how == _DISTINCT]
+        if not distinct:
+            merged = self._grouped(table, [(state, _MERGE[how]) for state, _, how in states])
+        else:
+            merged = self._with_distinct_merged(table, distinct)
         self.regroup_pays = merged.num_rows <= _PAYS * table.num_rows
         return States(merged, merged.num_rows)
+
+    def _with_distinct_merged(self, table: Any, distinct: list[str]) -> Any:
+        """``table`` regrouped by key where some states are lists of distinct values: the
+        other states merge as usual, and each list becomes the union of the key's lists
+        (found through the rows each key merged: pyarrow groups no list column)."""
+        pa = require("pyarrow", "aiomr.Aggregate")
+        np = require("numpy", "aiomr.Aggregate")
+        rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
+        aggregations = [
+            (state, _MERGE[how]) for state, _, how in self._states() if how != _DISTINCT
+        ]
+        merged = self._grouped(table.append_column(_ROWS, rows), [*aggregations, (_ROWS, "list")])
+        merged_rows = merged[_ROWS].combine_chunks()
+        merged = merged.drop_columns([_ROWS])
+        columns = {name: merged[name] for name in merged.column_names}
+        for state in distinct:
+            columns[state] = _union(table[state], merged_rows)
+        order = [*self.keys, *(state for state, _, _ in self._states())]
+        return pa.table({name: columns[name] for name in order})
 
     @staticmethod
     def _with_nulls() -> Any:
@@ -229,6 +278,10 @@ class Aggregate:
             (state, how, self._with_nulls()) if how in _IN_ORDER else (state, how)
             for state, how in aggregations
         ]
+        if any(how == _DISTINCT for _, how in aggregations):
+            pc = require("pyarrow.compute", "aiomr.Aggregate")
+            only_valid = pc.CountOptions(mode="only_valid")
+            steps = [(s[0], s[1], only_valid) if s[1] == _DISTINCT else s for s in steps]
         try:
             # One thread: pyarrow's "first" and "last" follow the rows' order only so.
             grouped = table.group_by(self.keys, use_threads=False).aggregate(steps)
@@ -255,6 +308,42 @@ class Aggregate:
             if how == "mean":
                 total = pc.cast(table[f"{name}.sum"], "float64")
                 columns[name] = pc.divide(total, pc.cast(table[f"{name}.count"], "float64"))
+            elif how == "count_distinct":
+                counts = pc.list_value_length(table[name]).fill_null(0)
+                columns[name] = pc.cast(counts, "int64")
             else:
                 columns[name] = table[name]
         return pa.table(columns)
+
+
+def _union(lists: Any, rows_per_key: Any) -> Any:
+    """Per key, the union of the lists ``lists[i]`` of the rows ``i`` in
+    ``rows_per_key[key]``: a list array with one list of distinct values per key."""
+    pa = require("pyarrow", "aiomr.Aggregate")
+    pc = require("pyarrow.compute", "aiomr.Aggregate")
+    np = require("numpy", "aiomr.Aggregate")
+    keys = len(rows_per_key)
+    key_of_row = pc.list_parent_indices(rows_per_key)
+    taken = pc.take(lists, pc.list_flatten(rows_per_key))  # the rows' lists, key by key
+    if isinstance(taken, pa.ChunkedArray):
+        taken = taken.combine_chunks()
+    values = pc.list_flatten(taken)
+    key_of_value = pc.take(key_of_row, pc.list_parent_indices(taken))
+    # Distinct (key, value) pairs (a grouping of two columns is 3x faster than pyarrow's
+    # "distinct" per key), then put in key order (any order within a key) as lists.
+    pairs = (
+        pa.table({"key": key_of_value, "value": values})
+        .group_by(["key", "value"], use_threads=False)
+        .aggregate([])
+    )
+    if pairs.num_rows >= 2**31:
+        raise OverflowError(
+            f"aiomr.Aggregate: count_distinct holds {pairs.num_rows:,} distinct values in one "
+            "state table, more than a list column can; use more partitions or a smaller "
+            "memory budget with aiomr.aggregate"
+        )
+    key = pairs["key"].to_numpy()
+    in_key_order = pairs["value"].take(pa.array(np.argsort(key))).combine_chunks()
+    offsets = np.zeros(keys + 1, dtype=np.int32)
+    np.cumsum(np.bincount(key, minlength=keys), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), in_key_order)

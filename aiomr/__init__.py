@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from . import sources as sources
     from ._api import aggregate as aggregate
     from ._api import map_reduce as map_reduce
+    from ._api import open_aggregate as open_aggregate
     from ._api import open_stream as open_stream
     from ._api import open_windows as open_windows
     from ._badrecords import BadRecord as BadRecord
@@ -108,6 +109,7 @@ __all__ = [
     "loop_factory",
     "map_reduce",
     "map_reduce_by_key",
+    "open_aggregate",
     "open_by_key",
     "open_stream",
     "open_windows",
@@ -162,6 +164,7 @@ _WHERE: dict[str, str] = {
     "map_reduce": "._api",
     "map_reduce_by_key": "._keyed_api",
     "open_by_key": "._keyed_api",
+    "open_aggregate": "._api",
     "open_stream": "._api",
     "open_windows": "._api",
     "progress": "._progress",

@@ -27,7 +27,7 @@ from .executors import ExecutorSpec
 from .sources._source import Source
 from .sources._split_source import SplitSource
 
-__all__ = ["aggregate", "map_reduce", "open_stream", "open_windows"]
+__all__ = ["aggregate", "map_reduce", "open_aggregate", "open_stream", "open_windows"]
 
 
 @overload
@@ -198,6 +198,69 @@ async def aggregate(
     checked = AggregateOptions.of("aggregate", options)
     async with Engine(executor, max_workers=checked.max_workers, split_seconds=None) as engine:
         return await engine.aggregate(source, aggregate, **options)
+
+
+@contextlib.asynccontextmanager
+async def open_aggregate(
+    source: SplitSource,
+    aggregate: Aggregate,
+    *,
+    executor: ExecutorSpec = "process",
+    **options: Unpack[AggregateKeywords],
+) -> AsyncIterator[AsyncIterator[Any]]:
+    """Run `aiomr.aggregate` and stream its result as record batches, for results larger
+    than memory.
+
+    ```python
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import aiomr
+    from aiomr.sources import parquet
+
+
+    async def main() -> None:
+        visits = pa.table({"user": [i % 300_000 for i in range(900_000)], "ms": range(900_000)})
+        pq.write_table(visits, "visits.parquet", row_group_size=100_000)
+        per_user = aiomr.Aggregate(by="user", visits=("ms", "count"), slowest=("ms", "max"))
+        rows = 0
+        async with aiomr.open_aggregate(
+            parquet("visits.parquet"), per_user, memory_budget=4 * 1024 * 1024
+        ) as batches:
+            async for batch in batches:  # a pyarrow.RecordBatch of up to 65,536 rows
+                rows += batch.num_rows
+        print(rows)  # 300000
+
+
+    if __name__ == "__main__":
+        aiomr.run(main())
+    ```
+
+    Entering runs the whole job, as `aiomr.aggregate` does; the batches then stream. When
+    the states outgrew the budget, each partition's finished table is written by a worker
+    to an Arrow IPC file in a directory of the job (under ``temp_dir``), and the batches
+    are read back memory-mapped, one at a time, on a helper thread: the caller never holds
+    the result, only the batch in hand. When nothing spilled, the result fits the budget
+    and is held in memory, cut into batches. Each batch is a ``pyarrow.RecordBatch``, or a
+    Polars or pandas DataFrame with ``result_format``; keys come in no particular order.
+
+    Args:
+        source: as for `aiomr.aggregate`.
+        aggregate: the key columns and aggregations, an `aiomr.Aggregate`.
+        executor: as for `aiomr.aggregate`.
+        **options: those of `aiomr.aggregate` but ``output`` (refused: it writes the
+            result where this streams it).
+
+    Cancellation: cancelling while entering stops the job as `aiomr.aggregate` does;
+    leaving early (``break``) is safe. Leaving removes the result's files and, when the
+    call started them, the workers.
+    """
+    checked = AggregateOptions.of("open_aggregate", options)
+    async with (
+        Engine(executor, max_workers=checked.max_workers, split_seconds=None) as engine,
+        engine.open_aggregate(source, aggregate, **options) as batches,
+    ):
+        yield batches
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,7 @@ from typing import Any, Literal, Self, Unpack, overload
 from ._checks import check_seconds
 from ._chunker import AnySource, check_source
 from ._columnar.aggregate import Aggregate
-from ._columnar.aggregate_job import run_aggregate
+from ._columnar.aggregate_job import open_aggregate, run_aggregate
 from ._exceptions import ClosedResourceError
 from ._keyed.phases import collect_keyed, open_keyed, plan_for
 from ._keyed.specs import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
@@ -202,6 +202,27 @@ class Engine:
         check_source(source)
         async with self._job(checked.max_workers) as lane:
             return await run_aggregate(lane, source, aggregate, checked)
+
+    @contextlib.asynccontextmanager
+    async def open_aggregate(
+        self, source: SplitSource, aggregate: Aggregate, **options: Unpack[AggregateKeywords]
+    ) -> AsyncIterator[AsyncIterator[Any]]:
+        """Run an `aiomr.Aggregate`, then stream its result's batches; see
+        `aiomr.open_aggregate`.
+
+            async with engine.open_aggregate(parquet("sales/"), per_shop) as batches:
+                async for batch in batches:
+                    ...
+
+        The job holds its workers until the ``async with`` is left.
+        """
+        checked = AggregateOptions.of("open_aggregate", options)
+        check_source(source)
+        async with (
+            self._job(checked.max_workers) as lane,
+            open_aggregate(lane, source, aggregate, checked) as batches,
+        ):
+            yield batches
 
     @contextlib.asynccontextmanager
     async def open_stream(

@@ -580,3 +580,63 @@ async def test_count_distinct_of_strings_and_dictionaries_as_polars_counts_them(
     assert sorted(got.to_pylist(), key=lambda row: row["k"]) == sorted(
         want.to_dicts(), key=lambda row: row["k"]
     )
+
+
+@pytest.mark.parametrize("budget", [TINY, 1 << 30])
+async def test_the_result_streamed_as_batches_in_memory_or_from_disk(
+    tmp_path: pathlib.Path, budget: int
+) -> None:
+    rows = many_rows(30_000)
+    path = tmp_path / "rows.parquet"
+    pq.write_table(rows_table(rows), path, row_group_size=5_000)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    stats = aiomr.JobStats()
+    batches = []
+    async with aiomr.open_aggregate(
+        parquet(path, batch_size=2_000),
+        PER_KEY,
+        memory_budget=budget,
+        partitions=4,
+        temp_dir=str(jobs),
+        stats=stats,
+        max_workers=2,
+    ) as stream:
+        async for batch in stream:
+            assert isinstance(batch, pa.RecordBatch)
+            assert 0 < batch.num_rows <= 65_536
+            batches.append(batch)
+            if budget == TINY:  # the partitions' parts are on disk while they stream
+                (job,) = os.listdir(jobs)
+                assert any(name.endswith(".arrow") for name in os.listdir(jobs / job))
+    assert (stats.spills > 0) == (budget == TINY)
+    same(by_key(pa.Table.from_batches(batches)), plain(rows))
+    assert os.listdir(jobs) == []  # gone with the job
+
+
+async def test_a_streamed_result_left_early_or_as_polars_on_an_engine(
+    tmp_path: pathlib.Path,
+) -> None:
+    pl = pytest.importorskip("polars", reason="the polars extra is not installed")
+    rows = many_rows(20_000)
+    path = tmp_path / "rows.parquet"
+    pq.write_table(rows_table(rows), path, row_group_size=4_000)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    async with aiomr.Engine(max_workers=2) as engine:
+        async with engine.open_aggregate(
+            parquet(path), PER_KEY, memory_budget=TINY, temp_dir=str(jobs)
+        ) as stream:
+            first = await anext(aiter(stream))  # then left early: safe
+        assert os.listdir(jobs) == []
+        frames = []
+        async with engine.open_aggregate(
+            parquet(path), PER_KEY, memory_budget=TINY, result_format="polars"
+        ) as stream:
+            frames = [frame async for frame in stream]
+        assert all(isinstance(frame, pl.DataFrame) for frame in frames)
+        same(by_key(pl.concat(frames).to_arrow()), plain(rows))
+        assert first.num_rows > 0
+        with pytest.raises(ValueError, match=r"open_aggregate streams the result back"):
+            async with engine.open_aggregate(parquet(path), PER_KEY, output=str(tmp_path / "o")):
+                pass

@@ -51,6 +51,7 @@ def test_top_level_members() -> None:
         "loop_factory",
         "map_reduce",
         "map_reduce_by_key",
+        "open_aggregate",
         "open_by_key",
         "open_stream",
         "open_windows",

@@ -20,11 +20,12 @@ table is final, and the answer is their concatenation (or their Parquet files, w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import glob
 import operator
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +37,22 @@ from ..executors import Executor
 from .aggregate import Aggregate, States
 from .formats import converter
 from .imports import check_installed, require
-from .spill import PartitionReducer, Spilled, SpillingMerge, write_parquet_part
+from .spill import (
+    STREAMED_BATCH_ROWS,
+    PartFormat,
+    PartitionReducer,
+    Spilled,
+    SpillingMerge,
+    write_part,
+)
 
-__all__ = ["DEFAULT_PARTITIONS", "ParquetParts", "check_output", "run_aggregate"]
+__all__ = [
+    "DEFAULT_PARTITIONS",
+    "ParquetParts",
+    "check_output",
+    "open_aggregate",
+    "run_aggregate",
+]
 
 DEFAULT_PARTITIONS = 64
 """Partitions of the runs when none is given: each holds about 1/64 of the keys, so a job
@@ -77,13 +91,67 @@ async def run_aggregate(
     executor: Executor, source: Any, aggregate: Aggregate, options: AggregateOptions
 ) -> Any:
     """Run the aggregation (see the module docstring); a table, or `ParquetParts`."""
+    convert = await _checked(aggregate, options)
+    output = await asyncio.to_thread(check_output, options.output)
+    sink = None if output is None else _Sink(output, "parquet")
+    found = await _aggregated(executor, source, aggregate, options, sink)
+    if output is None:
+        return await asyncio.to_thread(_concatenated, found, convert)
+    return await asyncio.to_thread(_parts_written, output, found)
+
+
+@contextlib.asynccontextmanager
+async def open_aggregate(
+    executor: Executor, source: Any, aggregate: Aggregate, options: AggregateOptions
+) -> AsyncIterator[AsyncIterator[Any]]:
+    """Run the aggregation, then stream its result's batches (see `aiomr.open_aggregate`):
+    the partitions' tables are written by the workers as Arrow IPC files in a directory of
+    the job, read back memory-mapped one batch at a time, and removed on leaving."""
+    if options.output is not None:
+        raise ValueError(
+            "open_aggregate streams the result back; to write it to a directory, call "
+            "aiomr.aggregate(..., output=...)"
+        )
+    convert = await _checked(aggregate, options)
+    results = await new_directory(options.temp_dir)
+    try:
+        found = await _aggregated(
+            executor, source, aggregate, options, _Sink(results, "arrow"), in_memory=True
+        )
+        yield _streamed(found, results, convert)
+    finally:
+        await remove_directory(results)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sink:
+    """Where the partitions' finished tables are written, and how."""
+
+    directory: str
+    part_format: PartFormat
+
+
+async def _checked(aggregate: Aggregate, options: AggregateOptions) -> Callable[[Any], Any]:
+    """Check what fails before any work; the converter of the result's format."""
     if not isinstance(aggregate, Aggregate):
         raise TypeError(f"aggregate must be an aiomr.Aggregate, got {aggregate!r}")
     check_installed("numpy", "aiomr.aggregate")  # the workers hash keys with it
     # The library of the result's format is imported now: a missing one fails before any
     # work, and the import is not left for the end of a long job.
-    convert = await asyncio.to_thread(converter, options.result_format)
-    output = await asyncio.to_thread(check_output, options.output)
+    return await asyncio.to_thread(converter, options.result_format)
+
+
+async def _aggregated(
+    executor: Executor,
+    source: Any,
+    aggregate: Aggregate,
+    options: AggregateOptions,
+    sink: _Sink | None,
+    *,
+    in_memory: bool = False,
+) -> list[Any]:
+    """The partitions' tables (without ``sink``) or rows written to ``sink``; with
+    ``in_memory``, the finished table when nothing spilled, whatever the sink."""
     partitions = options.partitions or DEFAULT_PARTITIONS
     directory = await new_directory(options.temp_dir)
     try:
@@ -92,34 +160,32 @@ async def run_aggregate(
         map_options = dataclasses.replace(options.map_options(), ordered=aggregate.ordered)
         value = await run_map_reduce(executor, source, aggregate.map, merge, map_options, stats)
         if isinstance(value, States):
-            return await asyncio.to_thread(_finished, aggregate, value, output, convert)
+            finished = await asyncio.to_thread(aggregate.finish, value)
+            if sink is None or in_memory:
+                return [finished]
+            part = sink.directory, 0, sink.part_format
+            return [await asyncio.to_thread(write_part, [finished], *part)]
         assert isinstance(value, Spilled)
         runs = value.runs
         if value.states is not None:
             runs += (await asyncio.to_thread(merge.spill, value.states),)
         stats.spills = len(runs)
         reduce = PartitionReducer(
-            aggregate, runs, options.memory_budget, directory, partitions, output
+            aggregate,
+            runs,
+            options.memory_budget,
+            directory,
+            partitions,
+            None if sink is None else sink.directory,
+            "parquet" if sink is None else sink.part_format,
         )
         reduce_options = MapOptions(chunk_size=1, retry=options.retry, initial=[])
-        found = await run_map_reduce(
+        found: list[Any] = await run_map_reduce(
             executor, range(partitions), reduce, operator.add, reduce_options, None
         )
-        if output is None:
-            return await asyncio.to_thread(_concatenated, found, convert)
-        return await asyncio.to_thread(_parts_written, output, found)
+        return found
     finally:
         await remove_directory(directory)
-
-
-def _finished(
-    aggregate: Aggregate, states: States, output: str | None, convert: Callable[[Any], Any]
-) -> Any:
-    table = aggregate.finish(states)
-    if output is None:
-        return convert(table)
-    written = write_parquet_part([table], output, 0)
-    return _parts_written(output, [written])
 
 
 def _concatenated(tables: list[Any], convert: Callable[[Any], Any]) -> Any:
@@ -129,6 +195,49 @@ def _concatenated(tables: list[Any], convert: Callable[[Any], Any]) -> Any:
     return convert(pa.concat_tables(tables, promote_options="default"))
 
 
+def _parts(directory: str, part_format: PartFormat) -> list[str]:
+    pattern = os.path.join(glob.escape(directory), f"part-*.{part_format}")
+    return sorted(glob.glob(pattern))
+
+
 def _parts_written(output: str, counts: list[int]) -> ParquetParts:
-    files = tuple(sorted(glob.glob(os.path.join(glob.escape(output), "part-*.parquet"))))
-    return ParquetParts(output, files, sum(counts))
+    return ParquetParts(output, tuple(_parts(output, "parquet")), sum(counts))
+
+
+async def _streamed(
+    found: list[Any], directory: str, convert: Callable[[Any], Any]
+) -> AsyncIterator[Any]:
+    """The result's record batches, converted: from the table in memory when nothing was
+    spilled, else from the parts in ``directory``, one memory-mapped batch at a time."""
+    if found and not isinstance(found[0], int):  # the finished table, in memory
+        for batch in found[0].to_batches(max_chunksize=STREAMED_BATCH_ROWS):
+            if batch.num_rows:
+                yield await asyncio.to_thread(convert, batch)
+        return
+    for path in await asyncio.to_thread(_parts, directory, "arrow"):
+        reader = await asyncio.to_thread(_Part, path)
+        try:
+            for index in range(reader.num_record_batches):
+                batch = await asyncio.to_thread(_converted, reader, index, convert)
+                if batch is not None:
+                    yield batch
+        finally:
+            reader.close()
+
+
+class _Part:
+    """An Arrow IPC file of the result, memory-mapped."""
+
+    def __init__(self, path: str) -> None:
+        pa = require("pyarrow", "aiomr.open_aggregate")
+        self.source = pa.memory_map(path)
+        self.reader = require("pyarrow.ipc", "aiomr.open_aggregate").open_file(self.source)
+        self.num_record_batches: int = self.reader.num_record_batches
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _converted(part: _Part, index: int, convert: Callable[[Any], Any]) -> Any:
+    batch = part.reader.get_batch(index)
+    return convert(batch) if batch.num_rows else None

@@ -14,7 +14,8 @@ was retried are never read (they go with the job's directory): every row counts 
 `reduce_partition` is the second phase, one task per partition: it reads batch ``p`` of
 every run (memory-mapped), merges them (spilling again, with the hash salted one level
 further, if one partition's states outgrow the budget) and finishes them, returning the
-table or writing it to a Parquet file.
+table or writing it to a file: Parquet (a result written to ``output=``) or Arrow IPC (a
+result streamed back to the caller, read memory-mapped).
 """
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from .aggregate import Aggregate, States
 from .hashing import partition_of
 from .imports import require
 
-__all__ = ["PartitionReducer", "SpillingMerge", "Spilled", "write_run"]
+__all__ = ["PartFormat", "PartitionReducer", "SpillingMerge", "Spilled", "write_part", "write_run"]
+
+PartFormat: TypeAlias = Literal["parquet", "arrow"]
+"""How a partition's finished table is written: Parquet, or Arrow IPC (``part-N.arrow``)."""
+STREAMED_BATCH_ROWS = 65_536
+"""Rows per record batch of a part written as Arrow IPC: what a streamed result yields."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +162,8 @@ def _partition_batches(runs: tuple[str, ...], partition: int) -> Iterator[Any]:
 
 class PartitionReducer:
     """The task of one partition: its rows from every run merged and finished; the table,
-    or, with ``output``, the rows written there as a Parquet file (then their count)."""
+    or, with ``output``, the rows written there as a file in ``part_format`` (then their
+    count)."""
 
     def __init__(
         self,
@@ -166,6 +173,7 @@ class PartitionReducer:
         directory: str,
         partitions: int,
         output: str | None,
+        part_format: PartFormat = "parquet",
     ) -> None:
         self.aggregate = aggregate
         self.runs = runs
@@ -173,12 +181,13 @@ class PartitionReducer:
         self.directory = directory
         self.partitions = partitions
         self.output = output
+        self.part_format: PartFormat = part_format
 
     def __call__(self, partition: int) -> list[Any]:
         """``[table]`` (none for a partition without rows), or ``[rows written]``."""
         tables = self._reduced(self.runs, partition, 0)
         if self.output is not None:
-            return [write_parquet_part(tables, self.output, partition)]
+            return [write_part(tables, self.output, partition, self.part_format)]
         pa = require("pyarrow", "a key-based columnar aggregation")
         return [pa.concat_tables(tables, promote_options="default")] if tables else []
 
@@ -246,19 +255,27 @@ def _rows_per_partition(runs: tuple[str, ...]) -> list[int]:
     return totals
 
 
-def write_parquet_part(tables: list[Any], output: str, partition: int) -> int:
-    """Write ``tables`` as ``part-PARTITION.parquet`` in ``output`` (complete or not at all:
-    written beside, then renamed); return the rows written."""
-    pa = require("pyarrow", "writing an aggregation to Parquet")
-    pq = require("pyarrow.parquet", "writing an aggregation to Parquet")
-    path = os.path.join(output, f"part-{partition:05d}.parquet")
+def write_part(
+    tables: list[Any], output: str, partition: int, part_format: PartFormat = "parquet"
+) -> int:
+    """Write ``tables`` as ``part-PARTITION.parquet`` (or ``.arrow``) in ``output``, complete
+    or not at all (written beside, then renamed); return the rows written."""
+    pa = require("pyarrow", "writing an aggregation's result")
+    path = os.path.join(output, f"part-{partition:05d}.{part_format}")
     partial = f"{path}.{os.getpid()}.{uuid.uuid4().hex}.part"
     if not tables:
         return 0
     # One schema for the file: types promoted where the pieces differ (see `_reduced`).
     table = pa.concat_tables(tables, promote_options="default")
     try:
-        pq.write_table(table, partial)
+        if part_format == "parquet":
+            require("pyarrow.parquet", "writing an aggregation to Parquet").write_table(
+                table, partial
+            )
+        else:
+            ipc = require("pyarrow.ipc", "streaming an aggregation's result")
+            with ipc.new_file(partial, table.schema) as writer:
+                writer.write_table(table, max_chunksize=STREAMED_BATCH_ROWS)
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):

@@ -35,6 +35,7 @@ def check_function(
     returns: str | None = "its result",
     hint: str = "",
     where: str = "in workers",
+    coroutines: bool = False,
 ) -> None:
     """Raise `TypeError` unless workers can call ``fn`` as the job expects.
 
@@ -47,16 +48,25 @@ def check_function(
             whose result is not used.
         hint: added to the message when a generator function is refused.
         where: where aiomr calls ``fn``, for the message.
+        coroutines: the place takes an ``async def`` function (a mapper: its coroutines
+            run on an event loop in each worker).
     """
     if not callable(fn):
         raise TypeError(f"{name} must be callable, got {type(fn).__qualname__}")
     kind = kind_of(fn)
+    if kind == "coroutine" and coroutines:
+        return
     if kind == "coroutine":
         raise TypeError(
             f"{name} {describe(fn)} is an async def function: aiomr calls it {where}, "
             "where no event loop runs, so it would only make a coroutine that is never "
             "awaited; make it a plain def (run the async part in the caller, before or "
             "after the job)"
+        )
+    if kind == "async generator" and coroutines:
+        raise TypeError(
+            f"{name} {describe(fn)} is an async generator function: this job's mapper "
+            "gives one value per record; make it an async def function that returns it"
         )
     if kind == "async generator":
         instead = "a plain def or generator" if yields else "a plain def"

@@ -134,7 +134,12 @@ class ChunkSizer:
     """Choose the size of the next chunk, fixed or adaptive (see the module docstring)."""
 
     def __init__(
-        self, chunk_size: int | None = None, *, split_seconds: float | None = None
+        self,
+        chunk_size: int | None = None,
+        *,
+        split_seconds: float | None = None,
+        target_seconds: float = TARGET_TASK_SECONDS,
+        smallest: int = 1,
     ) -> None:
         if chunk_size is not None:
             if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
@@ -142,7 +147,11 @@ class ChunkSizer:
             if chunk_size < 1:
                 raise ValueError("chunk_size must be >= 1")
         self.adaptive = chunk_size is None
-        self.size = FIRST_CHUNK_SIZE if chunk_size is None else chunk_size
+        self.target_seconds = target_seconds
+        """What an adaptive chunk should take to run."""
+        self.smallest = smallest
+        """The fewest records in an adaptive chunk."""
+        self.size = max(FIRST_CHUNK_SIZE, smallest) if chunk_size is None else chunk_size
         self._per_record: float | None = None
         self.split_seconds = split_seconds
         """Target seconds of a split task, or ``None`` to size splits by bytes alone."""
@@ -174,8 +183,8 @@ class ChunkSizer:
             self._per_record = per_record
         else:
             self._per_record += _EWMA_WEIGHT * (per_record - self._per_record)
-        wanted = int(TARGET_TASK_SECONDS / self._per_record)
-        self.size = max(1, min(wanted, self.size * MAX_GROWTH, MAX_CHUNK_SIZE))
+        wanted = int(self.target_seconds / self._per_record)
+        self.size = max(self.smallest, min(wanted, self.size * MAX_GROWTH, MAX_CHUNK_SIZE))
 
 
 class ChunkReader(Generic[R]):

@@ -30,7 +30,8 @@ import cloudpickle
 
 from ._badrecords import DeadLetterFile, OnError
 from ._callables import MAPPER_HINT, check_function
-from ._chunker import AnySource, ChunkReader, ChunkSizer, check_source
+from ._chunker import TARGET_TASK_SECONDS, AnySource, ChunkReader, ChunkSizer, check_source
+from ._coroutine_jobs import COROUTINE_TASK_SECONDS, coroutine_job, smallest_chunk
 from ._dispatch import dispatch
 from ._exceptions import EmptySourceError
 from ._options import MapOptions
@@ -46,7 +47,14 @@ from ._worker.bodies import (
     map_chunk,
     map_parsed_chunk,
 )
-from ._worker.run import execute
+from ._worker.coroutines import (
+    CoroutinePlan,
+    fold_concurrently,
+    fold_concurrently_here,
+    map_chunk_concurrently,
+    map_chunk_concurrently_here,
+)
+from ._worker.run import execute, execute_async
 from .executors import Executor, ShippedCode
 from .sources._describe import describe
 
@@ -62,8 +70,10 @@ log = logging.getLogger(__name__)
 
 
 def check_callable(name: str, value: object) -> None:
-    """Check a mapper or reducer of a map-reduce job (see `aiomr._callables`)."""
-    check_function(name, value, hint=MAPPER_HINT if name == "mapper" else "")
+    """Check a mapper or reducer of a map-reduce job (see `aiomr._callables`); a mapper may
+    be an ``async def`` function."""
+    mapper = name == "mapper"
+    check_function(name, value, hint=MAPPER_HINT if mapper else "", coroutines=mapper)
 
 
 def _body_for(
@@ -73,10 +83,16 @@ def _body_for(
     reducer: Callable[[Any, Any], Any],
     on_error: OnError = "raise",
     batch_format: BatchFormat = "arrow",
+    plan: CoroutinePlan | None = None,
+    here: bool = False,
 ) -> Callable[[Any, int], Any]:
-    """Choose the task body for how the source is read, the mode and ``on_error``."""
+    """Choose the task body for how the source is read, the mode and ``on_error``; with a
+    `CoroutinePlan`, one that runs the mapper's coroutines concurrently (on the caller's
+    loop when ``here``)."""
     described = describe(source)
     split_source = described.worker_side()
+    if plan is not None:
+        return _coroutine_body(described, split_source, mode, mapper, reducer, on_error, plan, here)
     if split_source is not None:  # the workers read the records: the source knows how
         return split_source.task_body(mode, mapper, reducer, on_error, batch_format)
     if mode == "blocks":
@@ -96,6 +112,34 @@ def _body_for(
     if parser is not None:
         return functools.partial(map_parsed_chunk, parser, mapper)
     return functools.partial(map_chunk, mapper)
+
+
+def _coroutine_body(
+    described: Any,
+    split_source: object,
+    mode: Mode,
+    mapper: Callable[..., Any],
+    reducer: Callable[[Any, Any], Any],
+    on_error: OnError,
+    plan: CoroutinePlan,
+    here: bool,
+) -> Callable[[Any, int], Any]:
+    """The task body of an ``async def`` mapper (`aiomr._worker.coroutines`)."""
+    if split_source is not None:
+        raise ValueError(
+            f"an async def mapper takes records the caller sends (iterables, async "
+            f"iterables, aiomr.sources.lines, queries); {described.record_noun}s read by "
+            "the workers themselves (aiomr.sources.files, columnar sources) are not "
+            "supported with one yet: read them with a plain mapper, or stream them with "
+            "aiomr.sources.lines"
+        )
+    if mode not in ("record", "chunk"):
+        raise ValueError(f"an async def mapper runs in mode='record' or 'chunk', not {mode!r}")
+    if mode == "chunk":
+        chunk = map_chunk_concurrently_here if here else map_chunk_concurrently
+        return functools.partial(chunk, plan, mapper)
+    fold = fold_concurrently_here if here else fold_concurrently
+    return functools.partial(fold, plan, mapper, reducer, described.parser, on_error != "raise")
 
 
 def ship_named(executor: Executor, fn: Callable[..., Any], parts: dict[str, object]) -> ShippedCode:
@@ -131,16 +175,26 @@ async def run_map_phase(
     retry: RetryPolicy | None = None,
     on_error: OnError = "raise",
     dead_letter: DeadLetterFile | None = None,
+    coroutines: CoroutinePlan | None = None,
 ) -> Any:
     """Run ``body`` over every chunk of ``source`` and fold the partials; return the result.
 
     The building block of every job: plain map-reduce folds values, key-based jobs fold the
     descriptions of the files their map tasks wrote. ``parts`` names the user callables in
-    ``body``, so an error about code that cannot be shipped names the culprit.
+    ``body``, so an error about code that cannot be shipped names the culprit. With
+    ``coroutines``, ``body`` runs an ``async def`` mapper's coroutines: on the caller's loop
+    when the executor runs coroutines itself (``body`` is then a coroutine function).
     """
-    sizer = ChunkSizer(chunk_size, split_seconds=executor.split_seconds)
+    sizer = ChunkSizer(
+        chunk_size,
+        split_seconds=executor.split_seconds,
+        target_seconds=TARGET_TASK_SECONDS if coroutines is None else COROUTINE_TASK_SECONDS,
+        smallest=smallest_chunk(coroutines),
+    )
     reader: ChunkReader[Any] = ChunkReader(source, sizer, executor.max_workers)
-    code = ship_named(executor, functools.partial(execute, body), parts or {})
+    here = coroutines is not None and executor.runs_coroutines
+    run = functools.partial(execute_async if here else execute, body)
+    code = ship_named(executor, run, parts or {})
     folder.bind(code)  # a folder the executor made may keep this job's partials remote
     if stats.started_at is None:
         stats.started_at = time.monotonic()
@@ -192,7 +246,26 @@ async def run_map_reduce(
     """
     check_callable("mapper", mapper)
     check_callable("reducer", reducer)
-    body = _body_for(source, options.mode, mapper, reducer, options.on_error, options.batch_format)
+    async with coroutine_job(mapper, options, executor) as plan:
+        return await _run_map_reduce(
+            executor, source, mapper, reducer, options, stats, folder, plan
+        )
+
+
+async def _run_map_reduce(
+    executor: Executor,
+    source: AnySource,
+    mapper: Callable[[Any], Any],
+    reducer: Callable[[Any, Any], Any],
+    options: MapOptions,
+    stats: JobStats | None,
+    folder: Folder | None,
+    plan: CoroutinePlan | None,
+) -> Any:
+    here = executor.runs_coroutines
+    body = _body_for(
+        source, options.mode, mapper, reducer, options.on_error, options.batch_format, plan, here
+    )
     dead_letter = DeadLetterFile(options.dead_letter) if options.dead_letter else None
     stats = stats if stats is not None else JobStats()
     if folder is None:
@@ -213,6 +286,7 @@ async def run_map_reduce(
             retry=options.retry,
             on_error=options.on_error,
             dead_letter=dead_letter,
+            coroutines=plan,
         )
     finally:
         stats.finished_at = time.monotonic()

@@ -15,6 +15,7 @@ entry point takes exactly its view's keywords. Adding an option therefore touche
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
@@ -79,6 +80,19 @@ class RunKeywords(TypedDict, total=False):
     dead_letter: str | os.PathLike[str] | None
     """A JSON Lines file to append every skipped record to (location, record, error); needs
     ``on_error="skip"`` or ``"collect"``."""
+    concurrency: int | None
+    """With an ``async def`` mapper: its coroutines in flight at once in each worker (on
+    the caller's loop with ``executor="inline"``); default 64."""
+    record_timeout: float | None
+    """With an ``async def`` mapper: seconds one record's coroutine may take before it is
+    cancelled and fails with `TimeoutError` (retried if ``retry.retry_on`` lists it)."""
+    max_per_second: float | None
+    """With an ``async def`` mapper: coroutines started per second at most, across the job
+    (each of its worker processes takes an equal share)."""
+    resources: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None
+    """With an ``async def`` mapper: a factory of an async context manager (an HTTP client
+    session, a connection pool), entered once per worker for the job and exited when the
+    job ends; what it gives is passed to the mapper as its second argument."""
 
 
 class JobKeywords(RunKeywords, total=False):
@@ -196,8 +210,22 @@ class RunOptions:
     retry: RetryPolicy | None = None
     on_error: OnError = "raise"
     dead_letter: str | os.PathLike[str] | None = None
+    concurrency: int | None = None
+    record_timeout: float | None = None
+    max_per_second: float | None = None
+    resources: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None
 
     def __post_init__(self) -> None:
+        _check_count("concurrency", self.concurrency)
+        check_seconds("record_timeout", self.record_timeout, optional=True)
+        if self.max_per_second is not None and (
+            isinstance(self.max_per_second, bool)
+            or not isinstance(self.max_per_second, int | float)
+            or not self.max_per_second > 0
+        ):
+            raise ValueError(f"max_per_second must be a number > 0, got {self.max_per_second!r}")
+        if self.resources is not None and not callable(self.resources):
+            raise TypeError(f"resources must be callable, got {self.resources!r}")
         _check_count("chunk_size", self.chunk_size)
         _check_count("max_in_flight", self.max_in_flight)
         _check_count("max_workers", self.max_workers)

@@ -92,6 +92,8 @@ class RetryPolicy:
         """Whether a chunk that failed with ``exc`` deserves another run."""
         if isinstance(exc, UnpicklableError):  # it would fail the same way every time
             return False
+        if getattr(exc, "aiomr_retried", False):  # a record's coroutine, retried on its own
+            return False
         return isinstance(exc, (BrokenWorkerError, *self.retry_on))
 
     def delay(self, attempt: int) -> float:

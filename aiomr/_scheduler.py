@@ -289,6 +289,18 @@ class Lane(Executor):
     def can_kill_tasks(self) -> bool:
         return self._scheduler.executor.can_kill_tasks
 
+    @property
+    def runs_coroutines(self) -> bool:
+        return self._scheduler.executor.runs_coroutines
+
+    @property
+    def same_machine(self) -> bool:
+        return self._scheduler.executor.same_machine
+
+    @property
+    def in_process(self) -> bool:
+        return self._scheduler.executor.in_process
+
     def kill_task(self, task: asyncio.Future[Any], *, ran_for: float) -> bool:
         """Pass ``task`` on to the executor's `Executor.kill_task` once it holds the task;
         False while the task still waits for its turn here."""

@@ -52,6 +52,11 @@ ASYNC = "is an async def function: aiomr calls it in workers, where no event loo
 ASYNC_GEN = "is an async generator function: aiomr calls it in workers, where no event loop runs"
 GENERATOR = "is a generator function: calling it only makes a generator"
 
+ASYNC_GEN_MAPPER = (
+    "is an async generator function: this job's mapper gives one value per record; make it "
+    "an async def function that returns it"
+)
+
 ASYNC_KINDS = [
     pytest.param(async_mapper, f"async_mapper {ASYNC}", id="async-def"),
     pytest.param(async_pairs, f"async_pairs {ASYNC_GEN}", id="async-generator"),
@@ -90,10 +95,19 @@ async def refused(message: str) -> AsyncIterator[tuple[Pulled, ProcessExecutor]]
         await executor.aclose()
 
 
+def mapper_message(fn: Any, message: str) -> str | None:
+    """What a plain job says of ``fn`` as its mapper: ``None`` where it takes it (an async
+    def function is a coroutine mapper), else the refusal."""
+    if fn is async_pairs:
+        return f"mapper async_pairs {ASYNC_GEN_MAPPER}"
+    return None
+
+
 @pytest.mark.parametrize(("fn", "message"), ASYNC_KINDS)
 async def test_map_reduce_refuses_async_functions(fn: Any, message: str) -> None:
-    async with refused(f"mapper {message}") as (source, executor):
-        await aiomr.map_reduce(source, fn, operator.add, executor=executor)
+    if (refusal := mapper_message(fn, message)) is not None:
+        async with refused(refusal) as (source, executor):
+            await aiomr.map_reduce(source, fn, operator.add, executor=executor)
     async with refused(f"reducer {message}") as (source, executor):
         await aiomr.map_reduce(source, abs, fn, executor=executor)
 
@@ -107,18 +121,24 @@ async def test_streams_and_windows_refuse_async_functions(fn: Any, message: str)
         ("reducer", lambda s, e: aiomr.open_windows(s, abs, fn, size=2, executor=e)),
     ]:
         expected = f"{name} {view_message if name == 'view' else message}"
+        if name == "mapper":
+            if (refusal := mapper_message(fn, message)) is None:
+                continue
+            expected = refusal
         async with refused(expected) as (source, executor), opening(source, executor):
             pass
 
 
 @pytest.mark.parametrize(("fn", "message"), ASYNC_KINDS)
 async def test_engine_methods_refuse_async_functions(fn: Any, message: str) -> None:
-    async with refused(f"mapper {message}") as (source, executor):
-        engine = aiomr.Engine(executor)
-        try:
-            await engine.map_reduce(source, fn, operator.add)
-        finally:
-            await engine.aclose()
+    refusal = mapper_message(fn, message)
+    if refusal is not None:
+        async with refused(refusal) as (source, executor):
+            engine = aiomr.Engine(executor)
+            try:
+                await engine.map_reduce(source, fn, operator.add)
+            finally:
+                await engine.aclose()
     async with refused(f"reducer {message}") as (source, executor):
         engine = aiomr.Engine(executor)
         try:
@@ -126,13 +146,14 @@ async def test_engine_methods_refuse_async_functions(fn: Any, message: str) -> N
                 pass
         finally:
             await engine.aclose()
-    async with refused(f"mapper {message}") as (source, executor):
-        engine = aiomr.Engine(executor)
-        try:
-            async with engine.open_windows(source, fn, operator.add, size=2):
-                pass
-        finally:
-            await engine.aclose()
+    if refusal is not None:
+        async with refused(refusal) as (source, executor):
+            engine = aiomr.Engine(executor)
+            try:
+                async with engine.open_windows(source, fn, operator.add, size=2):
+                    pass
+            finally:
+                await engine.aclose()
 
 
 @pytest.mark.parametrize(("fn", "message"), ASYNC_KINDS)

@@ -37,6 +37,9 @@ FEATURES = {
     "can_kill_tasks",
     "kill_task",
     "open_folder",
+    "runs_coroutines",
+    "same_machine",
+    "in_process",
 }
 """Every optional feature `Executor` declares."""
 REQUIRED = {"max_workers", "submit", "aclose", "ship", "closed"}
@@ -382,6 +385,9 @@ async def test_the_base_class_defaults_are_the_documented_ones() -> None:
         "can_kill_tasks": executor.can_kill_tasks,
         "kill_task": executor.kill_task(loop.create_future(), ran_for=1.0),
         "open_folder": executor.open_folder(operator.add, initial=0, ordered=False),
+        "runs_coroutines": executor.runs_coroutines,
+        "same_machine": executor.same_machine,
+        "in_process": executor.in_process,
     }
     assert executor.name == "Threads"
     assert documented["name"] == "the class name"

@@ -12,14 +12,14 @@ import os
 import pickle
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .blame import INPUT, take_note
 from .envelope import Counted, Failure, Outcome, Skipped
 from .sealing import Sealed, seal
 
-__all__ = ["execute"]
+__all__ = ["execute", "execute_async"]
 
 
 def execute(body: Callable[[Any, int], Any], payload: Any, start: int) -> Outcome | Failure:
@@ -34,10 +34,32 @@ def execute(body: Callable[[Any, int], Any], payload: Any, start: int) -> Outcom
             payload = pickle.loads(payload.data)
         value = body(payload, start)
     except Exception as exc:
-        note = take_note(exc)
-        formatted = traceback.format_exc()
-        record = note if isinstance(note, int) else None
-        return Failure(exc, formatted, os.getpid(), record, reading=note == INPUT)
+        return _failure(exc)
+    return _outcome(value, payload, started)
+
+
+async def execute_async(
+    body: Callable[[Any, int], Awaitable[Any]], payload: Any, start: int
+) -> Outcome | Failure:
+    """`execute` for a body that is a coroutine function, on the caller's loop (inline)."""
+    started = time.perf_counter()
+    try:
+        if type(payload) is Sealed:
+            payload = pickle.loads(payload.data)
+        value = await body(payload, start)
+    except Exception as exc:
+        return _failure(exc)
+    return _outcome(value, payload, started)
+
+
+def _failure(exc: Exception) -> Failure:
+    note = take_note(exc)
+    formatted = "".join(traceback.format_exception(exc))
+    record = note if isinstance(note, int) else None
+    return Failure(exc, formatted, os.getpid(), record, reading=note == INPUT)
+
+
+def _outcome(value: Any, payload: Any, started: float) -> Outcome:
     skipped: tuple[Skipped, ...] = ()
     read = None
     if isinstance(value, Counted):

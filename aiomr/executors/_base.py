@@ -18,7 +18,10 @@ every job; what a job loses without each feature is in docs/concepts/executors.m
 * `Executor.seals_chunks` (``False``): large chunks pickled on a helper thread;
 * `Executor.split_seconds` (``None``): the splits of file jobs sized by time;
 * `Executor.can_kill_tasks` (``False``) with `Executor.kill_task`: ``task_timeout``;
-* `Executor.open_folder` (``None``): partials folded where they are (Dask).
+* `Executor.open_folder` (``None``): partials folded where they are (Dask);
+* `Executor.runs_coroutines` (``False``): coroutine tasks run on the caller's loop (inline);
+* `Executor.same_machine` (``True``): the workers see the caller's files (not Dask);
+* `Executor.in_process` (``False``): the workers are threads of the caller's process.
 """
 
 from __future__ import annotations
@@ -210,6 +213,37 @@ class Executor(abc.ABC):
         there, on a helper thread.
         """
         return None
+
+    @property
+    def runs_coroutines(self) -> bool:
+        """Whether `submit` runs a task whose function returns a coroutine on the caller's
+        event loop (awaiting it), rather than in a worker.
+
+        A job with an ``async def`` mapper then runs its coroutines on the caller's loop,
+        as tasks of its own, instead of on an event loop in each worker. Default:
+        ``False``, the workers run a loop of their own for them.
+        """
+        return False
+
+    @property
+    def in_process(self) -> bool:
+        """Whether every worker runs in the caller's process (threads, inline).
+
+        An ``async def`` mapper's ``max_per_second`` is then paced once for the process;
+        otherwise each of `max_workers` worker processes paces an equal share of it.
+        Default: ``False``.
+        """
+        return False
+
+    @property
+    def same_machine(self) -> bool:
+        """Whether the workers run on the caller's machine and see its files.
+
+        A job with an ``async def`` mapper tells the workers that it has ended through a
+        file, so that they cancel what is left of it and close its ``resources``: where
+        they may not see the caller's files, ``resources`` are refused. Default: ``True``.
+        """
+        return True
 
     def _check_open(self) -> None:
         if self._closed:

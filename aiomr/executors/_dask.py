@@ -160,6 +160,10 @@ class DaskExecutor(Executor):
     closes the client and cluster the executor started.
     """
 
+    same_machine = False
+    """The workers may run on other machines: an ``async def`` mapper's coroutines run
+    there, but its ``resources`` are refused (the job could not tell them it ended)."""
+
     def __init__(
         self,
         address: str | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +18,17 @@ class InlineExecutor(Executor):
     No concurrency at all: a breakpoint in a mapper stops the program where you expect, and
     every task has finished before the next chunk is read (folding still follows
     ``ordered=``, as with any executor). It blocks the event loop while a task runs, so keep it to
-    debugging and tests.
+    debugging and tests. The one exception is an ``async def`` mapper: its coroutines run
+    as tasks of the caller's loop, concurrently (``concurrency``), for I/O-bound work that
+    needs no process.
     """
+
+    runs_coroutines = True
+    """An ``async def`` mapper's coroutines run on the caller's loop, as tasks of their own
+    (up to the job's ``concurrency`` at once): the way for purely I/O-bound mappers."""
+
+    in_process = True
+    """Tasks run in the caller's thread."""
 
     @property
     def max_workers(self) -> int:
@@ -28,7 +38,10 @@ class InlineExecutor(Executor):
         self._check_open()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
-            future.set_result(fn(*args))
+            value = fn(*args)
+            if inspect.iscoroutine(value):  # a coroutine mapper's task: run on this loop
+                return asyncio.ensure_future(value)
+            future.set_result(value)
         except BaseException as exc:  # delivered through the future, like any executor
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise

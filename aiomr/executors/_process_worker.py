@@ -28,6 +28,7 @@ import mmap
 import os
 import pickle
 import struct
+import sys
 import threading
 import time
 import traceback
@@ -225,6 +226,14 @@ def _reply(call: bytearray, started: Callable[[], None]) -> list[Any]:
         del reply
 
 
+def _stop_coroutines() -> None:
+    """Before the worker exits: end the coroutines of coroutine mappers, and close their
+    jobs' resources, if this worker ran any (`aiomr._worker.coroutines`)."""
+    coroutines = sys.modules.get("aiomr._worker.coroutines")
+    if coroutines is not None:
+        coroutines.stop_runtime()
+
+
 def serve(
     tasks: Connection,
     replies: Connection,
@@ -243,11 +252,11 @@ def serve(
     while True:
         header = _read_exact(source, HEADER.size)
         if header is None:
-            return
+            return _stop_coroutines()
         size, tag = HEADER.unpack(header)
         call = _read_exact(source, size)
         if call is None or tag == CONTROL:
-            return
+            return _stop_coroutines()
         slots.take(slot, tag)
         reply = _reply(call, functools.partial(slots.start, slot, tag))
         del call

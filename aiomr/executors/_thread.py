@@ -28,6 +28,9 @@ class ThreadExecutor(Executor):
         self._max_workers = max_workers or default_max_workers()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
+    in_process = True
+    """The threads share the caller's process (and one event loop for coroutine mappers)."""
+
     @property
     def max_workers(self) -> int:
         return self._max_workers

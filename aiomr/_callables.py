@@ -63,6 +63,8 @@ def check_function(
             "awaited; make it a plain def (run the async part in the caller, before or "
             "after the job)"
         )
+    if kind == "async generator" and coroutines and yields:
+        return  # a key-based job's mapper: the pairs it yields
     if kind == "async generator" and coroutines:
         raise TypeError(
             f"{name} {describe(fn)} is an async generator function: this job's mapper "

@@ -37,8 +37,9 @@ that a worker keeps its coroutines busy through most of a chunk."""
 
 
 def is_coroutine_mapper(mapper: object) -> bool:
-    """Whether ``mapper`` is an ``async def`` function (or wraps one)."""
-    return kind_of(mapper) == "coroutine"
+    """Whether ``mapper`` is an ``async def`` function or an async generator function (or
+    wraps one)."""
+    return kind_of(mapper) in ("coroutine", "async generator")
 
 
 def smallest_chunk(plan: CoroutinePlan | None) -> int:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._callables import check_function, describe
+from ._callables import check_function, describe, kind_of
 from ._chunker import AnySource
 from ._exceptions import MapperOutputError
 from ._keyed.phases import collect_keyed, open_keyed
@@ -52,7 +52,7 @@ class Step:
             raise ValueError("a Step needs a mapper, a reducer, or both")
         for name in _YIELDING:
             if (fn := getattr(self, name)) is not None:
-                check_function(name, fn, yields=True)
+                check_function(name, fn, yields=True, coroutines=name == "mapper")
         for name in ("mapper_init", "reducer_init"):
             if (fn := getattr(self, name)) is not None:
                 check_function(name, fn, returns=None)
@@ -75,6 +75,37 @@ class _StepMapper:
         if self.mapper is None:
             return ((key, value),)
         return self.mapper(key, value)
+
+
+class _AsyncStepMapper(_StepMapper):
+    """A step's ``async def`` mapper: its coroutine runs on a worker's event loop."""
+
+    async def __call__(self, record: Any, *resource: Any) -> Pairs:  # type: ignore[override]
+        assert self.mapper is not None
+        key, value = (None, record) if self.first else record
+        pairs: Pairs = await self.mapper(key, value, *resource)  # type: ignore[misc]
+        return pairs
+
+
+class _AsyncGenStepMapper(_StepMapper):
+    """A step's async generator mapper: the pairs it yields."""
+
+    async def __call__(  # type: ignore[override]
+        self, record: Any, *resource: Any
+    ) -> AsyncIterator[tuple[Any, Any]]:
+        assert self.mapper is not None
+        key, value = (None, record) if self.first else record
+        async for pair in self.mapper(key, value, *resource):  # type: ignore[attr-defined]
+            yield pair
+
+
+def _step_mapper(mapper: Callable[[Any, Any], Pairs] | None, first: bool) -> _StepMapper:
+    kind = "plain" if mapper is None else kind_of(mapper)
+    if kind == "coroutine":
+        return _AsyncStepMapper(mapper, first)
+    if kind == "async generator":
+        return _AsyncGenStepMapper(mapper, first)
+    return _StepMapper(mapper, first)
 
 
 class _StepCombiner:
@@ -205,7 +236,7 @@ def _plan_factory(
     final = _Emitting(step.reducer_final, "reducer_final") if step.reducer_final else None
     # A job's reduce tasks call ``emit``, never the spec's reducer; `_Emitting` is a plain
     # callable, as a spec's reducer must be, so it stands in for both.
-    spec: GroupByKey[Any, Any, Any, Any] = GroupByKey(_StepMapper(step.mapper, first), emit)
+    spec: GroupByKey[Any, Any, Any, Any] = GroupByKey(_step_mapper(step.mapper, first), emit)
     combiner = _StepCombiner(step.combiner) if step.combiner is not None else None
 
     def plan_of(partitions: int, directory: str) -> ReducePlan:

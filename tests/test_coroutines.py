@@ -10,6 +10,7 @@ import contextlib
 import operator
 import os
 import pathlib
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -422,3 +423,89 @@ async def test_coroutine_options_need_an_async_mapper(tmp_path: pathlib.Path) ->
         await aiomr.map_reduce(aiomr.sources.files(source), doubled, operator.add)
     with pytest.raises(ValueError, match=r"concurrency must be >= 1"):
         await aiomr.map_reduce(range(3), doubled, operator.add, concurrency=0)
+
+
+# -- every job shape -----------------------------------------------------------------------
+
+
+async def word_pairs(line: str) -> list[tuple[str, int]]:
+    await asyncio.sleep(0.0005)
+    return [(word, 1) for word in line.split()]
+
+
+async def yielded_pairs(line: str) -> AsyncIterator[tuple[str, int]]:
+    await asyncio.sleep(0.0005)
+    for word in line.split():
+        yield word, 1
+
+
+async def fails_on_b(line: str) -> list[tuple[str, int]]:
+    if "b" in line.split():
+        raise ValueError(f"b in {line!r}")
+    return [(word, 1) for word in line.split()]
+
+
+LINES = ["a b c", "a b", "a", "d"] * 250
+COUNTED = {"a": 750, "b": 500, "c": 250, "d": 250}
+
+
+class AsyncWords(aiomr.Job):
+    async def mapper(self, _: None, line: str) -> list[tuple[str, int]]:
+        return await word_pairs(line)
+
+    def reducer(self, word: str, counts: Any) -> Any:
+        yield word, sum(counts)
+
+
+class YieldedWords(aiomr.Job):
+    async def mapper(self, _: None, line: str) -> AsyncIterator[tuple[str, int]]:
+        async for pair in yielded_pairs(line):
+            yield pair
+
+    def reducer(self, word: str, counts: Any) -> Any:
+        yield word, sum(counts)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+async def test_key_based_jobs_and_job_classes(executor: str) -> None:
+    for mapper in (word_pairs, yielded_pairs):
+        counts = await aiomr.map_reduce_by_key(
+            LINES, mapper, operator.add, executor=executor, max_workers=2
+        )
+        assert dict(counts) == COUNTED
+    for job in (AsyncWords(), YieldedWords()):
+        assert dict(await job.run(LINES, executor=executor, max_workers=2)) == COUNTED
+    stats = aiomr.JobStats()
+    counts = await aiomr.map_reduce_by_key(
+        LINES,
+        fails_on_b,
+        operator.add,
+        executor=executor,
+        max_workers=2,
+        on_error="skip",
+        stats=stats,
+    )
+    assert dict(counts) == {"a": 250, "d": 250}
+    assert stats.records_skipped == 500
+    with pytest.raises(ValueError, match=r"b in 'a b c'") as caught:
+        await aiomr.map_reduce_by_key(LINES, fails_on_b, operator.add, executor=executor)
+    (where,) = [n for n in caught.value.__notes__ if "of the source" in n][:1]
+    found = re.search(r"at record (\d+) of the source", where)
+    assert found is not None
+    assert "b" in LINES[int(found.group(1))].split()  # the record named is one that fails
+
+
+async def squared(x: int) -> int:
+    await asyncio.sleep(0)
+    return x * x
+
+
+async def test_streams_and_windows(process_executor: ProcessExecutor) -> None:
+    engine = aiomr.Engine(process_executor)
+    async with engine.open_stream(range(1_000), squared, operator.add) as snapshots:
+        seen = [snapshot async for snapshot in snapshots]
+    assert seen[-1].final
+    assert seen[-1].value == sum(x * x for x in range(1_000))
+    async with engine.open_windows(range(100), squared, operator.add, size=50) as windows:
+        found = [window.value async for window in windows]
+    assert found == [sum(x * x for x in range(50)), sum(x * x for x in range(50, 100))]

@@ -33,6 +33,7 @@ from typing import Any
 
 from .._badrecords import DeadLetterFile
 from .._chunker import AnySource
+from .._coroutine_jobs import coroutine_job
 from .._dispatch import Phase, run_phase
 from .._map_phase import run_map_phase
 from .._options import KeyedOptions
@@ -40,6 +41,7 @@ from .._outcomes import lost_worker_error, outcome_of
 from .._reducer import Folder
 from .._retry import RetryPolicy
 from .._stats import JobStats
+from .._worker.coroutines import CoroutinePlan
 from .._worker.run import execute
 from ..executors import Executor
 from ..sources._describe import describe
@@ -51,7 +53,7 @@ from .shuffle import (
     ReducePlan,
 )
 from .specs import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
-from .tasks import MapBody, ReduceBody
+from .tasks import CoroutineMapBody, MapBody, ReduceBody
 
 __all__ = ["collect_keyed", "open_keyed", "plan_for", "run_keyed"]
 
@@ -157,14 +159,46 @@ async def run_keyed(
                 "aiomr.sources.arrow(...), or aiomr.sources.files(..., format='tsv', 'csv' "
                 "or 'jsonl')"
             )
-    body = MapBody(
-        plan,
-        reader=split_source.reader if split_source is not None else None,
-        parser=described.parser,
-        guarded=options.on_error != "raise",
-        batches=batches,
-        batch_format=options.batch_format,
-    )
+    async with coroutine_job(plan.spec.mapper, options, executor) as coroutines:
+        if coroutines is not None:
+            if split_source is not None:
+                raise ValueError(
+                    "an async def mapper takes records the caller sends (iterables, async "
+                    "iterables, aiomr.sources.lines, queries), not a source the workers "
+                    "read themselves: read it with a plain mapper, or stream it with "
+                    "aiomr.sources.lines"
+                )
+            coroutine_body = CoroutineMapBody(
+                plan,
+                coroutines,
+                parser=described.parser,
+                guarded=options.on_error != "raise",
+            )
+            here = executor.runs_coroutines
+            body: Any = coroutine_body.here if here else coroutine_body
+        else:
+            body = MapBody(
+                plan,
+                reader=split_source.reader if split_source is not None else None,
+                parser=described.parser,
+                guarded=options.on_error != "raise",
+                batches=batches,
+                batch_format=options.batch_format,
+            )
+        outputs = await _map_phase(executor, source, body, plan, options, stats, coroutines)
+    stats.map_output_keys = sum(output.keys for output in outputs)
+    return await _reduce_phase(executor, plan, outputs, stats, options.retry or RetryPolicy())
+
+
+async def _map_phase(
+    executor: Executor,
+    source: AnySource,
+    body: Any,
+    plan: ReducePlan,
+    options: KeyedOptions,
+    stats: JobStats,
+    coroutines: CoroutinePlan | None,
+) -> list[MapOutput]:
     dead_letter = DeadLetterFile(options.dead_letter) if options.dead_letter else None
     try:
         outputs: list[MapOutput] = await run_map_phase(
@@ -179,12 +213,12 @@ async def run_keyed(
             retry=options.retry,
             on_error=options.on_error,
             dead_letter=dead_letter,
+            coroutines=coroutines,
         )
     finally:
         if dead_letter is not None:
             await dead_letter.aclose()
-    stats.map_output_keys = sum(output.keys for output in outputs)
-    return await _reduce_phase(executor, plan, outputs, stats, options.retry or RetryPolicy())
+    return outputs
 
 
 def _spec_parts(plan: ReducePlan) -> dict[str, object]:

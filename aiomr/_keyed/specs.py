@@ -34,8 +34,8 @@ A = TypeVar("A")
 T = TypeVar("T")
 
 
-def _check(name: str, fn: object, *, yields: bool = False) -> None:
-    check_function(name, fn, yields=yields)  # see aiomr._callables
+def _check(name: str, fn: object, *, yields: bool = False, coroutines: bool = False) -> None:
+    check_function(name, fn, yields=yields, coroutines=coroutines)  # see aiomr._callables
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class ReduceByKey(Generic[R, K, V]):
     reducer: Callable[[V, V], V]
 
     def __post_init__(self) -> None:
-        _check("mapper", self.mapper, yields=True)
+        _check("mapper", self.mapper, yields=True, coroutines=True)
         _check("reducer", self.reducer)
 
 
@@ -77,7 +77,7 @@ class GroupByKey(Generic[R, K, V, T]):
     combiner: Callable[[K, list[V]], V] | None = None
 
     def __post_init__(self) -> None:
-        _check("mapper", self.mapper, yields=True)
+        _check("mapper", self.mapper, yields=True, coroutines=True)
         _check("reducer", self.reducer)
         if self.combiner is not None:
             _check("combiner", self.combiner)
@@ -108,7 +108,7 @@ class FoldByKey(Generic[R, K, V, A]):
     initial_factory: Callable[[], A] | None = field(default=None)
 
     def __post_init__(self) -> None:
-        _check("mapper", self.mapper, yields=True)
+        _check("mapper", self.mapper, yields=True, coroutines=True)
         _check("binop", self.binop)
         _check("combine", self.combine)
         if (self.initial is MISSING) == (self.initial_factory is None):

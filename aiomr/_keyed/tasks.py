@@ -21,7 +21,7 @@ from .shuffle import MapOutput, ReduceOutput, ReducePlan, map_keyed, reduce_part
 if TYPE_CHECKING:
     from ..sources._split_source import SplitReading
 
-__all__ = ["MapBody", "ReduceBody"]
+__all__ = ["CoroutineMapBody", "MapBody", "ReduceBody"]
 
 
 class ReduceBody:
@@ -131,3 +131,58 @@ def _map_chunk(
     except Exception as exc:
         shift_record(exc, -start)
         raise
+
+
+class _Replay:
+    """A key-based job's mapper replaying what its coroutines gave, record after record:
+    the pairs, or the exception, so that the job's code blames or skips the record as it
+    would a plain mapper's."""
+
+    def __init__(self, found: list[tuple[bool, Any]]) -> None:
+        self._found = iter(found)
+
+    def __call__(self, record: Any) -> Any:
+        ok, value = next(self._found)
+        if not ok:
+            raise value
+        return value
+
+
+class CoroutineMapBody:
+    """The map task body of a key-based job whose mapper is an ``async def`` function (or
+    an async generator): every record's coroutine runs first, concurrently
+    (`aiomr._worker.coroutines`), then the chunk is combined and written as a plain
+    mapper's would be, from their pairs. ``here``: on the caller's loop (inline), the body
+    is a coroutine function."""
+
+    def __init__(
+        self, plan: ReducePlan, coroutines: Any, *, parser: RecordParser | None, guarded: bool
+    ) -> None:
+        self.plan = plan
+        self.coroutines = coroutines
+        self.parser = parser
+        self.guarded = guarded
+
+    def __call__(self, records: list[Any], start: int) -> Any:
+        from .._worker.coroutines import pairs_concurrently
+
+        found = pairs_concurrently(self.coroutines, self.plan.spec.mapper, self.parser, records)
+        return self._combined(found, records, start)
+
+    async def here(self, records: list[Any], start: int) -> Any:
+        from .._worker.coroutines import pairs_concurrently_here
+
+        mapper = self.plan.spec.mapper
+        found = await pairs_concurrently_here(self.coroutines, mapper, self.parser, records)
+        return self._combined(found, records, start)
+
+    def _combined(self, found: list[tuple[bool, Any]], records: list[Any], start: int) -> Any:
+        import dataclasses
+
+        spec = dataclasses.replace(self.plan.spec, mapper=_Replay(found))
+        plan = dataclasses.replace(self.plan, spec=spec)
+        if self.guarded:
+            guard = Guard(None)
+            outputs, count = _map_chunk(plan, records, start, guard)
+            return Counted(outputs, count, tuple(guard.skipped))
+        return _map_chunk(plan, records, start)[0]

@@ -54,6 +54,8 @@ __all__ = [
     "fold_concurrently_here",
     "map_chunk_concurrently",
     "map_chunk_concurrently_here",
+    "pairs_concurrently",
+    "pairs_concurrently_here",
 ]
 
 log = logging.getLogger(__name__)
@@ -466,3 +468,67 @@ async def map_chunk_concurrently_here(
 ) -> Any:
     """Chunk mode on the caller's loop (inline)."""
     return await _in_state(plan, _jobs_here(), functools.partial(_whole_chunk, mapper, records))
+
+
+# -- key-based jobs: each record's pairs ---------------------------------------------------
+
+
+class _Collected:
+    """An async generator mapper as a coroutine function: the pairs it yields, as a list."""
+
+    def __init__(self, mapper: Callable[..., Any]) -> None:
+        self.mapper = mapper
+
+    async def __call__(self, *args: Any) -> list[Any]:
+        return [pair async for pair in self.mapper(*args)]
+
+
+async def _pairs(
+    mapper: Callable[..., Any],
+    parser: Callable[[Any], Any] | None,
+    records: list[Any],
+    state: JobState,
+) -> list[tuple[bool, Any]]:
+    """Each record's pairs (a list) or its exception, in record order; every record runs,
+    so each failure is that record's own (a key-based job then blames or skips it)."""
+    from .._callables import kind_of
+
+    call = _Collected(mapper) if kind_of(mapper) == "async generator" else mapper
+    found: list[tuple[bool, Any]] = [(False, None)] * len(records)
+    inputs, positions = [], []
+    for index, raw in enumerate(records):
+        try:
+            inputs.append(parser(raw) if parser is not None else raw)
+            positions.append(index)
+        except Exception as exc:
+            found[index] = (False, exc)
+    mapped = await map_concurrently(state, call, inputs, stop_at_error=False)
+    for index, (ok, value) in zip(positions, mapped, strict=True):
+        found[index] = (True, list(value)) if ok else (False, value)
+    return found
+
+
+def pairs_concurrently(
+    plan: CoroutinePlan,
+    mapper: Callable[..., Any],
+    parser: Callable[[Any], Any] | None,
+    records: list[Any],
+) -> list[tuple[bool, Any]]:
+    """A key-based job's records mapped in a worker, on this process's runtime."""
+    runtime = Runtime.get()
+    work = functools.partial(_pairs, mapper, parser, records)
+    found: list[tuple[bool, Any]] = runtime.call(_in_state(plan, runtime.jobs, work))
+    return found
+
+
+async def pairs_concurrently_here(
+    plan: CoroutinePlan,
+    mapper: Callable[..., Any],
+    parser: Callable[[Any], Any] | None,
+    records: list[Any],
+) -> list[tuple[bool, Any]]:
+    """A key-based job's records mapped on the caller's loop (inline)."""
+    found: list[tuple[bool, Any]] = await _in_state(
+        plan, _jobs_here(), functools.partial(_pairs, mapper, parser, records)
+    )
+    return found

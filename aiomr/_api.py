@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Literal, Unpack, cast, overload
 
 from ._chunker import AnySource
@@ -28,6 +28,18 @@ from .sources._source import Source
 from .sources._split_source import SplitSource
 
 __all__ = ["aggregate", "map_reduce", "open_aggregate", "open_stream", "open_windows"]
+
+
+@overload
+async def map_reduce(
+    source: Iterable[R] | AsyncIterable[R] | Source,
+    mapper: Callable[[R], Awaitable[V]] | Callable[[R, Any], Awaitable[V]],
+    reducer: Callable[[V, V], V],
+    *,
+    mode: Literal["record"] = ...,
+    executor: ExecutorSpec = ...,
+    **options: Unpack[MapKeywords[V]],
+) -> V: ...
 
 
 @overload
@@ -68,7 +80,7 @@ async def map_reduce(
 
 async def map_reduce(
     source: AnySource,
-    mapper: Callable[[Any], Any],
+    mapper: Callable[..., Any],
     reducer: Callable[[Any, Any], Any],
     *,
     mode: Mode = "record",
@@ -98,9 +110,10 @@ async def map_reduce(
             It is pulled lazily, never read ahead of the in-flight window, and closed when the
             job ends.
         mapper: ``record -> value`` (``"record"`` mode) or ``list[record] -> partial``
-            (``"chunk"`` mode). Lambdas and closures work with the process pool. A plain
-            function: ``async def`` functions and generator functions are refused with a
-            `TypeError` (workers run no event loop, and a generator is not a value).
+            (``"chunk"`` mode). Lambdas and closures work with the process pool. An ``async
+            def`` function runs concurrently on an event loop in each worker (``concurrency``
+            coroutines at once; see [coroutine mappers](concepts/coroutines.md)); a generator
+            function is refused with a `TypeError` (a generator is not a value).
         reducer: ``(value, value) -> value``. It must be associative, and commutative unless
             ``ordered=True``; values and the result share one type.
         mode: ``"record"`` or ``"chunk"``, as above; ``"blocks"`` hands a file source's
@@ -112,7 +125,8 @@ async def map_reduce(
         **options: the job's options, `aiomr.MapKeywords`: ``initial`` (the result of an
             empty source), ``ordered``, ``chunk_size``, ``max_in_flight``, ``max_workers``
             (workers to start; defaults to the CPU count), ``retry``, ``on_error``,
-            ``dead_letter``, ``stats``.
+            ``dead_letter``, ``stats``; with an ``async def`` mapper, ``concurrency``,
+            ``record_timeout``, ``max_per_second`` and ``resources``.
 
     Returns:
         The reduction of all mapped values (``initial`` folded in first when given).

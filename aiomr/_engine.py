@@ -35,7 +35,7 @@ from ._sentinels import MISSING
 from ._stats import JobStats
 from ._steps import HasSteps, checked_steps, run_steps
 from ._stream import Snapshot, running
-from ._types import A, K, Mode, R, T, V
+from ._types import A, K, Mode, PairsMapper, R, T, V
 from ._windows import Window, windows
 from .executors import Executor, ExecutorSpec, resolve_executor
 from .sources._source import Source
@@ -283,7 +283,7 @@ class Engine:
     async def map_reduce_by_key(
         self,
         source: Iterable[R] | AsyncIterable[R] | Source,
-        mapper: Callable[[R], Iterable[tuple[K, V]]],
+        mapper: PairsMapper[R, K, V],
         reducer: Callable[[V, V], V],
         **options: Unpack[KeyedKeywords],
     ) -> dict[K, V]:
@@ -298,7 +298,7 @@ class Engine:
     async def group_by_key(
         self,
         source: Iterable[R] | AsyncIterable[R] | Source,
-        mapper: Callable[[R], Iterable[tuple[K, V]]],
+        mapper: PairsMapper[R, K, V],
         reducer: Callable[[K, Iterator[V]], T],
         *,
         combiner: Callable[[K, list[V]], V] | None = None,
@@ -311,7 +311,7 @@ class Engine:
     async def fold_by_key(
         self,
         source: Iterable[R] | AsyncIterable[R] | Source,
-        mapper: Callable[[R], Iterable[tuple[K, V]]],
+        mapper: PairsMapper[R, K, V],
         binop: Callable[[A, V], A],
         combine: Callable[[A, A], A],
         *,

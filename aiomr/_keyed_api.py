@@ -12,7 +12,7 @@ from ._keyed.specs import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
 from ._map_phase import check_job
 from ._options import KeyedKeywords, KeyedOptions
 from ._sentinels import MISSING
-from ._types import A, K, R, T, V
+from ._types import A, K, PairsMapper, R, T, V
 from .executors import ExecutorSpec
 from .sources._source import Source
 
@@ -21,7 +21,7 @@ __all__ = ["fold_by_key", "group_by_key", "map_reduce_by_key", "open_by_key"]
 
 async def map_reduce_by_key(
     source: Iterable[R] | AsyncIterable[R] | Source,
-    mapper: Callable[[R], Iterable[tuple[K, V]]],
+    mapper: PairsMapper[R, K, V],
     reducer: Callable[[V, V], V],
     *,
     executor: ExecutorSpec = "process",
@@ -81,7 +81,7 @@ async def map_reduce_by_key(
 
 async def group_by_key(
     source: Iterable[R] | AsyncIterable[R] | Source,
-    mapper: Callable[[R], Iterable[tuple[K, V]]],
+    mapper: PairsMapper[R, K, V],
     reducer: Callable[[K, Iterator[V]], T],
     *,
     combiner: Callable[[K, list[V]], V] | None = None,
@@ -118,7 +118,7 @@ async def group_by_key(
 
 async def fold_by_key(
     source: Iterable[R] | AsyncIterable[R] | Source,
-    mapper: Callable[[R], Iterable[tuple[K, V]]],
+    mapper: PairsMapper[R, K, V],
     binop: Callable[[A, V], A],
     combine: Callable[[A, A], A],
     *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Literal, TypeAlias, TypeVar
 
 __all__ = ["A", "BATCH_FORMATS", "BatchFormat", "K", "Mode", "R", "T", "V"]
@@ -26,3 +27,12 @@ BatchFormat: TypeAlias = Literal["arrow", "polars", "pandas"]
 """What a ``mode="batches"`` mapper receives: a ``pyarrow.RecordBatch``, a
 ``polars.DataFrame`` or a ``pandas.DataFrame``."""
 BATCH_FORMATS: tuple[BatchFormat, ...] = ("arrow", "polars", "pandas")
+
+PairsMapper: TypeAlias = (
+    Callable[[R], Iterable[tuple[K, V]]]
+    | Callable[[R], Awaitable[Iterable[tuple[K, V]]]]
+    | Callable[[R], AsyncIterator[tuple[K, V]]]
+)
+"""A key-based job's mapper: ``record -> (key, value) pairs``, a plain function or
+generator, an ``async def`` function returning the pairs, or an async generator yielding
+them."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from .._exceptions import MapperOutputError
 from .._worker.blame import note_record
@@ -181,7 +181,7 @@ class Guard:
         start: int,
     ) -> int:
         """Like `absorb`, one record at a time; return how many records were read."""
-        mapper, parser = spec.mapper, self.parser
+        mapper, parser = plain_mapper(spec), self.parser
         count = 0
         for index, raw in enumerate(records):
             count += 1
@@ -193,3 +193,9 @@ class Guard:
                 continue
             absorb(spec, combined, _replay(pairs), ((record,),), start + index)
         return count
+
+
+def plain_mapper(spec: KeyedSpec) -> Callable[[Any], Iterable[tuple[Any, Any]]]:
+    """The spec's mapper where a task calls it: a plain function (a coroutine mapper's
+    pairs are replayed by one, `aiomr._keyed.tasks.CoroutineMapBody`)."""
+    return cast(Callable[[Any], Iterable[tuple[Any, Any]]], spec.mapper)

@@ -30,7 +30,7 @@ from typing import Any, Literal, NamedTuple
 
 from .._exceptions import MapperOutputError
 from .._worker.blame import note_no_record
-from .combine import Guard, absorb
+from .combine import Guard, absorb, plain_mapper
 from .hashing import NotEqualToItself, refuse_nan, stable_hash, stable_hashes
 from .order import ascending_pairs, short_repr, sort_records
 from .specs import FoldByKey, GroupByKey, KeyedSpec, ReduceByKey
@@ -98,7 +98,7 @@ def _combine_chunk(
     if plan.mapper_init is not None:
         plan.mapper_init()
     if guard is None:
-        count = absorb(spec, combined, spec.mapper, blocks, start)
+        count = absorb(spec, combined, plain_mapper(spec), blocks, start)
     else:
         count = guard.absorb(spec, combined, itertools.chain.from_iterable(blocks), start)
     if plan.mapper_final is not None:

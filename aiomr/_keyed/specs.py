@@ -18,12 +18,13 @@ In all three the mapper turns one record into an iterable of ``(key, value)`` pa
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .._callables import check_function
 from .._sentinels import MISSING
+from .._types import PairsMapper
 
 __all__ = ["FoldByKey", "GroupByKey", "KeyedSpec", "ReduceByKey"]
 
@@ -50,7 +51,7 @@ class ReduceByKey(Generic[R, K, V]):
     the combiner), in every partition, and across spilled runs, in no fixed order.
     """
 
-    mapper: Callable[[R], Iterable[tuple[K, V]]]
+    mapper: PairsMapper[R, K, V]
     reducer: Callable[[V, V], V]
 
     def __post_init__(self) -> None:
@@ -72,7 +73,7 @@ class GroupByKey(Generic[R, K, V, T]):
     does not (use `FoldByKey` for those).
     """
 
-    mapper: Callable[[R], Iterable[tuple[K, V]]]
+    mapper: PairsMapper[R, K, V]
     reducer: Callable[[K, Iterator[V]], T]
     combiner: Callable[[K, list[V]], V] | None = None
 
@@ -101,7 +102,7 @@ class FoldByKey(Generic[R, K, V, A]):
     of ``combine``, as in Dask's ``foldby``; ``combine`` must be associative and commutative.
     """
 
-    mapper: Callable[[R], Iterable[tuple[K, V]]]
+    mapper: PairsMapper[R, K, V]
     binop: Callable[[A, V], A]
     combine: Callable[[A, A], A]
     initial: Any = MISSING

@@ -51,6 +51,8 @@ from ._worker.coroutines import (
     CoroutinePlan,
     fold_concurrently,
     fold_concurrently_here,
+    fold_split_concurrently,
+    fold_split_concurrently_here,
     map_chunk_concurrently,
     map_chunk_concurrently_here,
 )
@@ -116,7 +118,7 @@ def _body_for(
 
 def _coroutine_body(
     described: Any,
-    split_source: object,
+    split_source: Any,
     mode: Mode,
     mapper: Callable[..., Any],
     reducer: Callable[[Any, Any], Any],
@@ -125,14 +127,15 @@ def _coroutine_body(
     here: bool,
 ) -> Callable[[Any, int], Any]:
     """The task body of an ``async def`` mapper (`aiomr._worker.coroutines`)."""
-    if split_source is not None:
-        raise ValueError(
-            f"an async def mapper takes records the caller sends (iterables, async "
-            f"iterables, aiomr.sources.lines, queries); {described.record_noun}s read by "
-            "the workers themselves (aiomr.sources.files, columnar sources) are not "
-            "supported with one yet: read them with a plain mapper, or stream them with "
-            "aiomr.sources.lines"
-        )
+    if split_source is not None:  # lines of files the workers read, window by window
+        if mode != "record" or split_source.reader is None:
+            raise ValueError(
+                f"an async def mapper over a source the workers read runs in mode='record' "
+                f"over lines (aiomr.sources.files), not mode={mode!r}"
+            )
+        fold_split = fold_split_concurrently_here if here else fold_split_concurrently
+        reader = split_source.reader
+        return functools.partial(fold_split, plan, reader, mapper, reducer, on_error != "raise")
     if mode not in ("record", "chunk"):
         raise ValueError(f"an async def mapper runs in mode='record' or 'chunk', not {mode!r}")
     if mode == "chunk":

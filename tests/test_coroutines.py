@@ -419,8 +419,8 @@ async def test_coroutine_options_need_an_async_mapper(tmp_path: pathlib.Path) ->
         await aiomr.map_reduce(range(3), plain, operator.add, concurrency=3)
     source = tmp_path / "lines.txt"
     source.write_text("a\nb\n")
-    with pytest.raises(ValueError, match=r"read by the workers themselves"):
-        await aiomr.map_reduce(aiomr.sources.files(source), doubled, operator.add)
+    with pytest.raises(ValueError, match=r"runs in mode='record' over lines"):
+        await aiomr.map_reduce(aiomr.sources.files(source), doubled, operator.add, mode="chunk")
     with pytest.raises(ValueError, match=r"concurrency must be >= 1"):
         await aiomr.map_reduce(range(3), doubled, operator.add, concurrency=0)
 
@@ -509,3 +509,42 @@ async def test_streams_and_windows(process_executor: ProcessExecutor) -> None:
     async with engine.open_windows(range(100), squared, operator.add, size=50) as windows:
         found = [window.value async for window in windows]
     assert found == [sum(x * x for x in range(50)), sum(x * x for x in range(50, 100))]
+
+
+async def line_length(line: str) -> int:
+    await asyncio.sleep(0)
+    if line.startswith("bad"):
+        raise ValueError(f"bad line {line!r}")
+    return len(line)
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+async def test_lines_of_files_the_workers_read(tmp_path: pathlib.Path, executor: str) -> None:
+    lines_of = [f"line {i}" if i % 1_000 != 999 else f"bad {i}" for i in range(20_000)]
+    path = tmp_path / "lines.txt"
+    path.write_text("".join(f"{line}\n" for line in lines_of))
+    stats = aiomr.JobStats()
+    total = await aiomr.map_reduce(
+        aiomr.sources.files(path, split_size=64 * 1024),
+        line_length,
+        operator.add,
+        executor=executor,
+        max_workers=2,
+        concurrency=4,  # windows of 128 lines: many windows per split
+        on_error="collect",
+        stats=stats,
+    )
+    assert total == sum(len(line) for line in lines_of if not line.startswith("bad"))
+    assert stats.records == 20_000
+    assert stats.records_skipped == 20
+    assert sorted(bad.location for bad in stats.bad_records)[0].startswith(f"{path}:")
+    with pytest.raises(ValueError, match="bad line 'bad 999'") as caught:
+        await aiomr.map_reduce(
+            aiomr.sources.files(path, split_size=64 * 1024),
+            line_length,
+            operator.add,
+            executor=executor,
+            max_workers=1,
+            concurrency=4,
+        )
+    assert any("at record 999 of the split" in note for note in caught.value.__notes__)

@@ -105,6 +105,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "aiomr._outcomes",
             "aiomr._dispatch",
             "aiomr._map_phase",
+            "aiomr._coroutine_jobs",
             "aiomr._keyed.phases",
             "aiomr._columnar.aggregate_job",
             "aiomr._steps",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import operator
 import os
@@ -146,6 +147,26 @@ async def test_lambdas_and_closures_travel(executor: DaskExecutor) -> None:
         range(100), lambda x: x + offset, operator.add, executor=executor, chunk_size=7
     )
     assert total == sum(range(100)) + 300
+
+
+async def squared_later(x: int) -> int:
+    await asyncio.sleep(0.001)
+    return x * x
+
+
+async def test_coroutine_mappers_run_on_the_workers_loops(executor: DaskExecutor) -> None:
+    total = await aiomr.map_reduce(
+        range(1, 501), squared_later, operator.add, executor=executor, concurrency=8
+    )
+    assert total == sum(x * x for x in range(1, 501))
+    with pytest.raises(ValueError, match=r"resources= needs workers on the caller's machine"):
+        await aiomr.map_reduce(
+            range(3),
+            squared_later,
+            operator.add,
+            executor=executor,
+            resources=contextlib.nullcontext,
+        )
 
 
 async def test_word_count_by_key(executor: DaskExecutor) -> None:

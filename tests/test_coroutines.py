@@ -548,3 +548,46 @@ async def test_lines_of_files_the_workers_read(tmp_path: pathlib.Path, executor:
             concurrency=4,
         )
     assert any("at record 999 of the split" in note for note in caught.value.__notes__)
+
+
+class Gate:
+    """A mapper whose coroutines wait until the test lets them go."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.go = asyncio.Event()
+
+    async def __call__(self, x: int) -> int:
+        self.started += 1
+        await self.go.wait()
+        return x
+
+
+async def test_records_in_flight_are_bounded_by_the_window() -> None:
+    pulled = 0
+
+    async def records() -> AsyncIterator[int]:
+        nonlocal pulled
+        for x in range(10_000):
+            pulled += 1
+            yield x
+
+    gate = Gate()
+    job = asyncio.ensure_future(
+        aiomr.map_reduce(
+            records(),
+            gate,
+            operator.add,
+            executor="inline",
+            chunk_size=10,
+            max_in_flight=2,
+            concurrency=5,
+        )
+    )
+    await wait_for(lambda: gate.started == 5)
+    for _ in range(20):  # the job has every chance to read ahead, if it would
+        await asyncio.sleep(0.005)
+    assert gate.started == 5  # the job's bound on coroutines in flight
+    assert pulled <= 2 * 10 + 1  # two chunks out, and at most the record that ends one
+    gate.go.set()
+    assert await job == sum(range(10_000))

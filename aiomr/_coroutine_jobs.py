@@ -4,7 +4,7 @@
 job's `CoroutinePlan` (which travels to the workers with the job's code), and keeps the
 marker file that tells the workers the job still runs: removed when the job ends, however
 it ends, so that every worker cancels what is left of the job's coroutines and closes its
-resources (`aiomr._worker.coroutines`). On the caller's loop (``executor="inline"``) the
+resources (`aiomr._worker.coroutine_runtime`). On the caller's loop (``executor="inline"``) the
 job's coroutines are ended here directly.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from ._callables import describe, kind_of
 from ._options import RunOptions
-from ._worker.coroutines import DEFAULT_CONCURRENCY, CoroutinePlan, end_here
+from ._worker.coroutine_runtime import DEFAULT_CONCURRENCY, CoroutinePlan, end_here
 from .executors import Executor
 
 __all__ = ["COROUTINE_OPTIONS", "coroutine_job", "is_coroutine_mapper"]

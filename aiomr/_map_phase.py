@@ -47,15 +47,8 @@ from ._worker.bodies import (
     map_chunk,
     map_parsed_chunk,
 )
-from ._worker.coroutines import (
-    CoroutinePlan,
-    fold_concurrently,
-    fold_concurrently_here,
-    fold_split_concurrently,
-    fold_split_concurrently_here,
-    map_chunk_concurrently,
-    map_chunk_concurrently_here,
-)
+from ._worker.coroutine_runtime import CoroutinePlan, CoroutineTask
+from ._worker.coroutines import fold_mapped, fold_split_mapped, map_whole_chunk
 from ._worker.run import execute, execute_async
 from .executors import Executor, ShippedCode
 from .sources._describe import describe
@@ -126,23 +119,25 @@ def _coroutine_body(
     plan: CoroutinePlan,
     here: bool,
 ) -> Callable[[Any, int], Any]:
-    """The task body of an ``async def`` mapper (`aiomr._worker.coroutines`)."""
+    """The task body of an ``async def`` mapper (`aiomr._worker.coroutines`): a
+    `CoroutineTask`, or its coroutine function on the caller's loop when ``here``."""
+    guarded = on_error != "raise"
+    work: Callable[..., Any]
     if split_source is not None:  # lines of files the workers read, window by window
         if mode != "record" or split_source.reader is None:
             raise ValueError(
                 f"an async def mapper over a source the workers read runs in mode='record' "
                 f"over lines (aiomr.sources.files), not mode={mode!r}"
             )
-        fold_split = fold_split_concurrently_here if here else fold_split_concurrently
-        reader = split_source.reader
-        return functools.partial(fold_split, plan, reader, mapper, reducer, on_error != "raise")
-    if mode not in ("record", "chunk"):
+        work = functools.partial(fold_split_mapped, split_source.reader, mapper, reducer, guarded)
+    elif mode == "chunk":
+        work = functools.partial(map_whole_chunk, mapper)
+    elif mode == "record":
+        work = functools.partial(fold_mapped, mapper, reducer, described.parser, guarded)
+    else:
         raise ValueError(f"an async def mapper runs in mode='record' or 'chunk', not {mode!r}")
-    if mode == "chunk":
-        chunk = map_chunk_concurrently_here if here else map_chunk_concurrently
-        return functools.partial(chunk, plan, mapper)
-    fold = fold_concurrently_here if here else fold_concurrently
-    return functools.partial(fold, plan, mapper, reducer, described.parser, on_error != "raise")
+    task = CoroutineTask(plan, work)
+    return task.here if here else task
 
 
 def ship_named(executor: Executor, fn: Callable[..., Any], parts: dict[str, object]) -> ShippedCode:
@@ -249,48 +244,39 @@ async def run_map_reduce(
     """
     check_callable("mapper", mapper)
     check_callable("reducer", reducer)
-    async with coroutine_job(mapper, options, executor) as plan:
-        return await _run_map_reduce(
-            executor, source, mapper, reducer, options, stats, folder, plan
-        )
-
-
-async def _run_map_reduce(
-    executor: Executor,
-    source: AnySource,
-    mapper: Callable[[Any], Any],
-    reducer: Callable[[Any, Any], Any],
-    options: MapOptions,
-    stats: JobStats | None,
-    folder: Folder | None,
-    plan: CoroutinePlan | None,
-) -> Any:
-    here = executor.runs_coroutines
-    body = _body_for(
-        source, options.mode, mapper, reducer, options.on_error, options.batch_format, plan, here
-    )
-    dead_letter = DeadLetterFile(options.dead_letter) if options.dead_letter else None
     stats = stats if stats is not None else JobStats()
     if folder is None:
         # An executor that can combine partials where they are (Dask) makes its own folder.
         folder = executor.open_folder(reducer, initial=options.initial, ordered=options.ordered)
     if folder is None:
         folder = Folder(reducer, initial=options.initial, ordered=options.ordered)
+    dead_letter = DeadLetterFile(options.dead_letter) if options.dead_letter else None
     try:
-        result = await run_map_phase(
-            executor,
-            source,
-            body,
-            folder,
-            chunk_size=options.chunk_size,
-            max_in_flight=options.max_in_flight,
-            stats=stats,
-            parts={"mapper": mapper, "reducer": reducer},
-            retry=options.retry,
-            on_error=options.on_error,
-            dead_letter=dead_letter,
-            coroutines=plan,
-        )
+        async with coroutine_job(mapper, options, executor) as plan:
+            body = _body_for(
+                source,
+                options.mode,
+                mapper,
+                reducer,
+                options.on_error,
+                options.batch_format,
+                plan,
+                executor.runs_coroutines,
+            )
+            result = await run_map_phase(
+                executor,
+                source,
+                body,
+                folder,
+                chunk_size=options.chunk_size,
+                max_in_flight=options.max_in_flight,
+                stats=stats,
+                parts={"mapper": mapper, "reducer": reducer},
+                retry=options.retry,
+                on_error=options.on_error,
+                dead_letter=dead_letter,
+                coroutines=plan,
+            )
     finally:
         stats.finished_at = time.monotonic()
         if dead_letter is not None:

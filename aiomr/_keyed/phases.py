@@ -41,7 +41,8 @@ from .._outcomes import lost_worker_error, outcome_of
 from .._reducer import Folder
 from .._retry import RetryPolicy
 from .._stats import JobStats
-from .._worker.coroutines import CoroutinePlan
+from .._worker.coroutine_runtime import CoroutinePlan, CoroutineTask
+from .._worker.coroutines import pairs_of_records
 from .._worker.run import execute
 from ..executors import Executor
 from ..sources._describe import describe
@@ -168,12 +169,11 @@ async def run_keyed(
                     "read themselves: read it with a plain mapper, or stream it with "
                     "aiomr.sources.lines"
                 )
-            coroutine_body = CoroutineMapBody(
-                plan,
+            pairs = CoroutineTask(
                 coroutines,
-                parser=described.parser,
-                guarded=options.on_error != "raise",
+                functools.partial(pairs_of_records, plan.spec.mapper, described.parser),
             )
+            coroutine_body = CoroutineMapBody(plan, pairs, guarded=options.on_error != "raise")
             here = executor.runs_coroutines
             body: Any = coroutine_body.here if here else coroutine_body
         else:

@@ -8,6 +8,7 @@ the time.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -150,35 +151,23 @@ class _Replay:
 
 class CoroutineMapBody:
     """The map task body of a key-based job whose mapper is an ``async def`` function (or
-    an async generator): every record's coroutine runs first, concurrently
-    (`aiomr._worker.coroutines`), then the chunk is combined and written as a plain
-    mapper's would be, from their pairs. ``here``: on the caller's loop (inline), the body
-    is a coroutine function."""
+    an async generator): every record's coroutine runs first, concurrently (``pairs``, a
+    `CoroutineTask` of `aiomr._worker.coroutines.pairs_of_records`), then the chunk is
+    combined and written as a plain mapper's would be, from their pairs. `here` is the same
+    body on the caller's loop (inline)."""
 
-    def __init__(
-        self, plan: ReducePlan, coroutines: Any, *, parser: RecordParser | None, guarded: bool
-    ) -> None:
+    def __init__(self, plan: ReducePlan, pairs: Any, *, guarded: bool) -> None:
         self.plan = plan
-        self.coroutines = coroutines
-        self.parser = parser
+        self.pairs = pairs
         self.guarded = guarded
 
     def __call__(self, records: list[Any], start: int) -> Any:
-        from .._worker.coroutines import pairs_concurrently
-
-        found = pairs_concurrently(self.coroutines, self.plan.spec.mapper, self.parser, records)
-        return self._combined(found, records, start)
+        return self._combined(self.pairs(records, start), records, start)
 
     async def here(self, records: list[Any], start: int) -> Any:
-        from .._worker.coroutines import pairs_concurrently_here
-
-        mapper = self.plan.spec.mapper
-        found = await pairs_concurrently_here(self.coroutines, mapper, self.parser, records)
-        return self._combined(found, records, start)
+        return self._combined(await self.pairs.here(records, start), records, start)
 
     def _combined(self, found: list[tuple[bool, Any]], records: list[Any], start: int) -> Any:
-        import dataclasses
-
         spec = dataclasses.replace(self.plan.spec, mapper=_Replay(found))
         plan = dataclasses.replace(self.plan, spec=spec)
         if self.guarded:

@@ -228,10 +228,10 @@ def _reply(call: bytearray, started: Callable[[], None]) -> list[Any]:
 
 def _stop_coroutines() -> None:
     """Before the worker exits: end the coroutines of coroutine mappers, and close their
-    jobs' resources, if this worker ran any (`aiomr._worker.coroutines`)."""
-    coroutines = sys.modules.get("aiomr._worker.coroutines")
-    if coroutines is not None:
-        coroutines.stop_runtime()
+    jobs' resources, if this worker ran any (`aiomr._worker.coroutine_runtime`)."""
+    runtime = sys.modules.get("aiomr._worker.coroutine_runtime")
+    if runtime is not None:
+        runtime.stop_runtime()
 
 
 def serve(

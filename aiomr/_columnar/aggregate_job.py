@@ -96,8 +96,12 @@ async def run_aggregate(
     sink = None if output is None else _Sink(output, "parquet")
     found = await _aggregated(executor, source, aggregate, options, sink)
     if output is None:
-        return await asyncio.to_thread(_concatenated, found, convert)
-    return await asyncio.to_thread(_parts_written, output, found)
+        tables = found.partitions if found.finished is None else [found.finished]
+        return await asyncio.to_thread(_concatenated, tables, convert)
+    counts = found.partitions
+    if found.finished is not None:  # nothing spilled: the one part, written here
+        counts = [await asyncio.to_thread(write_part, [found.finished], output, 0)]
+    return await asyncio.to_thread(_parts_written, output, counts)
 
 
 @contextlib.asynccontextmanager
@@ -115,12 +119,19 @@ async def open_aggregate(
     convert = await _checked(aggregate, options)
     results = await new_directory(options.temp_dir)
     try:
-        found = await _aggregated(
-            executor, source, aggregate, options, _Sink(results, "arrow"), in_memory=True
-        )
+        found = await _aggregated(executor, source, aggregate, options, _Sink(results, "arrow"))
         yield _streamed(found, results, convert)
     finally:
         await remove_directory(results)
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What the phases found: the finished table when nothing spilled (it fits the budget),
+    else per partition its table (no sink) or the rows it wrote (a sink)."""
+
+    finished: Any | None
+    partitions: list[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +158,9 @@ async def _aggregated(
     aggregate: Aggregate,
     options: AggregateOptions,
     sink: _Sink | None,
-    *,
-    in_memory: bool = False,
-) -> list[Any]:
-    """The partitions' tables (without ``sink``) or rows written to ``sink``; with
-    ``in_memory``, the finished table when nothing spilled, whatever the sink."""
+) -> _Found:
+    """Run both phases (the second only if anything spilled, its partitions written to
+    ``sink`` when given)."""
     partitions = options.partitions or DEFAULT_PARTITIONS
     directory = await new_directory(options.temp_dir)
     try:
@@ -160,11 +169,7 @@ async def _aggregated(
         map_options = dataclasses.replace(options.map_options(), ordered=aggregate.ordered)
         value = await run_map_reduce(executor, source, aggregate.map, merge, map_options, stats)
         if isinstance(value, States):
-            finished = await asyncio.to_thread(aggregate.finish, value)
-            if sink is None or in_memory:
-                return [finished]
-            part = sink.directory, 0, sink.part_format
-            return [await asyncio.to_thread(write_part, [finished], *part)]
+            return _Found(await asyncio.to_thread(aggregate.finish, value), [])
         assert isinstance(value, Spilled)
         runs = value.runs
         if value.states is not None:
@@ -180,10 +185,10 @@ async def _aggregated(
             "parquet" if sink is None else sink.part_format,
         )
         reduce_options = MapOptions(chunk_size=1, retry=options.retry, initial=[])
-        found: list[Any] = await run_map_reduce(
+        found = await run_map_reduce(
             executor, range(partitions), reduce, operator.add, reduce_options, None
         )
-        return found
+        return _Found(None, found)
     finally:
         await remove_directory(directory)
 
@@ -205,12 +210,12 @@ def _parts_written(output: str, counts: list[int]) -> ParquetParts:
 
 
 async def _streamed(
-    found: list[Any], directory: str, convert: Callable[[Any], Any]
+    found: _Found, directory: str, convert: Callable[[Any], Any]
 ) -> AsyncIterator[Any]:
     """The result's record batches, converted: from the table in memory when nothing was
     spilled, else from the parts in ``directory``, one memory-mapped batch at a time."""
-    if found and not isinstance(found[0], int):  # the finished table, in memory
-        for batch in found[0].to_batches(max_chunksize=STREAMED_BATCH_ROWS):
+    if found.finished is not None:
+        for batch in found.finished.to_batches(max_chunksize=STREAMED_BATCH_ROWS):
             if batch.num_rows:
                 yield await asyncio.to_thread(convert, batch)
         return
